@@ -1,0 +1,1 @@
+//! The `#[audited]` attribute of phi-audit.

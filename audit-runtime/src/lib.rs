@@ -1,0 +1,23 @@
+//! Runtime of [phi-audit](https://docs.rs/phi-audit): the bh-audit-schema event
+//! model, request context, dispatch, sinks, validation and integrity.
+//!
+//! Users depend on the `phi-audit` facade, which re-exports this crate; the
+//! `#[audited]` attribute generates calls into [`__private`].
+
+#![warn(missing_docs)]
+
+pub mod event;
+mod metadata;
+pub mod sink;
+mod text;
+mod timestamp;
+
+pub use event::{
+    ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,
+    AuthorizingHuman, Correlation, DataClassification, Delegation, DelegationType, HashAlg, Http,
+    HttpMethod, Integrity, Outcome, OutcomeStatus, Resource, SchemaVersion, Service, SubjectType,
+};
+pub use metadata::{MetaValue, Metadata, MetadataValue};
+pub use sink::{Sink, SinkError};
+pub use text::Text;
+pub use timestamp::{Timestamp, TimestampError};

@@ -1,0 +1,251 @@
+//! [`Text`]: the string type of event fields.
+//!
+//! Constant parts of a call site are `&'static str` and short identifiers fit
+//! inline, so building an event for a typical audited call allocates nothing
+//! for its strings. Longer strings are shared (`Arc<str>`), so cloning an event
+//! or a context never copies string data.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+const INLINE_CAP: usize = 22;
+
+/// An immutable, cheaply clonable string used for every text field of an event.
+///
+/// ```
+/// use audit_runtime::Text;
+/// let a = Text::from_static("Patient");
+/// let b = Text::from("p-123");
+/// assert_eq!(&*a, "Patient");
+/// assert_eq!(b, "p-123");
+/// ```
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    Inline { len: u8, buf: [u8; INLINE_CAP] },
+    Shared(Arc<str>),
+}
+
+impl Text {
+    /// The empty string.
+    pub const EMPTY: Text = Text(Repr::Static(""));
+
+    /// A text borrowing a `'static` string: no allocation, ever.
+    pub const fn from_static(s: &'static str) -> Text {
+        Text(Repr::Static(s))
+    }
+
+    /// Copies `s`: inline (no allocation) up to 22 bytes, shared above that.
+    pub fn new(s: &str) -> Text {
+        if s.len() <= INLINE_CAP {
+            let mut buf = [0u8; INLINE_CAP];
+            buf[..s.len()].copy_from_slice(s.as_bytes());
+            Text(Repr::Inline {
+                len: s.len() as u8,
+                buf,
+            })
+        } else {
+            Text(Repr::Shared(Arc::from(s)))
+        }
+    }
+
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            Repr::Inline { len, buf } => {
+                // The buffer only ever holds a prefix copied from a `&str` of
+                // exactly `len` bytes, so it is valid UTF-8.
+                match std::str::from_utf8(&buf[..*len as usize]) {
+                    Ok(s) => s,
+                    Err(_) => "",
+                }
+            }
+            Repr::Shared(s) => s,
+        }
+    }
+
+    /// Length in characters (Unicode scalar values), as JSON Schema counts.
+    pub fn char_len(&self) -> usize {
+        self.as_str().chars().count()
+    }
+
+    /// Returns this text cut to at most `max_chars` characters (never inside a
+    /// character). Returns `None` when it already fits.
+    pub fn truncated(&self, max_chars: usize) -> Option<Text> {
+        let s = self.as_str();
+        let (idx, _) = s.char_indices().nth(max_chars)?;
+        Some(Text::new(&s[..idx]))
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::EMPTY
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for Text {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text::new(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        if s.len() <= INLINE_CAP {
+            Text::new(&s)
+        } else {
+            Text(Repr::Shared(Arc::from(s)))
+        }
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Text::new(s)
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(s: Arc<str>) -> Self {
+        Text(Repr::Shared(s))
+    }
+}
+
+impl From<std::borrow::Cow<'_, str>> for Text {
+    fn from(s: std::borrow::Cow<'_, str>) -> Self {
+        match s {
+            std::borrow::Cow::Borrowed(b) => Text::new(b),
+            std::borrow::Cow::Owned(o) => Text::from(o),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::hash::Hash for Text {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Text {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text::new(v))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text::from(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_shared_static_agree() {
+        let short = Text::new("abc");
+        let long = Text::new(&"x".repeat(40));
+        assert!(matches!(short.0, Repr::Inline { .. }));
+        assert!(matches!(long.0, Repr::Shared(_)));
+        assert_eq!(short, Text::from_static("abc"));
+        assert_eq!(long.len(), 40);
+        assert_eq!(std::mem::size_of::<Text>(), 24);
+    }
+
+    #[test]
+    fn truncation_counts_characters() {
+        let t = Text::new("héllo wörld");
+        assert_eq!(t.truncated(4).unwrap(), "héll");
+        assert!(t.truncated(11).is_none());
+        let e = Text::new("😀😀😀");
+        assert_eq!(e.truncated(2).unwrap(), "😀😀");
+    }
+}
