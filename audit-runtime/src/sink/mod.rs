@@ -5,19 +5,19 @@ use std::sync::Arc;
 
 use crate::event::AuditEvent;
 
-// mod fanout;
+mod fanout;
 // mod file;
-// mod memory;
-// mod nonblocking;
-// mod stdout;
-// mod tracing_sink;
+mod memory;
+mod nonblocking;
+mod stdout;
+mod tracing_sink;
 
-// pub use fanout::FanOut;
+pub use fanout::FanOut;
 // pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
-// pub use memory::MemorySink;
-// pub use nonblocking::{FullPolicy, NonBlocking, NonBlockingBuilder, ShutdownReport};
-// pub use stdout::StdoutSink;
-// pub use tracing_sink::{TracingSink, TRACING_TARGET};
+pub use memory::MemorySink;
+pub use nonblocking::{FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport};
+pub use stdout::StdoutSink;
+pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
 /// Why a sink could not take an event. Never contains event content.
 #[derive(Debug)]

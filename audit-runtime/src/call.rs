@@ -1,0 +1,420 @@
+//! The call guard behind `#[audited]`: captures a call, classifies how it
+//! ended, and emits exactly one event, also on panic and cancellation.
+//!
+//! Generated code uses this through `phi_audit::__private`; it is public so
+//! that the expansion can name it, not as an API to program against.
+
+use std::cell::RefCell;
+use std::fmt::{Display, Write as _};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use crate::config::ErrorMessages;
+use crate::context::AuditContext;
+use crate::dispatch::{self, Dispatch};
+use crate::event::{
+    Action, ActionType, Actor, AuditEvent, DataClassification, Outcome, Resource, SchemaVersion,
+    Service,
+};
+use crate::metadata::{MetaValue, Metadata};
+use crate::phi::PseudonymSource;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+
+/// The constant part of an audited function, built at compile time.
+#[derive(Debug)]
+pub struct CallSite {
+    /// `action.type`.
+    pub action: ActionType,
+    /// `resource.type`.
+    pub resource: &'static str,
+    /// `action.name`.
+    pub name: &'static str,
+    /// `action.phi_touched`.
+    pub phi_touched: Option<bool>,
+    /// `action.data_classification`.
+    pub classification: Option<DataClassification>,
+}
+
+/// An error type's own account of itself in the audit trail.
+///
+/// Implement it to mark denials (the event becomes DENIED) and to choose the
+/// `error_type` and a PHI-free message. Error types without it still work:
+/// their calls end as FAILURE with the type's name and the sanitized
+/// `Display`.
+///
+/// ```
+/// use audit_runtime::{AuditError, Outcome};
+///
+/// enum AppError { Forbidden, NotFound, Db(String) }
+///
+/// impl AuditError for AppError {
+///     fn audit_outcome(&self) -> Outcome {
+///         match self {
+///             AppError::Forbidden => Outcome::denied("RoleDenied"),
+///             AppError::NotFound => Outcome::failure("NotFound", "no such record"),
+///             // The database text may quote data: never pass it on.
+///             AppError::Db(_) => Outcome::failure("DatabaseError", "database unavailable"),
+///         }
+///     }
+/// }
+/// ```
+pub trait AuditError {
+    /// The outcome to record for this error: usually
+    /// [`Outcome::denied`] or [`Outcome::failure`].
+    fn audit_outcome(&self) -> Outcome;
+}
+
+enum DispatchRef {
+    None,
+    Global(&'static Dispatch),
+    Local(Dispatch),
+}
+
+impl DispatchRef {
+    fn current() -> DispatchRef {
+        if let Some(d) = dispatch::local() {
+            return DispatchRef::Local(d);
+        }
+        match dispatch::global() {
+            Some(g) => DispatchRef::Global(g),
+            None => DispatchRef::None,
+        }
+    }
+
+    fn get(&self) -> Option<&Dispatch> {
+        match self {
+            DispatchRef::None => None,
+            DispatchRef::Global(g) => Some(g),
+            DispatchRef::Local(l) => Some(l),
+        }
+    }
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Metadata>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One audited call in progress. Dropping it unfinished records a panic (or,
+/// for an async call, a cancellation).
+pub struct Call {
+    site: &'static CallSite,
+    dispatch: DispatchRef,
+    context: Option<AuditContext>,
+    started: Timestamp,
+    resource_id: Option<Text>,
+    patient_id: Option<Text>,
+    actor: Option<Actor>,
+    metadata: Metadata,
+    is_async: bool,
+    finished: bool,
+}
+
+impl Call {
+    /// Starts a synchronous call.
+    #[inline]
+    pub fn start(site: &'static CallSite) -> Call {
+        Call::begin(site, false)
+    }
+
+    /// Starts an async call: dropping it before [`Call::finish`] records
+    /// FAILURE `Cancelled`.
+    #[inline]
+    pub fn start_async(site: &'static CallSite) -> Call {
+        Call::begin(site, true)
+    }
+
+    fn begin(site: &'static CallSite, is_async: bool) -> Call {
+        let dispatch = DispatchRef::current();
+        let started = match dispatch.get() {
+            Some(d) => d.config().now(),
+            None => Timestamp::from_unix_millis(0),
+        };
+        Call {
+            site,
+            context: if dispatch.get().is_some() {
+                AuditContext::current()
+            } else {
+                None
+            },
+            dispatch,
+            started,
+            resource_id: None,
+            patient_id: None,
+            actor: None,
+            metadata: Metadata::new(),
+            is_async,
+            finished: false,
+        }
+    }
+
+    /// Sets `resource.id`.
+    #[inline]
+    pub fn set_resource_id(&mut self, id: Option<Text>) {
+        self.resource_id = id;
+    }
+
+    /// Sets `resource.patient_id`.
+    #[inline]
+    pub fn set_patient_id(&mut self, id: Option<Text>) {
+        self.patient_id = id;
+    }
+
+    /// Sets the actor (overrides the context's).
+    #[inline]
+    pub fn set_actor(&mut self, actor: Option<Actor>) {
+        if actor.is_some() {
+            self.actor = actor;
+        }
+    }
+
+    /// Adds a metadata entry.
+    #[inline]
+    pub fn set_meta(&mut self, key: &'static str, value: MetaValue) {
+        self.metadata.insert_value(Text::from_static(key), value);
+    }
+
+    /// The keyed pseudonym of `value`, or `None` (the field is left out and
+    /// counted) when the config has no pseudonym key.
+    pub fn pseudonym<T: PseudonymSource + ?Sized>(&self, value: &T) -> Option<Text> {
+        let d = self.dispatch.get()?;
+        match d.config().pseudonym_key() {
+            Some(k) => Some(k.pseudonym(value)),
+            None => {
+                d.count_unkeyed_pseudonym();
+                None
+            }
+        }
+    }
+
+    /// The same pseudonym as a metadata value (`null` without a key).
+    pub fn pseudonym_meta<T: PseudonymSource + ?Sized>(&self, value: &T) -> MetaValue {
+        match self.pseudonym(value) {
+            Some(t) => MetaValue::Str(t),
+            None => MetaValue::Null,
+        }
+    }
+
+    /// Makes `record!` inside a synchronous body add to this call until the
+    /// returned guard drops.
+    #[inline]
+    pub fn enter(&mut self) -> Entered<'_> {
+        let m = std::mem::take(&mut self.metadata);
+        FRAMES.with(|f| f.borrow_mut().push(m));
+        Entered { call: self }
+    }
+
+    /// Runs an async body with `record!` adding to this call whenever it is
+    /// polled.
+    pub fn instrument<F: Future>(&mut self, body: F) -> Instrumented<'_, F> {
+        Instrumented { call: self, body }
+    }
+
+    /// Whether the error messages policy lets `Display` be read.
+    pub fn display_allowed(&self) -> bool {
+        self.dispatch
+            .get()
+            .is_some_and(|d| d.config().inner().error_messages == ErrorMessages::Sanitized)
+    }
+
+    /// Ends the call with `outcome` and emits its event.
+    #[inline]
+    pub fn finish(mut self, outcome: Outcome) {
+        self.finished = true;
+        self.emit(outcome);
+    }
+
+    fn emit(&mut self, outcome: Outcome) {
+        let Some(d) = self.dispatch.get() else {
+            crate::stats::add_undispatched();
+            return;
+        };
+        let cfg = d.config();
+        let site = self.site;
+        let ctx = self.context.as_ref();
+        let actor = match self.actor.take() {
+            Some(a) => a,
+            None => match ctx.and_then(AuditContext::actor_ref) {
+                Some(a) => a.clone(),
+                None => cfg.default_actor().clone(),
+            },
+        };
+        let event = AuditEvent {
+            schema_version: SchemaVersion::V1_1,
+            event_id: cfg.new_event_id(),
+            timestamp: self.started,
+            service: Service::clone(cfg.service()),
+            actor,
+            action: Action {
+                kind: site.action,
+                name: Some(Text::from_static(site.name)),
+                phi_touched: site.phi_touched,
+                data_classification: site.classification,
+            },
+            resource: Resource {
+                kind: Text::from_static(site.resource),
+                id: self.resource_id.take(),
+                patient_id: self.patient_id.take(),
+            },
+            outcome,
+            correlation: ctx.and_then(|c| c.correlation().cloned()),
+            http: ctx.and_then(|c| c.http_ref().cloned()),
+            delegation: None,
+            metadata: std::mem::take(&mut self.metadata),
+            integrity: None,
+        };
+        d.emit(event);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The panic payload is never recorded: it may hold PHI.
+        let outcome = if std::thread::panicking() || !self.is_async {
+            Outcome::failure("Panic", "the audited call panicked")
+        } else {
+            Outcome::failure("Cancelled", "the audited call was cancelled before completion")
+        };
+        self.emit(outcome);
+    }
+}
+
+/// Returned by [`Call::enter`]; moves recorded metadata into the call on drop.
+pub struct Entered<'a> {
+    call: &'a mut Call,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let frame = FRAMES.try_with(|f| f.borrow_mut().pop()).ok().flatten();
+        if let Some(m) = frame {
+            self.call.metadata.extend(m);
+        }
+    }
+}
+
+/// The future returned by [`Call::instrument`].
+pub struct Instrumented<'a, F> {
+    call: &'a mut Call,
+    body: F,
+}
+
+impl<F: Future> Future for Instrumented<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        // SAFETY: `body` is structurally pinned (never moved out, no Drop
+        // impl on this type); `call` is a plain reference.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _entered = this.call.enter();
+        unsafe { Pin::new_unchecked(&mut this.body) }.poll(cx)
+    }
+}
+
+/// Adds metadata to the innermost audited call running on this thread (what
+/// `record!` expands to). Outside an audited call it does nothing.
+pub fn record(key: &'static str, value: MetaValue) {
+    let _ = FRAMES.try_with(|f| {
+        if let Some(top) = f.borrow_mut().last_mut() {
+            top.insert_value(Text::from_static(key), value);
+        }
+    });
+}
+
+/// Holds a reference to a return value while its outcome is classified.
+pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+/// Outcome of an `Err` whose type implements [`AuditError`].
+pub trait ViaAuditError {
+    /// The outcome.
+    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+}
+
+/// Outcome of an `Err` whose type implements `Display`.
+pub trait ViaDisplay {
+    /// The outcome.
+    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+}
+
+/// Outcome of any other `Err`.
+pub trait ViaAnyError {
+    /// The outcome.
+    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+}
+
+/// Outcome of a value that is not a `Result`: SUCCESS.
+pub trait ViaValue {
+    /// The outcome.
+    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+}
+
+impl<T, E: AuditError> ViaAuditError for &&&Probe<'_, Result<T, E>> {
+    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::SUCCESS,
+            Err(e) => e.audit_outcome(),
+        }
+    }
+}
+
+impl<T, E: Display> ViaDisplay for &&Probe<'_, Result<T, E>> {
+    fn __phi_audit_outcome(&self, call: &Call) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::SUCCESS,
+            Err(e) => {
+                let ty = short_type_name::<E>();
+                if call.display_allowed() {
+                    let mut msg = String::new();
+                    let _ = write!(msg, "{e}");
+                    Outcome::failure(Text::from_static(ty), msg)
+                } else {
+                    Outcome::failure(Text::from_static(ty), Text::from_static(ty))
+                }
+            }
+        }
+    }
+}
+
+impl<T, E> ViaAnyError for &Probe<'_, Result<T, E>> {
+    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+        match self.0 {
+            Ok(_) => Outcome::SUCCESS,
+            Err(_) => {
+                let ty = Text::from_static(short_type_name::<E>());
+                Outcome::failure(ty.clone(), ty)
+            }
+        }
+    }
+}
+
+impl<T: ?Sized> ViaValue for Probe<'_, T> {
+    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+        Outcome::SUCCESS
+    }
+}
+
+/// `my_app::errors::AppError<T>` → `AppError`.
+pub fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let base = full.split('<').next().unwrap_or(full);
+    match base.rsplit("::").next() {
+        Some(s) if !s.is_empty() => s,
+        _ => full,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_type_name::<std::io::Error>(), "Error");
+        assert_eq!(short_type_name::<Vec<String>>(), "Vec");
+        assert_eq!(short_type_name::<u8>(), "u8");
+    }
+}

@@ -1,0 +1,411 @@
+//! [`Config`]: how a dispatcher shapes events. Immutable once built; every
+//! mistake is reported by [`ConfigBuilder::build`], never at emit time.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::event::{Actor, SchemaVersion, Service};
+use crate::phi::PseudonymKey;
+use crate::schema::DowngradePolicy;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+
+/// What to do with an event that fails validate-on-emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidationPolicy {
+    /// Drop it (counted as dropped and as a validation failure).
+    Drop,
+    /// Emit it anyway (counted as a validation failure).
+    EmitAnyway,
+}
+
+/// What to do when the sink returns an error. Either way it is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SinkFailurePolicy {
+    /// Count it only.
+    #[default]
+    Ignore,
+    /// Also log the error kind through `tracing` at target
+    /// [`INTERNAL_TARGET`], never with event content.
+    Report,
+}
+
+/// What an error's `Display` contributes to `outcome.error_message` for
+/// error types that do not implement `AuditError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorMessages {
+    /// The sanitized `Display` (see [`crate::sanitize`]). The default.
+    #[default]
+    Sanitized,
+    /// Only the error type's name; the `Display` is never read.
+    TypeOnly,
+}
+
+/// The `tracing` target of the crate's own diagnostics (never event content).
+pub const INTERNAL_TARGET: &str = "phi_audit::internal";
+
+type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+type IdSource = Arc<dyn Fn() -> Uuid + Send + Sync>;
+
+/// Dispatcher configuration. Build with [`Config::new`].
+///
+/// ```
+/// use audit_runtime::{Actor, Config, SchemaVersion};
+/// let config = Config::new("chart-service")
+///     .environment("prod")
+///     .version("1.4.2")
+///     .default_actor(Actor::service("chart-service"))
+///     .metadata_allowlist(["reason", "page"])
+///     .target(SchemaVersion::V1_1)
+///     .build()
+///     .unwrap();
+/// assert_eq!(config.service().name, "chart-service");
+/// assert!(Config::new("").build().is_err());
+/// ```
+#[derive(Clone)]
+pub struct Config(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) service: Service,
+    pub(crate) default_actor: Actor,
+    pub(crate) allowlist: Option<BTreeSet<Text>>,
+    pub(crate) max_metadata_string: usize,
+    pub(crate) sanitize_errors: bool,
+    pub(crate) error_messages: ErrorMessages,
+    pub(crate) max_error_message: usize,
+    pub(crate) target: SchemaVersion,
+    pub(crate) downgrade: DowngradePolicy,
+    pub(crate) validate: Option<ValidationPolicy>,
+    pub(crate) sink_failure: SinkFailurePolicy,
+    pub(crate) clock: Option<Clock>,
+    pub(crate) ids: Option<IdSource>,
+    pub(crate) pseudonym_key: Option<PseudonymKey>,
+}
+
+impl Clone for Inner {
+    fn clone(&self) -> Self {
+        Inner {
+            service: self.service.clone(),
+            default_actor: self.default_actor.clone(),
+            allowlist: self.allowlist.clone(),
+            max_metadata_string: self.max_metadata_string,
+            sanitize_errors: self.sanitize_errors,
+            error_messages: self.error_messages,
+            max_error_message: self.max_error_message,
+            target: self.target,
+            downgrade: self.downgrade,
+            validate: self.validate,
+            sink_failure: self.sink_failure,
+            clock: self.clock.clone(),
+            ids: self.ids.clone(),
+            pseudonym_key: self.pseudonym_key.clone(),
+        }
+    }
+}
+
+/// Builds a [`Config`]; see [`Config::new`].
+#[derive(Clone)]
+pub struct ConfigBuilder {
+    inner: Inner,
+}
+
+/// A configuration mistake, found by [`ConfigBuilder::build`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            field,
+            problem: problem.into(),
+        }
+    }
+
+    /// The config field at fault.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid phi-audit config `{}`: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Starts a configuration for the service called `service_name`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(service_name: impl Into<Text>) -> ConfigBuilder {
+        let name = service_name.into();
+        ConfigBuilder {
+            inner: Inner {
+                default_actor: Actor::service(name.clone()),
+                service: Service {
+                    name,
+                    environment: None,
+                    version: None,
+                },
+                allowlist: None,
+                max_metadata_string: 256,
+                sanitize_errors: true,
+                error_messages: ErrorMessages::Sanitized,
+                max_error_message: 500,
+                target: SchemaVersion::V1_1,
+                downgrade: DowngradePolicy::Reject,
+                validate: None,
+                sink_failure: SinkFailurePolicy::Ignore,
+                clock: None,
+                ids: None,
+                pseudonym_key: None,
+            },
+        }
+    }
+
+    /// The service block every event carries.
+    pub fn service(&self) -> &Service {
+        &self.0.service
+    }
+
+    /// The actor used when neither the call nor the context names one.
+    pub fn default_actor(&self) -> &Actor {
+        &self.0.default_actor
+    }
+
+    /// The target schema version.
+    pub fn target(&self) -> SchemaVersion {
+        self.0.target
+    }
+
+    /// The pseudonym key, if configured.
+    pub fn pseudonym_key(&self) -> Option<&PseudonymKey> {
+        self.0.pseudonym_key.as_ref()
+    }
+
+    /// The metadata allowlist, if configured.
+    pub fn metadata_allowlist(&self) -> Option<impl Iterator<Item = &str>> {
+        self.0.allowlist.as_ref().map(|s| s.iter().map(|t| t.as_str()))
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    /// The current time from the configured clock.
+    pub fn now(&self) -> Timestamp {
+        match &self.0.clock {
+            Some(c) => c(),
+            None => Timestamp::now(),
+        }
+    }
+
+    /// A new event id from the configured source.
+    pub fn new_event_id(&self) -> Uuid {
+        match &self.0.ids {
+            Some(f) => f(),
+            None => crate::ids::fast_v4(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.0;
+        f.debug_struct("Config")
+            .field("service", &i.service)
+            .field("default_actor", &i.default_actor.subject_id)
+            .field("metadata_allowlist", &i.allowlist)
+            .field("max_metadata_string", &i.max_metadata_string)
+            .field("sanitize_errors", &i.sanitize_errors)
+            .field("error_messages", &i.error_messages)
+            .field("max_error_message", &i.max_error_message)
+            .field("target", &i.target)
+            .field("downgrade", &i.downgrade)
+            .field("validate", &i.validate)
+            .field("sink_failure", &i.sink_failure)
+            .field("custom_clock", &i.clock.is_some())
+            .field("custom_ids", &i.ids.is_some())
+            .field("pseudonym_key", &i.pseudonym_key)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field("service", &self.inner.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfigBuilder {
+    /// Deployment environment (`prod`, `staging`), at most 64 characters.
+    pub fn environment(mut self, env: impl Into<Text>) -> Self {
+        self.inner.service.environment = Some(env.into());
+        self
+    }
+
+    /// Service version, at most 64 characters.
+    pub fn version(mut self, version: impl Into<Text>) -> Self {
+        self.inner.service.version = Some(version.into());
+        self
+    }
+
+    /// The actor for calls with no actor of their own and no context.
+    /// Defaults to `Actor::service(service_name)`.
+    pub fn default_actor(mut self, actor: Actor) -> Self {
+        self.inner.default_actor = actor;
+        self
+    }
+
+    /// Only these metadata keys are kept; others are dropped and counted.
+    /// Without an allowlist every key is kept (keys named in `#[audited]` are
+    /// checked at compile time).
+    pub fn metadata_allowlist<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Text>,
+    {
+        self.inner.allowlist = Some(keys.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Longest metadata string kept, in characters (longer ones are cut and
+    /// counted). Default 256.
+    pub fn max_metadata_string_len(mut self, chars: usize) -> Self {
+        self.inner.max_metadata_string = chars;
+        self
+    }
+
+    /// Sanitize error messages (default on). Turning it off is only for
+    /// error types whose messages are known to be PHI-free.
+    pub fn sanitize_errors(mut self, on: bool) -> Self {
+        self.inner.sanitize_errors = on;
+        self
+    }
+
+    /// What `Display` contributes for errors without `AuditError`.
+    pub fn error_messages(mut self, policy: ErrorMessages) -> Self {
+        self.inner.error_messages = policy;
+        self
+    }
+
+    /// Longest error message kept, in characters (1..=500). Default 500.
+    pub fn max_error_message_len(mut self, chars: usize) -> Self {
+        self.inner.max_error_message = chars;
+        self
+    }
+
+    /// The schema version events are written as. Default 1.1.
+    pub fn target(mut self, version: SchemaVersion) -> Self {
+        self.inner.target = version;
+        self
+    }
+
+    /// What to do with 2.0-only data when targeting 1.x. Default: reject
+    /// (the event is dropped and counted).
+    pub fn downgrade(mut self, policy: DowngradePolicy) -> Self {
+        self.inner.downgrade = policy;
+        self
+    }
+
+    /// Validate every event against the target schema before the sink.
+    pub fn validate_on_emit(mut self, policy: ValidationPolicy) -> Self {
+        self.inner.validate = Some(policy);
+        self
+    }
+
+    /// What to do when the sink fails. Default: count only.
+    pub fn sink_failure(mut self, policy: SinkFailurePolicy) -> Self {
+        self.inner.sink_failure = policy;
+        self
+    }
+
+    /// A clock for timestamps (tests).
+    pub fn clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.inner.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// A source of event ids (tests).
+    pub fn id_source(mut self, ids: impl Fn() -> Uuid + Send + Sync + 'static) -> Self {
+        self.inner.ids = Some(Arc::new(ids));
+        self
+    }
+
+    /// The key for keyed pseudonyms (`pseudonym(..)` in `#[audited]`).
+    pub fn pseudonym_key(mut self, key: PseudonymKey) -> Self {
+        self.inner.pseudonym_key = Some(key);
+        self
+    }
+
+    /// Checks every setting and freezes the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let i = &self.inner;
+        let n = i.service.name.char_len();
+        if n == 0 || i.service.name.trim().is_empty() {
+            return Err(ConfigError::new("service.name", "must not be empty"));
+        }
+        if n > 128 {
+            return Err(ConfigError::new(
+                "service.name",
+                format!("must be at most 128 characters (has {n})"),
+            ));
+        }
+        for (field, v) in [
+            ("service.environment", &i.service.environment),
+            ("service.version", &i.service.version),
+        ] {
+            if let Some(v) = v {
+                if v.char_len() > 64 {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("must be at most 64 characters (has {})", v.char_len()),
+                    ));
+                }
+            }
+        }
+        let a = &i.default_actor;
+        if a.subject_id.is_empty() || a.subject_id.char_len() > 256 {
+            return Err(ConfigError::new(
+                "default_actor.subject_id",
+                "must be 1..=256 characters",
+            ));
+        }
+        if a.subject_type == crate::event::SubjectType::Agent {
+            return Err(ConfigError::new(
+                "default_actor.subject_type",
+                "an agent cannot be the default actor: agent events need a delegation block",
+            ));
+        }
+        if let Some(list) = &i.allowlist {
+            if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
+                return Err(ConfigError::new(
+                    "metadata_allowlist",
+                    format!("keys must be 1..=64 characters (found one of {})", bad.char_len()),
+                ));
+            }
+        }
+        if !(1..=500).contains(&i.max_error_message) {
+            return Err(ConfigError::new(
+                "max_error_message_len",
+                "must be between 1 and 500 (the schema's limit)",
+            ));
+        }
+        if i.max_metadata_string == 0 {
+            return Err(ConfigError::new(
+                "max_metadata_string_len",
+                "must be at least 1",
+            ));
+        }
+        Ok(Config(Arc::new(self.inner)))
+    }
+}

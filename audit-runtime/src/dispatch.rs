@@ -1,0 +1,325 @@
+//! Dispatch: where an emitted event goes, and what the config does to it on
+//! the way.
+//!
+//! An event goes to the thread's scoped dispatcher if [`with_dispatch`] (or
+//! [`Dispatch::scope`]) installed one, else to the global one installed by
+//! [`init`], else nowhere: it is counted by [`crate::stats::undispatched`] and
+//! nothing panics.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+
+use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
+use crate::event::{AuditEvent, OutcomeStatus};
+use crate::metadata::MetaValue;
+use crate::sink::{Sink, SinkError};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::text::Text;
+
+/// A configured pipeline: config + sink + counters. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatch(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    sink: Box<dyn Sink>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatch")
+            .field("config", &self.0.config)
+            .field("stats", &self.0.stats.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+static GLOBAL: OnceLock<Dispatch> = OnceLock::new();
+
+thread_local! {
+    static LOCAL: RefCell<Option<Dispatch>> = const { RefCell::new(None) };
+}
+
+/// [`init`] was called when a global dispatcher was already installed.
+#[derive(Debug)]
+pub struct InitError(());
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "phi_audit::init was already called: the global dispatcher is installed once per \
+             process (use Dispatch::new with with_dispatch for scoped dispatchers)",
+        )
+    }
+}
+
+impl std::error::Error for InitError {}
+
+/// Installs the global dispatcher. Call once at start-up and keep the guard
+/// alive until the process ends: its drop flushes the sink.
+///
+/// Events emitted after the guard is dropped still reach the sink, but are
+/// only flushed by a later [`flush`]. A process that calls
+/// `std::process::exit` or aborts on panic skips destructors: call
+/// [`Guard::flush`] (or [`flush`]) first, e.g. from a panic hook.
+///
+/// ```no_run
+/// use audit_runtime::{init, Config, StdoutSink};
+/// let _guard = init(Config::new("chart-service").build()?, StdoutSink::new())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn init(config: Config, sink: impl Sink) -> Result<Guard, InitError> {
+    let dispatch = Dispatch::new(config, sink);
+    GLOBAL
+        .set(dispatch.clone())
+        .map_err(|_| InitError(()))?;
+    Ok(Guard { dispatch })
+}
+
+/// Returned by [`init`]; flushes the sink when dropped.
+#[must_use = "dropping the guard flushes the sink now; keep it alive (`let _guard = ...`), not `let _ = ...`"]
+#[derive(Debug)]
+pub struct Guard {
+    dispatch: Dispatch,
+}
+
+impl Guard {
+    /// Flushes the sink now.
+    pub fn flush(&self) -> Result<(), SinkError> {
+        self.dispatch.flush()
+    }
+
+    /// The global dispatcher.
+    pub fn dispatch(&self) -> &Dispatch {
+        &self.dispatch
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Err(e) = self.dispatch.flush() {
+            self.dispatch.report_sink_error(&e);
+        }
+    }
+}
+
+/// Flushes the current dispatcher's sink (a no-op without one).
+pub fn flush() -> Result<(), SinkError> {
+    match current() {
+        Some(d) => d.flush(),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn local() -> Option<Dispatch> {
+    LOCAL.try_with(|l| l.borrow().clone()).ok().flatten()
+}
+
+pub(crate) fn global() -> Option<&'static Dispatch> {
+    GLOBAL.get()
+}
+
+/// The dispatcher events emitted here would go to.
+pub fn current() -> Option<Dispatch> {
+    local().or_else(|| GLOBAL.get().cloned())
+}
+
+/// Runs `f` with `dispatch` installed for this thread; the previous one is
+/// restored afterwards, also when `f` panics. Scopes nest.
+///
+/// ```
+/// use audit_runtime::{with_dispatch, ActionType, Config, Dispatch, EventBuilder, MemorySink};
+/// let sink = MemorySink::new();
+/// let dispatch = Dispatch::new(Config::new("svc").build().unwrap(), sink.clone());
+/// with_dispatch(&dispatch, || EventBuilder::new(ActionType::Read, "Patient").emit());
+/// assert_eq!(sink.len(), 1);
+/// ```
+pub fn with_dispatch<R>(dispatch: &Dispatch, f: impl FnOnce() -> R) -> R {
+    let _restore = LocalSwap::install(Some(dispatch.clone()));
+    f()
+}
+
+struct LocalSwap(Option<Dispatch>);
+
+impl LocalSwap {
+    fn install(d: Option<Dispatch>) -> LocalSwap {
+        LocalSwap(LOCAL.with(|l| l.replace(d)))
+    }
+}
+
+impl Drop for LocalSwap {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        let _ = LOCAL.try_with(|l| l.replace(prev));
+    }
+}
+
+impl Dispatch {
+    /// A dispatcher writing to `sink`.
+    pub fn new(config: Config, sink: impl Sink) -> Dispatch {
+        Dispatch(Arc::new(Inner {
+            config,
+            sink: Box::new(sink),
+            stats: Stats::default(),
+        }))
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.0.stats.snapshot()
+    }
+
+    pub(crate) fn count_unkeyed_pseudonym(&self) {
+        self.0.stats.add_unkeyed_pseudonym();
+    }
+
+    /// Flushes the sink (for a non-blocking sink: waits until everything
+    /// queued is written).
+    pub fn flush(&self) -> Result<(), SinkError> {
+        self.0.sink.flush()
+    }
+
+    /// Wraps `future` so this dispatcher is the thread's dispatcher whenever
+    /// the future is polled (scoped dispatch for async tests and tasks).
+    pub fn scope<F: Future>(&self, future: F) -> DispatchScoped<F> {
+        DispatchScoped {
+            dispatch: self.clone(),
+            future,
+        }
+    }
+
+    /// Applies the config to `event` and hands it to the sink. Never panics;
+    /// every outcome is counted in [`Dispatch::stats`].
+    pub fn emit(&self, mut event: AuditEvent) {
+        let inner = &*self.0;
+        let cfg = inner.config.inner();
+        if event.service.name.is_empty() {
+            event.service = cfg.service.clone();
+        }
+        if crate::schema::retarget(&mut event, cfg.target, cfg.downgrade).is_err() {
+            inner.stats.add_dropped();
+            return;
+        }
+        self.apply_limits(&mut event);
+        if let Some(policy) = cfg.validate {
+            if crate::schema::validate(&event).is_err() {
+                inner.stats.add_validation_failure();
+                if policy == ValidationPolicy::Drop {
+                    inner.stats.add_dropped();
+                    return;
+                }
+            }
+        }
+        match inner.sink.write_owned(event) {
+            Ok(()) => inner.stats.add_emitted(),
+            Err(e) => {
+                inner.stats.add_failed();
+                self.report_sink_error(&e);
+            }
+        }
+    }
+
+    fn report_sink_error(&self, e: &SinkError) {
+        if self.0.config.inner().sink_failure == SinkFailurePolicy::Report {
+            tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink failed to take an event");
+        }
+    }
+
+    /// Metadata allowlist and limits, non-finite floats, error message
+    /// sanitization and caps.
+    fn apply_limits(&self, event: &mut AuditEvent) {
+        let cfg = self.0.config.inner();
+        let stats = &self.0.stats;
+        if !event.metadata.is_empty() {
+            let max = cfg.max_metadata_string;
+            let mut truncated = 0;
+            let mut kept = 0usize;
+            let removed = event.metadata.retain(|k, v| {
+                if let Some(list) = &cfg.allowlist {
+                    if !list.contains(k.as_str()) {
+                        return false;
+                    }
+                }
+                if v.is_non_finite() || kept >= 20 {
+                    return false;
+                }
+                if let MetaValue::Str(s) = v {
+                    if let Some(t) = s.truncated(max) {
+                        *s = t;
+                        truncated += 1;
+                    }
+                }
+                kept += 1;
+                true
+            });
+            stats.add_metadata_dropped(removed as u64);
+            stats.add_truncated(truncated);
+        }
+        let o = &mut event.outcome;
+        if o.status != OutcomeStatus::Success {
+            let ty = o.error_type.get_or_insert(Text::from_static("Error"));
+            if ty.is_empty() {
+                *ty = Text::from_static("Error");
+            }
+            if let Some(t) = ty.truncated(128) {
+                *ty = t;
+                stats.add_truncated(1);
+            }
+            if let Some(msg) = &mut o.error_message {
+                let cleaned = if cfg.sanitize_errors {
+                    crate::sanitize::sanitize_message(msg, cfg.max_error_message)
+                } else {
+                    crate::sanitize::cap_chars(msg.to_string(), cfg.max_error_message)
+                };
+                if msg.char_len() > cfg.max_error_message {
+                    stats.add_truncated(1);
+                }
+                *msg = Text::from(cleaned);
+            }
+            // The schema needs a non-empty message on FAILURE: fall back to the type.
+            if o.status == OutcomeStatus::Failure
+                && o.error_message.as_ref().is_none_or(|m| m.is_empty())
+            {
+                o.error_message = o.error_type.clone();
+            }
+        }
+    }
+}
+
+/// A future running with a scoped dispatcher; see [`Dispatch::scope`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct DispatchScoped<F> {
+    dispatch: Dispatch,
+    future: F,
+}
+
+impl<F: Future> Future for DispatchScoped<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        // SAFETY: `future` is structurally pinned and never moved; there is no
+        // Drop impl; `dispatch` is only cloned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let _restore = LocalSwap::install(Some(this.dispatch.clone()));
+        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+    }
+}
+
+/// Emits `event` through the current dispatcher.
+pub fn emit(event: AuditEvent) {
+    match current() {
+        Some(d) => d.emit(event),
+        None => crate::stats::add_undispatched(),
+    }
+}

@@ -1,0 +1,87 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Sink, SinkError};
+use crate::event::AuditEvent;
+
+/// Writes every event to several sinks. A failing (or panicking) sink does not
+/// stop the others; its failures are counted per sink, and the write reports
+/// an error when any sink failed.
+///
+/// ```
+/// use audit_runtime::{FanOut, MemorySink, StdoutSink};
+/// let fan = FanOut::new().with(MemorySink::new()).with(StdoutSink::new());
+/// assert_eq!(fan.len(), 2);
+/// ```
+#[derive(Default)]
+pub struct FanOut {
+    sinks: Vec<(Box<dyn Sink>, AtomicU64)>,
+}
+
+impl std::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .field("failures", &self.failures())
+            .finish()
+    }
+}
+
+impl FanOut {
+    /// A fan-out with no sinks yet.
+    pub fn new() -> FanOut {
+        FanOut::default()
+    }
+
+    /// Adds a sink.
+    pub fn with(mut self, sink: impl Sink) -> FanOut {
+        self.sinks.push((Box::new(sink), AtomicU64::new(0)));
+        self
+    }
+
+    /// Number of sinks.
+    pub fn len(&self) -> usize {
+        self.sinks.len()
+    }
+
+    /// True with no sinks.
+    pub fn is_empty(&self) -> bool {
+        self.sinks.is_empty()
+    }
+
+    /// Failed writes and flushes per sink, in the order they were added.
+    pub fn failures(&self) -> Vec<u64> {
+        self.sinks
+            .iter()
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn each(&self, f: impl Fn(&dyn Sink) -> Result<(), SinkError>) -> Result<(), SinkError> {
+        let mut failed = 0;
+        for (sink, count) in &self.sinks {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&**sink)));
+            if !matches!(r, Ok(Ok(()))) {
+                count.fetch_add(1, Ordering::Relaxed);
+                failed += 1;
+            }
+        }
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err(SinkError::Other(format!(
+                "{failed} of {} fan-out sinks failed",
+                self.sinks.len()
+            )))
+        }
+    }
+}
+
+impl Sink for FanOut {
+    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
+        self.each(|s| s.write(event))
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        self.each(|s| s.flush())
+    }
+}
