@@ -68,6 +68,10 @@ type IdSource = Arc<dyn Fn() -> Uuid + Send + Sync>;
 #[derive(Clone)]
 pub struct Config(Arc<Inner>);
 
+// A config is immutable; the clock and id source are plain functions.
+impl std::panic::RefUnwindSafe for Config {}
+impl std::panic::UnwindSafe for Config {}
+
 pub(crate) struct Inner {
     pub(crate) service: Service,
     pub(crate) default_actor: Actor,

@@ -39,6 +39,12 @@ impl fmt::Debug for Dispatch {
     }
 }
 
+// Counters are atomics and sinks must stay usable after a panic elsewhere
+// (the non-blocking and fan-out sinks catch them), so observing a dispatcher
+// after an unwind is sound.
+impl std::panic::RefUnwindSafe for Dispatch {}
+impl std::panic::UnwindSafe for Dispatch {}
+
 static GLOBAL: OnceLock<Dispatch> = OnceLock::new();
 
 thread_local! {

@@ -1,6 +1,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -212,13 +212,18 @@ impl NonBlocking {
         let mut msg = Msg::Shutdown(ack_tx);
         // Enqueue the stop behind everything already queued, without waiting
         // past the deadline for room.
+        enum Sent {
+            Queued,
+            WorkerGone,
+            TimedOut,
+        }
         let sent = loop {
             match self.tx.try_send(msg) {
-                Ok(()) => break true,
-                Err(TrySendError::Disconnected(_)) => break false,
+                Ok(()) => break Sent::Queued,
+                Err(TrySendError::Disconnected(_)) => break Sent::WorkerGone,
                 Err(TrySendError::Full(m)) => {
                     if std::time::Instant::now() >= deadline {
-                        break false;
+                        break Sent::TimedOut;
                     }
                     msg = m;
                     std::thread::sleep(Duration::from_millis(1));
@@ -226,10 +231,20 @@ impl NonBlocking {
             }
         };
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        let completed = sent && matches!(ack_rx.recv_timeout(remaining), Ok(()));
+        let completed = match sent {
+            Sent::TimedOut => false,
+            Sent::Queued => match ack_rx.recv_timeout(remaining) {
+                Ok(()) => true,
+                Err(RecvTimeoutError::Timeout) => false,
+                // The worker stopped on an earlier shutdown request.
+                Err(RecvTimeoutError::Disconnected) => true,
+            },
+            Sent::WorkerGone => true,
+        };
         if completed {
             self.join();
         }
+        let completed = completed && self.stats().pending() == 0;
         ShutdownReport {
             completed,
             stats: self.stats(),
