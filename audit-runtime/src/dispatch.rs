@@ -6,7 +6,7 @@
 //! [`init`], else nowhere: it is counted by [`crate::stats::undispatched`] and
 //! nothing panics.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,6 +49,26 @@ static GLOBAL: OnceLock<Dispatch> = OnceLock::new();
 
 thread_local! {
     static LOCAL: RefCell<Option<Dispatch>> = const { RefCell::new(None) };
+    /// True while this thread runs sink code (or is a sink worker): a panic
+    /// there must not flush, which could re-enter a lock the sink holds.
+    static IN_SINK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as running sink code for the rest of its life
+/// (sink worker threads).
+pub(crate) fn mark_sink_thread() {
+    let _ = IN_SINK.try_with(|c| c.set(true));
+}
+
+fn in_sink<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = IN_SINK.try_with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_SINK.try_with(|c| c.replace(true)).unwrap_or(false));
+    f()
 }
 
 /// [`init`] was called when a global dispatcher was already installed.
@@ -112,6 +132,24 @@ impl Drop for Guard {
             self.dispatch.report_sink_error(&e);
         }
     }
+}
+
+/// Installs a panic hook that flushes the global dispatcher before running
+/// the previous hook, so events queued before a panic reach the sink even
+/// when the process aborts on panic (`panic = "abort"`) or the panic ends
+/// `main` before the guard drops.
+///
+/// A panic inside sink code (on a caller's thread or a sink worker) does not
+/// flush: that could re-enter a lock the panicking sink holds.
+pub fn flush_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_sink = IN_SINK.try_with(Cell::get).unwrap_or(true);
+        if let (Some(d), false) = (GLOBAL.get(), in_sink) {
+            let _ = d.flush();
+        }
+        previous(info);
+    }));
 }
 
 /// Flushes the current dispatcher's sink (a no-op without one).
@@ -192,7 +230,7 @@ impl Dispatch {
     /// Flushes the sink (for a non-blocking sink: waits until everything
     /// queued is written).
     pub fn flush(&self) -> Result<(), SinkError> {
-        self.0.sink.flush()
+        in_sink(|| self.0.sink.flush())
     }
 
     /// Wraps `future` so this dispatcher is the thread's dispatcher whenever
@@ -226,7 +264,7 @@ impl Dispatch {
                 }
             }
         }
-        match inner.sink.write_owned(event) {
+        match in_sink(|| inner.sink.write_owned(event)) {
             Ok(()) => inner.stats.add_emitted(),
             Err(e) => {
                 inner.stats.add_failed();

@@ -29,7 +29,7 @@ pub use config::{
     INTERNAL_TARGET,
 };
 pub use context::{AuditContext, Scoped};
-pub use dispatch::{current, emit, flush, init, with_dispatch, Dispatch, DispatchScoped, Guard, InitError};
+pub use dispatch::{current, emit, flush, flush_on_panic, init, with_dispatch, Dispatch, DispatchScoped, Guard, InitError};
 pub use event::{
     ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,
     AuthorizingHuman, Correlation, DataClassification, Delegation, DelegationType, HashAlg, Http,

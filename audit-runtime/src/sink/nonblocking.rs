@@ -314,6 +314,7 @@ impl Drop for NonBlocking {
 }
 
 fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report: bool) {
+    crate::dispatch::mark_sink_thread();
     let write = |event: AuditEvent| {
         match catch_unwind(AssertUnwindSafe(|| inner.write_owned(event))) {
             Ok(Ok(())) => {
