@@ -159,10 +159,10 @@ impl Config {
                     version: None,
                 },
                 allowlist: None,
-                max_metadata_string: 256,
+                max_metadata_string: 200,
                 sanitize_errors: true,
                 error_messages: ErrorMessages::Sanitized,
-                max_error_message: 500,
+                max_error_message: 200,
                 target: SchemaVersion::V1_1,
                 downgrade: DowngradePolicy::Reject,
                 validate: None,
@@ -283,7 +283,7 @@ impl ConfigBuilder {
     }
 
     /// Longest metadata string kept, in characters (longer ones are cut and
-    /// counted). Default 256.
+    /// counted). Default 200, as in the reference implementation.
     pub fn max_metadata_string_len(mut self, chars: usize) -> Self {
         self.inner.max_metadata_string = chars;
         self
@@ -302,7 +302,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Longest error message kept, in characters (1..=500). Default 500.
+    /// Longest error message kept, in characters (1..=500). Default 200, as
+    /// in the reference implementation.
     pub fn max_error_message_len(mut self, chars: usize) -> Self {
         self.inner.max_error_message = chars;
         self
