@@ -8,6 +8,7 @@
 
 pub mod event;
 mod metadata;
+pub mod schema;
 pub mod sink;
 mod text;
 mod timestamp;
@@ -18,6 +19,10 @@ pub use event::{
     HttpMethod, Integrity, Outcome, OutcomeStatus, Resource, SchemaVersion, Service, SubjectType,
 };
 pub use metadata::{MetaValue, Metadata, MetadataValue};
+pub use schema::{
+    retarget, validate, validate_as, validate_value, DowngradePolicy, RetargetError,
+    ValidationErrors, Violation,
+};
 pub use sink::{Sink, SinkError};
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
