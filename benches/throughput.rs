@@ -203,7 +203,7 @@ fn run_threads(
 }
 
 fn audit_variant(run: &Run) -> Measured {
-    use phi_audit::{AuditContext, Actor, Config, JsonlFileSink, LedgerSink, NonBlocking};
+    use phi_audit::{Actor, AuditContext, Config, JsonlFileSink, LedgerSink, NonBlocking};
     let config = Config::new("bench-service")
         .environment("bench")
         .build()
@@ -261,7 +261,8 @@ fn tracing_variant(run: &Run) -> Measured {
         |t, id| {
             let actor = ACTORS[t % ACTORS.len()];
             let req = REQS[t % REQS.len()];
-            let _ = std::hint::black_box(traced::read_patient(std::hint::black_box(id), actor, req));
+            let _ =
+                std::hint::black_box(traced::read_patient(std::hint::black_box(id), actor, req));
         },
         |_| Box::new(|body: &mut dyn FnMut()| body()),
     );
@@ -358,7 +359,14 @@ fn main() {
     let mut failed = false;
     for (variant, threads) in variants {
         let out = Command::new(&exe)
-            .args(["--variant", variant, "--threads", &threads.to_string(), "--n", &n.to_string()])
+            .args([
+                "--variant",
+                variant,
+                "--threads",
+                &threads.to_string(),
+                "--n",
+                &n.to_string(),
+            ])
             .output()
             .unwrap();
         let line = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -33,7 +33,9 @@ impl fmt::Display for AppError {
 impl AuditError for AppError {
     fn audit_outcome(&self) -> Outcome {
         match self {
-            AppError::Forbidden => Outcome::denied("RoleDenied").with_message("export needs the records-officer role"),
+            AppError::Forbidden => {
+                Outcome::denied("RoleDenied").with_message("export needs the records-officer role")
+            }
             AppError::Database(_) => Outcome::failure("DatabaseError", "database unavailable"),
         }
     }
@@ -48,17 +50,26 @@ struct Chart {
 /// it can be used in the body but never recorded.
 #[audited(action = "READ", resource = "Chart", id = patient_id, patient = patient_id,
           metadata(reason = reason))]
-fn read_chart(patient_id: &str, #[phi] name: &str, reason: &'static str) -> Result<Chart, AppError> {
+fn read_chart(
+    patient_id: &str,
+    #[phi] name: &str,
+    reason: &'static str,
+) -> Result<Chart, AppError> {
     let lines = name.len() * 3; // pretend work with the PHI
     phi_audit::record!(lines = lines);
-    Ok(Chart { patient_id: patient_id.to_string(), lines })
+    Ok(Chart {
+        patient_id: patient_id.to_string(),
+        lines,
+    })
 }
 
 /// An update; the note text is PHI.
 #[audited(action = "UPDATE", resource = "Note", id = note_id, patient = patient_id)]
 fn update_note(patient_id: &str, note_id: u64, #[phi] text: &str) -> Result<(), AppError> {
     if text.is_empty() {
-        return Err(AppError::Database("constraint note_text_not_empty violated".into()));
+        return Err(AppError::Database(
+            "constraint note_text_not_empty violated".into(),
+        ));
     }
     Ok(())
 }
@@ -99,16 +110,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sinks = FanOut::new()
         .with(StdoutSink::new())
         .with(JsonlFileSink::open(&path)?);
-    let config = Config::new("chart-service").environment("dev").version("0.1.0").build()?;
+    let config = Config::new("chart-service")
+        .environment("dev")
+        .version("0.1.0")
+        .build()?;
     let guard = phi_audit::init(config, NonBlocking::new(sinks))?;
 
     // A request: the middleware sets who is calling.
     let ctx = AuditContext::new()
-        .actor(Actor::human("dr-grey").org("north-clinic").roles(["clinician"]))
+        .actor(
+            Actor::human("dr-grey")
+                .org("north-clinic")
+                .roles(["clinician"]),
+        )
         .request_id("req-0001");
     ctx.in_scope(|| -> Result<(), AppError> {
         let chart = read_chart("patient-42", "Jane Doe", "treatment")?;
-        println!("# read {} lines of {}'s chart", chart.lines, chart.patient_id);
+        println!(
+            "# read {} lines of {}'s chart",
+            chart.lines, chart.patient_id
+        );
         update_note("patient-42", 7, "feeling better")?;
         let _ = update_note("patient-42", 8, ""); // FAILURE
         let _ = export_chart("patient-42", "clinician"); // DENIED
@@ -120,18 +141,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let ctx = AuditContext::new().actor(Actor::human("nurse-joy")).request_id("req-0002");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let ctx = AuditContext::new()
+        .actor(Actor::human("nurse-joy"))
+        .request_id("req-0002");
     rt.block_on(ctx.scope(get_patient("patient-7".into())))?;
 
     // Shutdown: dropping the guard writes everything queued.
     guard.flush()?;
     drop(guard);
-    println!("# {} audit events written to stdout and to {}", count_lines(&path), path.display());
-    println!("# verify them: cargo run -p audit-cli -- validate {}", path.display());
+    println!(
+        "# {} audit events written to stdout and to {}",
+        count_lines(&path),
+        path.display()
+    );
+    println!(
+        "# verify them: cargo run -p audit-cli -- validate {}",
+        path.display()
+    );
     Ok(())
 }
 
 fn count_lines(path: &std::path::Path) -> usize {
-    std::fs::read_to_string(path).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }

@@ -6,9 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
-use phi_audit::{
-    ActionType, Actor, AuditContext, Config, Dispatch, EventBuilder, MemorySink,
-};
+use phi_audit::{ActionType, Actor, AuditContext, Config, Dispatch, EventBuilder, MemorySink};
 
 fn actor_of(ev: &phi_audit::AuditEvent) -> String {
     ev.actor.subject_id.to_string()
@@ -21,12 +19,26 @@ fn in_scope_nests_and_restores_after_panic() {
     a.in_scope(|| {
         let r = std::panic::catch_unwind(|| {
             b.in_scope(|| {
-                assert_eq!(AuditContext::current().unwrap().actor_ref().unwrap().subject_id, "b");
+                assert_eq!(
+                    AuditContext::current()
+                        .unwrap()
+                        .actor_ref()
+                        .unwrap()
+                        .subject_id,
+                    "b"
+                );
                 panic!("inner");
             })
         });
         assert!(r.is_err());
-        assert_eq!(AuditContext::current().unwrap().actor_ref().unwrap().subject_id, "a");
+        assert_eq!(
+            AuditContext::current()
+                .unwrap()
+                .actor_ref()
+                .unwrap()
+                .subject_id,
+            "a"
+        );
     });
     assert!(AuditContext::current().is_none());
 }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use phi_audit::{
-    with_dispatch, ActionType, Actor, AuditContext, Config, DowngradePolicy, Dispatch,
+    with_dispatch, ActionType, Actor, AuditContext, Config, Dispatch, DowngradePolicy,
     EventBuilder, MemorySink, MetaValue, Outcome, OutcomeStatus, SchemaVersion, SubjectType,
     Timestamp, ValidationPolicy,
 };
@@ -86,7 +86,10 @@ fn conveniences_produce_schema_shapes() {
     assert_eq!(ev[1].action.kind, ActionType::Login);
     assert_eq!(ev[1].outcome.status, OutcomeStatus::Success);
     assert_eq!(ev[2].outcome.status, OutcomeStatus::Failure);
-    assert_eq!(ev[2].outcome.error_message.as_deref(), Some("BadCredentials"));
+    assert_eq!(
+        ev[2].outcome.error_message.as_deref(),
+        Some("BadCredentials")
+    );
 }
 
 #[test]
@@ -106,7 +109,10 @@ fn metadata_allowlist_limits_and_non_finite_floats_are_enforced_and_counted() {
     });
     let e = &sink.events()[0];
     assert_eq!(e.metadata.len(), 2);
-    assert_eq!(e.metadata.get("reason"), Some(&MetaValue::Str("treat".into())));
+    assert_eq!(
+        e.metadata.get("reason"),
+        Some(&MetaValue::Str("treat".into()))
+    );
     assert_eq!(e.metadata.get("ratio"), Some(&MetaValue::Float(0.5)));
     let s = d.stats();
     assert_eq!(s.metadata_dropped, 2);
@@ -133,7 +139,10 @@ fn failure_messages_are_sanitized_capped_and_never_empty() {
     let (d, sink) = dispatch(Config::new("svc").max_error_message_len(40));
     with_dispatch(&d, || {
         EventBuilder::new(ActionType::Update, "Patient")
-            .outcome(Outcome::failure("DbError", "row for 123-45-6789   not\nfound"))
+            .outcome(Outcome::failure(
+                "DbError",
+                "row for 123-45-6789   not\nfound",
+            ))
             .emit();
         EventBuilder::new(ActionType::Update, "Patient")
             .outcome(Outcome::failure("Timeout", ""))
@@ -143,7 +152,10 @@ fn failure_messages_are_sanitized_capped_and_never_empty() {
             .emit();
     });
     let ev = sink.events();
-    assert_eq!(ev[0].outcome.error_message.as_deref(), Some("row for [SSN] not found"));
+    assert_eq!(
+        ev[0].outcome.error_message.as_deref(),
+        Some("row for [SSN] not found")
+    );
     assert_eq!(ev[1].outcome.error_message.as_deref(), Some("Timeout"));
     assert_eq!(ev[2].outcome.error_message.as_ref().unwrap().len(), 40);
 }
@@ -162,7 +174,8 @@ fn targeting_1_0_turns_denied_into_failure() {
 
 #[test]
 fn v2_only_data_is_rejected_for_1_x_unless_downgrade_is_configured() {
-    let override_event = || EventBuilder::new(ActionType::Override, "AgentSession").resource_id("s-1");
+    let override_event =
+        || EventBuilder::new(ActionType::Override, "AgentSession").resource_id("s-1");
     let (d, sink) = dispatch(Config::new("svc"));
     with_dispatch(&d, || override_event().emit());
     assert!(sink.is_empty());
@@ -180,9 +193,7 @@ fn v2_only_data_is_rejected_for_1_x_unless_downgrade_is_configured() {
 
 #[test]
 fn validate_on_emit_drops_or_emits_and_counts() {
-    let bad = || {
-        EventBuilder::new(ActionType::Read, "Patient").resource_id("x".repeat(300))
-    };
+    let bad = || EventBuilder::new(ActionType::Read, "Patient").resource_id("x".repeat(300));
     let (d, sink) = dispatch(Config::new("svc").validate_on_emit(ValidationPolicy::Drop));
     with_dispatch(&d, || {
         bad().emit();

@@ -30,11 +30,13 @@ fn four_threads_write_a_million_lines_without_loss() {
                 with_dispatch(d, || {
                     ctx.in_scope(|| {
                         for i in 0..250_000u32 {
-                            let b = EventBuilder::access(ActionType::Read, "Patient", format!("p-{i}"))
-                                .metadata("t", t)
-                                .metadata("i", i);
+                            let b =
+                                EventBuilder::access(ActionType::Read, "Patient", format!("p-{i}"))
+                                    .metadata("t", t)
+                                    .metadata("i", i);
                             if i % 10 == 0 {
-                                b.outcome(Outcome::failure("Timeout", "upstream timed out")).emit();
+                                b.outcome(Outcome::failure("Timeout", "upstream timed out"))
+                                    .emit();
                             } else {
                                 b.emit();
                             }
@@ -47,7 +49,10 @@ fn four_threads_write_a_million_lines_without_loss() {
     d.flush().unwrap();
     drop(d);
     let stats = nb.stats();
-    assert_eq!((stats.written, stats.failed, stats.dropped), (1_000_000, 0, 0));
+    assert_eq!(
+        (stats.written, stats.failed, stats.dropped),
+        (1_000_000, 0, 0)
+    );
 
     let reader = BufReader::with_capacity(1 << 20, std::fs::File::open(&path).unwrap());
     let mut ids = HashSet::with_capacity(1_000_000);

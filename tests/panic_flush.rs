@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use phi_audit::{init, ActionType, AuditEvent, Config, EventBuilder, MemorySink, NonBlocking, Sink, SinkError};
+use phi_audit::{
+    init, ActionType, AuditEvent, Config, EventBuilder, MemorySink, NonBlocking, Sink, SinkError,
+};
 
 /// Takes a millisecond per event, so a backlog builds up.
 struct Slow(MemorySink);
@@ -20,7 +22,9 @@ fn a_panic_flushes_everything_queued_before_it() {
     let memory = MemorySink::new();
     let _guard = init(
         Config::new("svc").build().unwrap(),
-        NonBlocking::builder(Slow(memory.clone())).capacity(1024).build(),
+        NonBlocking::builder(Slow(memory.clone()))
+            .capacity(1024)
+            .build(),
     )
     .unwrap();
     phi_audit::flush_on_panic();

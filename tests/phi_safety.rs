@@ -110,7 +110,10 @@ fn synthetic_phi_never_reaches_any_output() {
                 // sanitizer can know, so they only travel inside `Phi`.
                 let raw = if PATTERN_TOKENS.contains(t) { t } else { "" };
                 let ev = EventBuilder::new(ActionType::Update, "Patient")
-                    .outcome(Outcome::failure("DbError", format!("failed for {raw} / {phi}")))
+                    .outcome(Outcome::failure(
+                        "DbError",
+                        format!("failed for {raw} / {phi}"),
+                    ))
                     // Metadata outside the allowlist is dropped.
                     .metadata("note", *t)
                     .metadata("reason", "treatment")
@@ -133,15 +136,24 @@ fn synthetic_phi_never_reaches_any_output() {
         sink_out.push('\n');
     }
     let logs = logs.0.lock().unwrap().clone();
-    assert!(logs.contains("phi_audit::internal"), "internal diagnostics were logged: {logs}");
+    assert!(
+        logs.contains("phi_audit::internal"),
+        "internal diagnostics were logged: {logs}"
+    );
     assert!(logs.contains("phi_audit::event"));
     assert_clean("debug output", &debug_out);
     assert_clean("tracing output and internal diagnostics", &logs);
     assert_clean("sink output", &sink_out);
-    assert!(sink_out.contains("[SSN]") && sink_out.contains("[DATE]") && sink_out.contains("[EMAIL]"));
+    assert!(
+        sink_out.contains("[SSN]") && sink_out.contains("[DATE]") && sink_out.contains("[EMAIL]")
+    );
 }
 
-const PATTERN_TOKENS: &[&str] = &["SSN_123-45-6789", "DOB_1990-01-01", "EMAIL_jane.doe@example.com"];
+const PATTERN_TOKENS: &[&str] = &[
+    "SSN_123-45-6789",
+    "DOB_1990-01-01",
+    "EMAIL_jane.doe@example.com",
+];
 
 #[derive(Debug)]
 struct LeakyError(String);
@@ -168,7 +180,9 @@ fn type_only_error_messages_never_read_display() {
             // What `#[audited]` does with an `Err` of a type without AuditError:
             let call = phi_audit::__private::Call::start(&SITE);
             #[allow(unused_imports)]
-            use phi_audit::__private::{ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _};
+            use phi_audit::__private::{
+                ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _,
+            };
             let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call);
             out.lock().unwrap().push_str(&format!("{o:?}"));
             call.finish(o);

@@ -189,7 +189,8 @@ mod capture {
     struct V<'a>(&'a mut Vec<(String, String)>);
     impl Visit for V<'_> {
         fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.push((field.name().to_string(), format!("{value:?}")));
+            self.0
+                .push((field.name().to_string(), format!("{value:?}")));
         }
         fn record_str(&mut self, field: &Field, value: &str) {
             self.0.push((field.name().to_string(), value.to_string()));
@@ -240,16 +241,26 @@ fn tracing_sink_emits_the_json_line_at_its_target() {
 #[test]
 fn stdout_sink_writes_one_json_line_per_event() {
     if std::env::var_os("PHI_AUDIT_STDOUT_CHILD").is_some() {
-        let d = Dispatch::new(Config::new("svc").build().unwrap(), phi_audit::StdoutSink::new());
+        let d = Dispatch::new(
+            Config::new("svc").build().unwrap(),
+            phi_audit::StdoutSink::new(),
+        );
         with_dispatch(&d, || {
             for i in 0..3 {
-                EventBuilder::new(ActionType::Read, "Patient").metadata("i", i).emit();
+                EventBuilder::new(ActionType::Read, "Patient")
+                    .metadata("i", i)
+                    .emit();
             }
         });
         return;
     }
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "stdout_sink_writes_one_json_line_per_event", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "stdout_sink_writes_one_json_line_per_event",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("PHI_AUDIT_STDOUT_CHILD", "1")
         .output()
         .unwrap();

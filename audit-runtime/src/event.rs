@@ -89,6 +89,7 @@ string_enum! {
 
 string_enum! {
     /// Regulatory class of the data the action touched.
+    #[derive(Default)]
     pub enum DataClassification {
         /// Protected health information.
         Phi => "PHI",
@@ -97,6 +98,7 @@ string_enum! {
         /// Neither.
         None => "NONE",
         /// Not known (the schema's default).
+        #[default]
         Unknown => "UNKNOWN",
     }
 }
@@ -135,8 +137,10 @@ string_enum! {
 
 string_enum! {
     /// Hash algorithm of a chained event.
+    #[derive(Default)]
     pub enum HashAlg {
         /// SHA-256 (the default).
+        #[default]
         Sha256 => "sha256",
         /// SHA-384.
         Sha384 => "sha384",
@@ -174,32 +178,16 @@ string_enum! {
 }
 
 string_enum! {
-    /// A version of bh-audit-schema.
+    /// A version of bh-audit-schema (default 1.1).
+    #[derive(Default)]
     pub enum SchemaVersion {
         /// 1.0: no DENIED, no length bounds.
         V1_0 => "1.0",
         /// 1.1: the default target.
+        #[default]
         V1_1 => "1.1",
         /// 2.0: agents, OVERRIDE and delegation.
         V2_0 => "2.0",
-    }
-}
-
-impl Default for SchemaVersion {
-    fn default() -> Self {
-        SchemaVersion::V1_1
-    }
-}
-
-impl Default for DataClassification {
-    fn default() -> Self {
-        DataClassification::Unknown
-    }
-}
-
-impl Default for HashAlg {
-    fn default() -> Self {
-        HashAlg::Sha256
     }
 }
 

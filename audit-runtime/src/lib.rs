@@ -29,7 +29,10 @@ pub use config::{
     INTERNAL_TARGET,
 };
 pub use context::{AuditContext, Scoped};
-pub use dispatch::{current, emit, flush, flush_on_panic, init, with_dispatch, Dispatch, DispatchScoped, Guard, InitError};
+pub use dispatch::{
+    current, emit, flush, flush_on_panic, init, with_dispatch, Dispatch, DispatchScoped, Guard,
+    InitError,
+};
 pub use event::{
     ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,
     AuthorizingHuman, Correlation, DataClassification, Delegation, DelegationType, HashAlg, Http,
@@ -37,7 +40,10 @@ pub use event::{
 };
 pub use metadata::{MetaValue, Metadata, MetadataValue};
 pub use phi::{AuditId, Phi, PseudonymKey, PseudonymSource, WeakKeyError};
-pub use schema::DowngradePolicy;
+pub use schema::{
+    retarget, validate, validate_as, validate_value, DowngradePolicy, RetargetError,
+    ValidationErrors, Violation,
+};
 pub use sink::{
     FanOut, FullPolicy, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
     ShutdownReport, Sink, SinkError, StdoutSink, TracingSink, TRACING_TARGET,

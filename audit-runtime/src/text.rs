@@ -63,10 +63,7 @@ impl Text {
             Repr::Inline { len, buf } => {
                 // The buffer only ever holds a prefix copied from a `&str` of
                 // exactly `len` bytes, so it is valid UTF-8.
-                match std::str::from_utf8(&buf[..*len as usize]) {
-                    Ok(s) => s,
-                    Err(_) => "",
-                }
+                std::str::from_utf8(&buf[..*len as usize]).unwrap_or_default()
             }
             Repr::Shared(s) => s,
         }
