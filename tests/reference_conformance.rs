@@ -140,7 +140,7 @@ fn delegation(depth: Option<u32>) -> Delegation {
 fn agent_event() -> AuditEvent {
     let mut e = base(V20);
     e.actor = Actor::agent("agent-7");
-    e.delegation = Some(delegation(Some(1)));
+    e.delegation = Some(Box::new(delegation(Some(1))));
     e
 }
 
@@ -349,7 +349,7 @@ fn valid_corpus(c: &mut Corpus) {
     }
     for depth in [None, Some(1), Some(2), Some(32)] {
         let mut e = agent_event();
-        e.delegation = Some(delegation(depth));
+        e.delegation = Some(Box::new(delegation(depth)));
         c.valid(format!("2.0 agent depth {depth:?}"), &e);
     }
     let mut e = agent_event();
@@ -369,7 +369,7 @@ fn valid_corpus(c: &mut Corpus) {
     }
     c.valid("2.0 agent descriptor at bounds", &e);
     let mut e = base(V20);
-    e.delegation = Some(delegation(Some(3)));
+    e.delegation = Some(Box::new(delegation(Some(3))));
     c.valid("2.0 human actor with delegation", &e);
     c.valid("2.0 override", &override_event());
     let mut e = override_event();

@@ -41,7 +41,7 @@ pub struct EventBuilder {
     outcome: Outcome,
     correlation: Option<Correlation>,
     http: Option<Http>,
-    delegation: Option<Delegation>,
+    delegation: Option<Box<Delegation>>,
     metadata: Metadata,
     timestamp: Option<Timestamp>,
     event_id: Option<Uuid>,
@@ -163,7 +163,7 @@ impl EventBuilder {
 
     /// Agent delegation (schema 2.0).
     pub fn delegation(mut self, d: Delegation) -> Self {
-        self.delegation = Some(d);
+        self.delegation = Some(Box::new(d));
         self
     }
 

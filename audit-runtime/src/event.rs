@@ -510,9 +510,10 @@ pub struct AuditEvent {
     /// The HTTP request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<Http>,
-    /// Agent delegation (2.0 only).
+    /// Agent delegation (2.0 only). Boxed: it is rare and large, and events
+    /// move through queues by value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delegation: Option<Delegation>,
+    pub delegation: Option<Box<Delegation>>,
     /// Scalar metadata, at most 20 keys.
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,

@@ -2329,7 +2329,7 @@ mod tests {
     fn retarget_rejects_v2_data() {
         let mut e = typed(V20);
         e.actor = Actor::agent("agent-7");
-        e.delegation = Some(typed_delegation());
+        e.delegation = Some(Box::new(typed_delegation()));
         assert_eq!(validate(&e), Ok(()));
         let before = e.clone();
         for target in [V10, V11] {
@@ -2355,7 +2355,7 @@ mod tests {
         for target in [V10, V11] {
             let mut e = typed(V20);
             e.actor = Actor::agent("agent-7").org("org-1").roles(["bot"]);
-            e.delegation = Some(typed_delegation());
+            e.delegation = Some(Box::new(typed_delegation()));
             retarget(&mut e, target, DowngradePolicy::Downgrade).unwrap();
             assert_eq!(
                 e.actor,
@@ -2398,7 +2398,7 @@ mod tests {
         // 2.0 → 2.0 leaves 2.0 data alone.
         let mut a = typed(V20);
         a.actor = Actor::agent("a");
-        a.delegation = Some(typed_delegation());
+        a.delegation = Some(Box::new(typed_delegation()));
         let before = a.clone();
         retarget(&mut a, V20, DowngradePolicy::Downgrade).unwrap();
         assert_eq!(a, before);
