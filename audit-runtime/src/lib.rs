@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod event;
+pub mod integrity;
 mod metadata;
 pub mod sink;
 mod text;
