@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod event;
 pub mod integrity;
 mod metadata;
@@ -13,12 +14,17 @@ pub mod sink;
 mod text;
 mod timestamp;
 
+pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use event::{
     ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,
     AuthorizingHuman, Correlation, DataClassification, Delegation, DelegationType, HashAlg, Http,
     HttpMethod, Integrity, Outcome, OutcomeStatus, Resource, SchemaVersion, Service, SubjectType,
 };
+pub use integrity::{event_hash, typed_event_hash, Canonicalizer};
 pub use metadata::{MetaValue, Metadata, MetadataValue};
-pub use sink::{Sink, SinkError};
+pub use sink::{
+    FsyncPolicy, JsonlFileSink, JsonlOptions, LedgerError, LedgerOptions, LedgerSink, Recovery,
+    Sink, SinkError, TornTail,
+};
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
