@@ -13,6 +13,7 @@ mod metadata;
 pub mod sink;
 mod text;
 mod timestamp;
+pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use event::{
@@ -28,3 +29,4 @@ pub use sink::{
 };
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
+pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
