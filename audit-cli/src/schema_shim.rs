@@ -51,6 +51,10 @@ const TOP: &[&str] = &[
     "integrity",
 ];
 
+fn non_empty_str(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::String(s)) if !s.is_empty())
+}
+
 /// Validates `value` against `version` (default: its own `schema_version`).
 pub fn validate_value(
     value: &Value,
@@ -78,20 +82,14 @@ pub fn validate_value(
         }
     }
     for req in ["event_id", "timestamp"] {
-        if !obj
-            .get(req)
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-        {
+        if !non_empty_str(obj.get(req)) {
             errs.push(&format!("$.{req}"), "required non-empty string");
         }
     }
     let mut need = |block: &str, fields: &[&str]| match obj.get(block) {
         Some(Value::Object(m)) => {
             for f in fields {
-                if !m
-                    .get(*f)
-                    .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-                {
+                if !non_empty_str(m.get(*f)) {
                     errs.push(&format!("$.{block}.{f}"), "required non-empty string");
                 }
             }
