@@ -1,1 +1,432 @@
-fn main() {}
+//! `phi-audit`: verify ledgers and validate event files.
+
+mod progress;
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use audit_runtime::checkpoint::checkpoint_path;
+use audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
+use audit_runtime::{CheckpointVerifyingKey, SchemaVersion};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::progress::Progress;
+
+const EXIT_OK: u8 = 0;
+const EXIT_FAIL: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "phi-audit",
+    version,
+    about = "Verify and validate phi-audit / bh-audit-schema audit ledgers",
+    after_help = "Exit codes: 0 pass, 1 fail (integrity or validation failures), 2 error (unreadable input, not JSON lines, bad arguments)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify the hash chain (and, with a public key, the signed checkpoints) of a ledger.
+    #[command(after_help = "Examples:
+  phi-audit verify /var/log/audit/audit.jsonl
+  phi-audit verify audit.jsonl --public-key ledger.pub --format json
+  phi-audit verify audit.jsonl.2 --anchor <last event_hash of audit.jsonl.1>
+  cat audit.jsonl | phi-audit verify -
+
+Checkpoints are read from PATH.checkpoints when --public-key is given.
+Exit codes: 0 PASS, 1 FAIL, 2 ERROR (unreadable, not JSON lines).")]
+    Verify {
+        /// Ledger file (JSON lines), or `-` for standard input.
+        path: String,
+        /// Ed25519 public key file (32 raw bytes or 64 hex characters).
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// Checkpoint file (default PATH.checkpoints; needed with `-`).
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// Expected prev_event_hash of the first event (verifying a slice of a chain).
+        #[arg(long, value_name = "HASH")]
+        anchor: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Validate every event against bh-audit-schema.
+    #[command(after_help = "Examples:
+  phi-audit validate events.jsonl
+  phi-audit validate events.jsonl --schema 1.0 --format json
+  cat events.jsonl | phi-audit validate -
+
+Without --schema each event is validated against its own schema_version.
+Exit codes: 0 all valid, 1 some invalid, 2 unreadable.")]
+    Validate {
+        /// Event file (JSON lines), or `-` for standard input.
+        path: String,
+        /// Schema version to validate against.
+        #[arg(long, value_enum)]
+        schema: Option<Schema>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Schema {
+    #[value(name = "1.0")]
+    V1_0,
+    #[value(name = "1.1")]
+    V1_1,
+    #[value(name = "2.0")]
+    V2_0,
+}
+
+impl From<Schema> for SchemaVersion {
+    fn from(s: Schema) -> SchemaVersion {
+        match s {
+            Schema::V1_0 => SchemaVersion::V1_0,
+            Schema::V1_1 => SchemaVersion::V1_1,
+            Schema::V2_0 => SchemaVersion::V2_0,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
+    let code = match cli.command {
+        Command::Verify {
+            path,
+            public_key,
+            checkpoints,
+            anchor,
+            format,
+        } => run_verify(&path, public_key, checkpoints, anchor, format),
+        Command::Validate {
+            path,
+            schema,
+            format,
+        } => run_validate(&path, schema.map(Into::into), format),
+    };
+    ExitCode::from(code)
+}
+
+fn error(msg: impl std::fmt::Display) -> u8 {
+    eprintln!("phi-audit: error: {msg}");
+    EXIT_ERROR
+}
+
+/// Opens PATH (or stdin for `-`) with a progress line for large files.
+fn open_input(path: &str) -> Result<Box<dyn BufRead>, String> {
+    if path == "-" {
+        return Ok(Box::new(BufReader::with_capacity(
+            256 * 1024,
+            io::stdin().lock(),
+        )));
+    }
+    let f = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
+    if meta.is_dir() {
+        return Err(format!("{path} is a directory, not a JSON lines file"));
+    }
+    let reader: Box<dyn Read> = if io::stderr().is_terminal() && meta.len() >= 64 * 1024 * 1024 {
+        Box::new(Progress::new(f, meta.len()))
+    } else {
+        Box::new(f)
+    };
+    Ok(Box::new(BufReader::with_capacity(256 * 1024, reader)))
+}
+
+fn run_verify(
+    path: &str,
+    public_key: Option<PathBuf>,
+    checkpoints: Option<PathBuf>,
+    anchor: Option<String>,
+    format: Format,
+) -> u8 {
+    let key = match public_key {
+        None => None,
+        Some(k) => match std::fs::read(&k) {
+            Err(e) => return error(format!("cannot read the public key {}: {e}", k.display())),
+            Ok(bytes) => match CheckpointVerifyingKey::from_key_bytes(&bytes) {
+                Ok(key) => Some(key),
+                Err(e) => return error(format!("{}: {e}", k.display())),
+            },
+        },
+    };
+    if let Some(a) = &anchor {
+        if a.is_empty() || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return error("--anchor must be a hex event hash");
+        }
+    }
+    let input = match open_input(path) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    let cp_reader = if key.is_some() {
+        let cp_path = match (&checkpoints, path) {
+            (Some(p), _) => Some(p.clone()),
+            (None, "-") => None,
+            (None, p) => Some(checkpoint_path(Path::new(p))),
+        };
+        match cp_path {
+            None => None,
+            Some(p) => match File::open(&p) {
+                Ok(f) => Some(BufReader::new(f)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && checkpoints.is_none() => None,
+                Err(e) => {
+                    return error(format!(
+                        "cannot open the checkpoint file {}: {e}",
+                        p.display()
+                    ))
+                }
+            },
+        }
+    } else {
+        None
+    };
+    let opts = VerifyOptions {
+        anchor,
+        public_key: key,
+        source: path.to_owned(),
+        ..VerifyOptions::default()
+    };
+    let report = match verify_reader(input, cp_reader, &opts) {
+        Ok(r) => r,
+        Err(e) => return error(e),
+    };
+    progress::clear();
+    let out = match format {
+        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+        Format::Text => text_report(&report),
+    };
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{out}");
+    if report.malformed_lines > 0 {
+        eprintln!(
+            "phi-audit: error: {} line(s) of {path} are not JSON objects (first at line {}); the input is not a clean JSON lines ledger",
+            report.malformed_lines,
+            report
+                .failures
+                .iter()
+                .find(|f| f.failure_type == "malformed_line" || f.failure_type == "torn_tail")
+                .and_then(|f| f.line)
+                .map_or_else(|| "?".to_owned(), |l| l.to_string())
+        );
+        return EXIT_ERROR;
+    }
+    if report.passed() {
+        EXIT_OK
+    } else {
+        EXIT_FAIL
+    }
+}
+
+fn text_report(r: &VerifyReport) -> String {
+    let mut s = String::new();
+    let mut line = |t: String| {
+        s.push_str(&t);
+        s.push('\n');
+    };
+    line(format!("phi-audit verify v{}", r.version));
+    line(String::new());
+    line(format!("Source: {}", r.source));
+    line(format!("Events scanned: {}", r.events_scanned));
+    if let (Some(a), Some(b)) = (&r.time_range.start, &r.time_range.end) {
+        line(format!("Time range: {a} to {b}"));
+    }
+    line(String::new());
+    line("Chain verification:".into());
+    line(format!("  Chain length:      {}", r.chain_length));
+    line(format!("  Chain gaps:        {}", r.chain_gaps));
+    line(format!("  Hash mismatches:   {}", r.hash_mismatches));
+    line(format!("  Unchained events:  {}", r.unchained_events));
+    line(format!("  Malformed lines:   {}", r.malformed_lines));
+    if r.checkpoints.checked {
+        line(String::new());
+        line("Checkpoints:".into());
+        line(format!("  Read:              {}", r.checkpoints.read));
+        line(format!("  Verified:          {}", r.checkpoints.verified));
+        line(format!("  Failed:            {}", r.checkpoints.failed));
+        if let Some(n) = r.checkpoints.events_after_last_checkpoint {
+            line(format!(
+                "  Unprotected tail:  {n} event(s) after the last checkpoint"
+            ));
+        }
+    }
+    for f in &r.failures {
+        line(String::new());
+        line(format!(
+            "FAILURE {} at line {}:",
+            f.failure_type,
+            f.line.map_or_else(|| "-".to_owned(), |l| l.to_string())
+        ));
+        if let Some(i) = f.event_index {
+            line(format!("  event_index:    {i}"));
+        }
+        if !f.event_id.is_empty() {
+            line(format!("  event_id:       {}", f.event_id));
+        }
+        if !f.timestamp.is_empty() {
+            line(format!("  timestamp:      {}", f.timestamp));
+        }
+        if let Some(e) = &f.expected {
+            line(format!("  expected:       {e}"));
+        }
+        if let Some(a) = &f.actual {
+            line(format!("  actual:         {a}"));
+        }
+        line(format!("  detail:         {}", f.message));
+    }
+    if r.failures_omitted > 0 {
+        line(format!("\n... and {} more failure(s)", r.failures_omitted));
+    }
+    line(String::new());
+    if r.passed() {
+        line("Result: PASS - audit chain is intact".into());
+    } else {
+        line("Result: FAIL - integrity violation detected".into());
+    }
+    s.pop();
+    s
+}
+
+#[derive(serde::Serialize)]
+struct Invalid {
+    line: u64,
+    errors: Vec<PathError>,
+}
+
+#[derive(serde::Serialize)]
+struct PathError {
+    path: String,
+    message: String,
+}
+
+fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8 {
+    let input = match open_input(path) {
+        Ok(i) => i,
+        Err(e) => return error(e),
+    };
+    let mut lines = JsonLines::new(input);
+    let mut events = 0u64;
+    let mut valid = 0u64;
+    let mut invalid: Vec<Invalid> = Vec::new();
+    let mut invalid_count = 0u64;
+    let mut not_json = 0u64;
+    let mut stdout = io::stdout().lock();
+    loop {
+        let line = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => return error(format!("cannot read {path}: {e}")),
+        };
+        let text = line.bytes.trim_ascii();
+        if text.is_empty() && !line.too_long {
+            continue;
+        }
+        events += 1;
+        let errors: Vec<PathError> = if line.too_long {
+            not_json += 1;
+            vec![PathError {
+                path: "$".into(),
+                message: "line is too long to be an event".into(),
+            }]
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(text) {
+                Err(_) => {
+                    not_json += 1;
+                    vec![PathError {
+                        path: "$".into(),
+                        message: "not valid JSON".into(),
+                    }]
+                }
+                Ok(v) => match audit_runtime::schema::validate_value(&v, schema) {
+                    Ok(_) => {
+                        valid += 1;
+                        continue;
+                    }
+                    Err(errs) => errs
+                        .iter()
+                        .map(|e| PathError {
+                            path: e.path.clone(),
+                            message: e.message.clone(),
+                        })
+                        .collect(),
+                },
+            }
+        };
+        invalid_count += 1;
+        let item = Invalid {
+            line: line.number,
+            errors,
+        };
+        match format {
+            // Text output streams; JSON collects (capped) for one document.
+            Format::Text => {
+                for e in &item.errors {
+                    let _ = writeln!(stdout, "line {}: {}: {}", item.line, e.path, e.message);
+                }
+            }
+            Format::Json => {
+                if invalid.len() < 10_000 {
+                    invalid.push(item);
+                }
+            }
+        }
+    }
+    progress::clear();
+    if events == 0 {
+        eprintln!("phi-audit: note: {path} holds no events");
+    }
+    if format == Format::Json {
+        let doc = serde_json::json!({
+            "source": path,
+            "schema": schema.map(|s| s.as_str()),
+            "events": events,
+            "valid": valid,
+            "invalid": invalid_count,
+            "not_json": not_json,
+            "invalid_events": invalid,
+            "invalid_events_omitted": invalid_count.saturating_sub(invalid.len() as u64),
+        });
+        let _ = writeln!(
+            stdout,
+            "{}",
+            serde_json::to_string_pretty(&doc).unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            stdout,
+            "{events} event(s): {valid} valid, {invalid_count} invalid"
+        );
+    }
+    if events > 0 && not_json == events {
+        eprintln!("phi-audit: error: {path} is not JSON lines (no line parses as JSON)");
+        return EXIT_ERROR;
+    }
+    if invalid_count > 0 {
+        EXIT_FAIL
+    } else {
+        EXIT_OK
+    }
+}

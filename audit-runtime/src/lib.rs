@@ -8,11 +8,13 @@
 
 mod builder;
 mod call;
+pub mod checkpoint;
 mod config;
 mod context;
 mod dispatch;
 pub mod event;
 mod ids;
+pub mod integrity;
 mod metadata;
 mod phi;
 pub mod sanitize;
@@ -21,9 +23,11 @@ pub mod sink;
 pub mod stats;
 mod text;
 mod timestamp;
+pub mod verify;
 
 pub use builder::EventBuilder;
 pub use call::AuditError;
+pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ErrorMessages, SinkFailurePolicy, ValidationPolicy,
     INTERNAL_TARGET,
@@ -38,6 +42,7 @@ pub use event::{
     AuthorizingHuman, Correlation, DataClassification, Delegation, DelegationType, HashAlg, Http,
     HttpMethod, Integrity, Outcome, OutcomeStatus, Resource, SchemaVersion, Service, SubjectType,
 };
+pub use integrity::{event_hash, typed_event_hash, Canonicalizer};
 pub use metadata::{MetaValue, Metadata, MetadataValue};
 pub use phi::{AuditId, Phi, PseudonymKey, PseudonymSource, WeakKeyError};
 pub use schema::{
@@ -45,12 +50,14 @@ pub use schema::{
     ValidationErrors, Violation,
 };
 pub use sink::{
-    FanOut, FullPolicy, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
-    ShutdownReport, Sink, SinkError, StdoutSink, TracingSink, TRACING_TARGET,
+    FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError, LedgerOptions,
+    LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats, Recovery,
+    ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink, TRACING_TARGET,
 };
 pub use stats::StatsSnapshot;
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
+pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
 
 /// What `#[audited]` and `record!` expand to. Not a public API: it may change
 /// in any release, in step with the macro (the facade pins both).

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use crate::event::AuditEvent;
 
 mod fanout;
-// mod file;
+mod file;
+mod ledger;
 mod memory;
 mod nonblocking;
 mod stdout;
 mod tracing_sink;
 
 pub use fanout::FanOut;
-// pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+pub use ledger::{LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
 pub use memory::MemorySink;
 pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,

@@ -1,0 +1,976 @@
+//! Canonical serialization and chain hashing of audit events.
+//!
+//! The chain rule is the one bh-audit-logger uses, so ledgers written by
+//! either implementation verify with the other:
+//!
+//! 1. Take the event as a JSON object and drop its top-level `integrity` key.
+//! 2. Serialize it canonically: keys sorted (by code point) at every depth,
+//!    separators `,` and `:` with no whitespace, non-ASCII characters written
+//!    raw as UTF-8. The bytes equal what Python writes with
+//!    `json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`,
+//!    including Python's float `repr` (`1e+16`, `1e-05`, `1.0`, `-0.0`) and
+//!    its string escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`, other
+//!    control characters as `\u00XX` in lowercase hex).
+//! 3. Hash, with the chosen [`HashAlg`], the previous event's lowercase hex
+//!    hash (as UTF-8, when there is a previous event) followed by those bytes.
+//!    The lowercase hex digest is the event's `integrity.event_hash`.
+//!
+//! Rust strings are always valid UTF-8, so the lone surrogates Python can hold
+//! never occur here; JSON input containing an escaped lone surrogate is
+//! rejected by the parser before it reaches this module.
+//!
+//! ```
+//! use audit_runtime::integrity::{canonical_json, event_hash};
+//! use audit_runtime::HashAlg;
+//!
+//! let v: serde_json::Value = serde_json::from_str(r#"{"b":1e16,"a":"é","integrity":{}}"#).unwrap();
+//! let mut out = Vec::new();
+//! canonical_json(&v, &mut out);
+//! assert_eq!(out, r#"{"a":"é","b":1e+16,"integrity":{}}"#.as_bytes());
+//! let first = event_hash(&v, None, HashAlg::Sha256);
+//! let second = event_hash(&v, Some(&first), HashAlg::Sha256);
+//! assert_eq!(first.len(), 64);
+//! assert_ne!(first, second);
+//! ```
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use serde::ser::{self, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use crate::event::{AuditEvent, HashAlg};
+
+/// The event could not be serialized canonically. Never holds event content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalError(String);
+
+impl fmt::Display for CanonicalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot serialize the event canonically: {}", self.0)
+    }
+}
+
+impl std::error::Error for CanonicalError {}
+
+impl ser::Error for CanonicalError {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        // The message may quote content; keep only a fixed description.
+        CanonicalError("a field failed to serialize".to_owned())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scalars: Python float repr and Python string escapes.
+// ---------------------------------------------------------------------------
+
+/// Appends `f` formatted as Python's `repr(float)` (which `json.dumps` uses).
+///
+/// Shortest round-trip digits (from Rust's formatter), laid out as Python
+/// does: fixed notation for decimal exponents -4..=15 with at least one
+/// fractional digit (`1.0`, `0.0001`, `1000000000000000.0`), otherwise
+/// scientific with a signed exponent of at least two digits (`1e+16`,
+/// `1e-05`, `1.5e+300`). Non-finite values are written as JSON `null`,
+/// which is what the event's JSON line holds for them (they never enter an
+/// event through the dispatcher).
+///
+/// ```
+/// let mut out = Vec::new();
+/// for f in [1e16, 1e-5, 1.0, 0.1, -0.0, 123456789012345.0] {
+///     audit_runtime::integrity::write_python_float(f, &mut out);
+///     out.push(b' ');
+/// }
+/// assert_eq!(out, b"1e+16 1e-05 1.0 0.1 -0.0 123456789012345.0 ");
+/// ```
+pub fn write_python_float(f: f64, out: &mut Vec<u8>) {
+    if !f.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    // `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "0e0".
+    let mut sci = StackBuf::new();
+    if write!(sci, "{f:e}").is_err() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    let s = sci.as_bytes();
+    let (neg, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    let epos = s.iter().position(|&b| b == b'e').unwrap_or(s.len());
+    let (mant, exp) = s.split_at(epos);
+    let exp = parse_exp(exp.get(1..).unwrap_or(b"0"));
+    let mut digits = [0u8; 24];
+    let mut n = 0;
+    for &b in mant {
+        if b.is_ascii_digit() && n < digits.len() {
+            digits[n] = b;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        digits[0] = b'0';
+        n = 1;
+    }
+    let digits = &digits[..n];
+    if neg {
+        out.push(b'-');
+    }
+    if (-4..16).contains(&exp) {
+        if exp >= 0 {
+            let int_len = exp as usize + 1;
+            if digits.len() <= int_len {
+                out.extend_from_slice(digits);
+                out.extend(std::iter::repeat_n(b'0', int_len - digits.len()));
+                out.extend_from_slice(b".0");
+            } else {
+                out.extend_from_slice(&digits[..int_len]);
+                out.push(b'.');
+                out.extend_from_slice(&digits[int_len..]);
+            }
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-exp - 1) as usize));
+            out.extend_from_slice(digits);
+        }
+    } else {
+        out.push(digits[0]);
+        if digits.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
+        }
+        out.push(b'e');
+        out.push(if exp < 0 { b'-' } else { b'+' });
+        let a = exp.unsigned_abs();
+        if a < 10 {
+            out.push(b'0');
+        }
+        let mut ibuf = StackBuf::new();
+        let _ = write!(ibuf, "{a}");
+        out.extend_from_slice(ibuf.as_bytes());
+    }
+}
+
+fn parse_exp(s: &[u8]) -> i32 {
+    let (neg, s) = match s.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, s),
+    };
+    let mut v: i32 = 0;
+    for &b in s {
+        if b.is_ascii_digit() {
+            v = v.saturating_mul(10).saturating_add(i32::from(b - b'0'));
+        }
+    }
+    if neg {
+        -v
+    } else {
+        v
+    }
+}
+
+/// A small fixed buffer for formatting numbers without allocating.
+struct StackBuf {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl StackBuf {
+    fn new() -> Self {
+        StackBuf {
+            buf: [0; 40],
+            len: 0,
+        }
+    }
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl fmt::Write for StackBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let b = s.as_bytes();
+        let end = self.len + b.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(b);
+        self.len = end;
+        Ok(())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `s` as a JSON string the way Python's `json.dumps` writes it with
+/// `ensure_ascii=False`.
+pub fn write_python_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_int<I: fmt::Display>(i: I, out: &mut Vec<u8>) {
+    let mut b = StackBuf::new();
+    let _ = write!(b, "{i}");
+    out.extend_from_slice(b.as_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// Canonical form of a serde_json::Value.
+// ---------------------------------------------------------------------------
+
+/// Appends the canonical JSON of `value` (keys sorted at every depth).
+pub fn canonical_json(value: &Value, out: &mut Vec<u8>) {
+    write_value(value, out, false);
+}
+
+/// Appends the canonical JSON of an event: like [`canonical_json`], but a
+/// top-level `integrity` key is left out. This is the hashed form.
+pub fn canonical_event_json(event: &Value, out: &mut Vec<u8>) {
+    write_value(event, out, true);
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>, skip_integrity: bool) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                write_int(i, out);
+            } else if let Some(u) = n.as_u64() {
+                write_int(u, out);
+            } else {
+                write_python_float(n.as_f64().unwrap_or(f64::NAN), out);
+            }
+        }
+        Value::String(s) => write_python_str(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(item, out, false);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let keep = |k: &String| !(skip_integrity && k == "integrity");
+            let sorted = map
+                .keys()
+                .zip(map.keys().skip(1))
+                .all(|(a, b)| a.as_str() < b.as_str());
+            out.push(b'{');
+            let mut first = true;
+            let mut entry = |k: &String, v: &Value, out: &mut Vec<u8>| {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_python_str(k, out);
+                out.push(b':');
+                write_value(v, out, false);
+            };
+            if sorted {
+                for (k, v) in map.iter().filter(|(k, _)| keep(k)) {
+                    entry(k, v, out);
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> =
+                    map.iter().filter(|(k, _)| keep(k)).collect();
+                entries.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+                for (k, v) in entries {
+                    entry(k, v, out);
+                }
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Hashing.
+// ---------------------------------------------------------------------------
+
+/// Hashes `prev` (when given, as UTF-8) followed by `canonical`, and returns
+/// the lowercase hex digest.
+pub fn chain_hash(canonical: &[u8], prev: Option<&str>, alg: HashAlg) -> String {
+    fn run<D: Digest>(canonical: &[u8], prev: Option<&str>) -> String {
+        let mut h = D::new();
+        if let Some(p) = prev {
+            h.update(p.as_bytes());
+        }
+        h.update(canonical);
+        to_hex(&h.finalize())
+    }
+    match alg {
+        HashAlg::Sha256 => run::<Sha256>(canonical, prev),
+        HashAlg::Sha384 => run::<Sha384>(canonical, prev),
+        HashAlg::Sha512 => run::<Sha512>(canonical, prev),
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The chain hash of an event given as JSON: the hex digest of `prev`
+/// followed by [`canonical_event_json`] of `event`.
+pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
+    let mut buf = Vec::with_capacity(1024);
+    canonical_event_json(event, &mut buf);
+    chain_hash(&buf, prev, alg)
+}
+
+/// Canonical serialization of typed events with reused buffers: the fast
+/// path a chaining sink uses. The bytes equal [`canonical_event_json`] of the
+/// event's JSON, without building a `serde_json::Value`.
+///
+/// ```
+/// use audit_runtime::integrity::{canonical_event_json, Canonicalizer};
+/// # use audit_runtime::*;
+/// # let event = AuditEvent {
+/// #     schema_version: SchemaVersion::V1_1, event_id: uuid::Uuid::nil(),
+/// #     timestamp: Timestamp::from_unix_millis(0),
+/// #     service: Service { name: "svc".into(), environment: None, version: None },
+/// #     actor: Actor::human("u1"),
+/// #     action: Action { kind: ActionType::Read, name: None, phi_touched: None, data_classification: None },
+/// #     resource: Resource { kind: "Patient".into(), id: None, patient_id: None },
+/// #     outcome: Outcome::SUCCESS, correlation: None, http: None, delegation: None,
+/// #     metadata: Metadata::new(), integrity: None };
+/// let mut c = Canonicalizer::new();
+/// let fast = c.event_bytes(&event).unwrap().to_vec();
+/// let mut slow = Vec::new();
+/// canonical_event_json(&serde_json::to_value(&event).unwrap(), &mut slow);
+/// assert_eq!(fast, slow);
+/// ```
+#[derive(Debug, Default)]
+pub struct Canonicalizer {
+    out: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    key_start: usize,
+    key_end: usize,
+    end: usize,
+}
+
+impl Canonicalizer {
+    /// A canonicalizer with empty buffers.
+    pub fn new() -> Canonicalizer {
+        Canonicalizer::default()
+    }
+
+    /// The canonical bytes of `event` without its `integrity` block. The
+    /// slice is valid until the next call.
+    pub fn event_bytes(&mut self, event: &AuditEvent) -> Result<&[u8], CanonicalError> {
+        self.out.clear();
+        self.entries.clear();
+        let r = event.serialize(CanonSer { st: self, depth: 0 });
+        match r {
+            Ok(()) => Ok(&self.out),
+            Err(e) => {
+                self.out.clear();
+                self.entries.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// The chain hash of `event` after `prev`.
+    pub fn event_hash(
+        &mut self,
+        event: &AuditEvent,
+        prev: Option<&str>,
+        alg: HashAlg,
+    ) -> Result<String, CanonicalError> {
+        let bytes = self.event_bytes(event)?;
+        Ok(chain_hash(bytes, prev, alg))
+    }
+}
+
+/// Chain hash of a typed event (allocates its buffers; a sink keeps a
+/// [`Canonicalizer`] instead).
+pub fn typed_event_hash(
+    event: &AuditEvent,
+    prev: Option<&str>,
+    alg: HashAlg,
+) -> Result<String, CanonicalError> {
+    Canonicalizer::new().event_hash(event, prev, alg)
+}
+
+// The serde serializer behind `Canonicalizer`. Struct and map entries are
+// written into the output as `[raw key]["key":value]`, then sorted by raw key
+// and compacted in place when the compound ends.
+
+struct CanonSer<'a> {
+    st: &'a mut Canonicalizer,
+    depth: u32,
+}
+
+struct Compound<'a> {
+    st: &'a mut Canonicalizer,
+    depth: u32,
+    start: usize,
+    base: usize,
+    first: bool,
+}
+
+impl Compound<'_> {
+    fn key_raw(&mut self, key: &str) {
+        let key_start = self.st.out.len();
+        self.st.out.extend_from_slice(key.as_bytes());
+        let key_end = self.st.out.len();
+        write_python_str(key, &mut self.st.out);
+        self.st.out.push(b':');
+        self.st.entries.push(Entry {
+            key_start,
+            key_end,
+            end: key_end,
+        });
+    }
+
+    fn finish_entry(&mut self) {
+        let len = self.st.out.len();
+        if let Some(e) = self.st.entries.last_mut() {
+            e.end = len;
+        }
+    }
+
+    fn end_object(self) {
+        let Canonicalizer { out, entries } = self.st;
+        let mine = &mut entries[self.base..];
+        mine.sort_by(|a, b| out[a.key_start..a.key_end].cmp(&out[b.key_start..b.key_end]));
+        let region_end = out.len();
+        out.push(b'{');
+        for (i, e) in mine.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_within(e.key_end..e.end);
+        }
+        out.push(b'}');
+        let produced = out.len() - region_end;
+        out.copy_within(region_end.., self.start);
+        out.truncate(self.start + produced);
+        entries.truncate(self.base);
+    }
+}
+
+impl<'a> ser::Serializer for CanonSer<'a> {
+    type Ok = ();
+    type Error = CanonicalError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = ser::Impossible<(), CanonicalError>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = ser::Impossible<(), CanonicalError>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), CanonicalError> {
+        self.st
+            .out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
+        self.serialize_i64(i64::from(v))
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
+        write_int(v, &mut self.st.out);
+        Ok(())
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
+        self.serialize_u64(u64::from(v))
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
+        write_int(v, &mut self.st.out);
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
+        // serde_json writes f32 through its own shortest form; reading that
+        // back gives the f64 of the shortest decimal.
+        let mut b = StackBuf::new();
+        let _ = write!(b, "{v}");
+        let f = std::str::from_utf8(b.as_bytes())
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::from(v));
+        self.serialize_f64(f)
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), CanonicalError> {
+        write_python_float(v, &mut self.st.out);
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<(), CanonicalError> {
+        let mut b = [0u8; 4];
+        self.serialize_str(v.encode_utf8(&mut b))
+    }
+    fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
+        write_python_str(v, &mut self.st.out);
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
+        use ser::SerializeSeq;
+        let mut s = self.serialize_seq(Some(v.len()))?;
+        for b in v {
+            s.serialize_element(b)?;
+        }
+        s.end()
+    }
+    fn serialize_none(self) -> Result<(), CanonicalError> {
+        self.serialize_unit()
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), CanonicalError> {
+        self.st.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), CanonicalError> {
+        self.serialize_unit()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _idx: u32,
+        variant: &'static str,
+    ) -> Result<(), CanonicalError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _name: &'static str,
+        _idx: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), CanonicalError> {
+        use ser::SerializeMap;
+        let mut m = self.serialize_map(Some(1))?;
+        m.serialize_entry(variant, value)?;
+        m.end()
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, CanonicalError> {
+        let start = self.st.out.len();
+        let base = self.st.entries.len();
+        self.st.out.push(b'[');
+        Ok(Compound {
+            st: self.st,
+            depth: self.depth + 1,
+            start,
+            base,
+            first: true,
+        })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, CanonicalError> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, CanonicalError> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _idx: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
+        Err(CanonicalError("tuple variants are not supported".into()))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, CanonicalError> {
+        let start = self.st.out.len();
+        let base = self.st.entries.len();
+        Ok(Compound {
+            st: self.st,
+            depth: self.depth + 1,
+            start,
+            base,
+            first: true,
+        })
+    }
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, CanonicalError> {
+        self.serialize_map(Some(len))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _idx: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, CanonicalError> {
+        Err(CanonicalError("struct variants are not supported".into()))
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
+        if !self.first {
+            self.st.out.push(b',');
+        }
+        self.first = false;
+        value.serialize(CanonSer {
+            st: self.st,
+            depth: self.depth,
+        })
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        self.st.out.push(b']');
+        Ok(())
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
+        let k = key.serialize(KeySer)?;
+        self.key_raw(&k);
+        Ok(())
+    }
+    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
+        value.serialize(CanonSer {
+            st: self.st,
+            depth: self.depth,
+        })?;
+        self.finish_entry();
+        Ok(())
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        self.end_object();
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = CanonicalError;
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), Self::Error> {
+        if self.depth == 1 && key == "integrity" {
+            return Ok(());
+        }
+        self.key_raw(key);
+        value.serialize(CanonSer {
+            st: self.st,
+            depth: self.depth,
+        })?;
+        self.finish_entry();
+        Ok(())
+    }
+    fn end(self) -> Result<(), CanonicalError> {
+        self.end_object();
+        Ok(())
+    }
+}
+
+/// Serializes a map key to its string (JSON object keys must be strings).
+struct KeySer;
+
+impl ser::Serializer for KeySer {
+    type Ok = String;
+    type Error = CanonicalError;
+    type SerializeSeq = ser::Impossible<String, CanonicalError>;
+    type SerializeTuple = ser::Impossible<String, CanonicalError>;
+    type SerializeTupleStruct = ser::Impossible<String, CanonicalError>;
+    type SerializeTupleVariant = ser::Impossible<String, CanonicalError>;
+    type SerializeMap = ser::Impossible<String, CanonicalError>;
+    type SerializeStruct = ser::Impossible<String, CanonicalError>;
+    type SerializeStructVariant = ser::Impossible<String, CanonicalError>;
+
+    fn serialize_str(self, v: &str) -> Result<String, CanonicalError> {
+        Ok(v.to_owned())
+    }
+    fn serialize_char(self, v: char) -> Result<String, CanonicalError> {
+        Ok(v.to_string())
+    }
+    fn serialize_unit_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        variant: &'static str,
+    ) -> Result<String, CanonicalError> {
+        Ok(variant.to_owned())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _n: &'static str,
+        value: &T,
+    ) -> Result<String, CanonicalError> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _v: bool) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_i8(self, _v: i8) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_i16(self, _v: i16) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_i32(self, _v: i32) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_i64(self, _v: i64) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_u8(self, _v: u8) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_u16(self, _v: u16) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_u32(self, _v: u32) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_u64(self, _v: u64) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_f32(self, _v: f32) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_f64(self, _v: f64) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_bytes(self, _v: &[u8]) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_none(self) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_some<T: ?Sized + Serialize>(self, _v: &T) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_unit(self) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_unit_struct(self, _n: &'static str) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _value: &T,
+    ) -> Result<String, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_seq(self, _l: Option<usize>) -> Result<Self::SerializeSeq, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_tuple(self, _l: usize) -> Result<Self::SerializeTuple, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _n: &'static str,
+        _l: usize,
+    ) -> Result<Self::SerializeTupleStruct, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _l: usize,
+    ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_map(self, _l: Option<usize>) -> Result<Self::SerializeMap, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_struct(
+        self,
+        _n: &'static str,
+        _l: usize,
+    ) -> Result<Self::SerializeStruct, CanonicalError> {
+        Err(key_error())
+    }
+    fn serialize_struct_variant(
+        self,
+        _n: &'static str,
+        _i: u32,
+        _v: &'static str,
+        _l: usize,
+    ) -> Result<Self::SerializeStructVariant, CanonicalError> {
+        Err(key_error())
+    }
+}
+
+fn key_error() -> CanonicalError {
+    CanonicalError("a map key is not a string".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pf(f: f64) -> String {
+        let mut v = Vec::new();
+        write_python_float(f, &mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn python_float_repr() {
+        let cases: &[(f64, &str)] = &[
+            (1e16, "1e+16"),
+            (1e-5, "1e-05"),
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (123456789012345.0, "123456789012345.0"),
+            (1e15, "1000000000000000.0"),
+            (0.0001, "0.0001"),
+            (1.5e-5, "1.5e-05"),
+            (1e22, "1e+22"),
+            (1.5e300, "1.5e+300"),
+            (5e-324, "5e-324"),
+            (12345678901234567890.0, "1.2345678901234567e+19"),
+            (-2.5, "-2.5"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (f64::MIN_POSITIVE, "2.2250738585072014e-308"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.30000000000000004, "0.30000000000000004"),
+            (100.0, "100.0"),
+            (1.25e-4, "0.000125"),
+            (f64::NAN, "null"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(pf(*f), *want, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn python_string_escapes() {
+        let mut v = Vec::new();
+        write_python_str("\u{0}\u{1f}\u{7f}\u{2028}😀\"\\\n\r\t\u{8}\u{c}é", &mut v);
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "\"\\u0000\\u001f\u{7f}\u{2028}😀\\\"\\\\\\n\\r\\t\\b\\fé\""
+        );
+    }
+
+    #[test]
+    fn sorts_nested_and_skips_top_integrity_only() {
+        let v: Value = serde_json::from_str(
+            r#"{"z":{"b":1,"a":[{"d":1,"c":2}]},"integrity":{"x":1},"a":{"integrity":1}}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        canonical_event_json(&v, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":{"integrity":1},"z":{"a":[{"c":2,"d":1}],"b":1}}"#
+        );
+    }
+
+    #[test]
+    fn known_digests() {
+        // sha256("abc") with and without a prefix.
+        assert_eq!(
+            chain_hash(b"abc", None, HashAlg::Sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            chain_hash(b"c", Some("ab"), HashAlg::Sha256),
+            chain_hash(b"abc", None, HashAlg::Sha256)
+        );
+        assert_eq!(chain_hash(b"", None, HashAlg::Sha384).len(), 96);
+        assert_eq!(chain_hash(b"", None, HashAlg::Sha512).len(), 128);
+    }
+}

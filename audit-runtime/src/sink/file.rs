@@ -1,0 +1,399 @@
+//! [`JsonlFileSink`]: one compact JSON line per event, appended to a file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::event::AuditEvent;
+use crate::sink::{Sink, SinkError};
+
+/// When written lines are made durable with `fsync` (`File::sync_data`).
+///
+/// The policy also decides how long lines stay in the sink's memory buffer:
+///
+/// * [`FsyncPolicy::EveryEvent`] (the default): every `write` reaches the
+///   file and is synced before it returns. Nothing acknowledged is lost on a
+///   crash, at the cost of one `fsync` per event.
+/// * [`FsyncPolicy::EveryN`]`(n)`: lines are buffered and written and synced
+///   together every `n` events (and on [`Sink::flush`]). A crash loses at
+///   most the last `n - 1` acknowledged events.
+/// * [`FsyncPolicy::Never`]: lines are buffered and handed to the operating
+///   system when the buffer fills or on [`Sink::flush`]; never synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Never sync; write when the buffer is full or on flush.
+    Never,
+    /// Write and sync every event before `write` returns.
+    #[default]
+    EveryEvent,
+    /// Write and sync every `n` events (`0` behaves as `1`).
+    EveryN(u32),
+}
+
+/// Options of a [`JsonlFileSink`].
+#[derive(Clone, Debug)]
+pub struct JsonlOptions {
+    /// When lines are written and synced (default [`FsyncPolicy::EveryEvent`]).
+    pub fsync: FsyncPolicy,
+    /// Rotate when the file would grow beyond this many bytes (default: no
+    /// rotation). A line is never split: a line longer than the limit goes
+    /// alone into a fresh file.
+    pub rotate_bytes: Option<u64>,
+    /// Size of the in-memory batch buffer in bytes (default 64 KiB).
+    pub buffer_capacity: usize,
+}
+
+impl Default for JsonlOptions {
+    fn default() -> Self {
+        JsonlOptions {
+            fsync: FsyncPolicy::EveryEvent,
+            rotate_bytes: None,
+            buffer_capacity: 64 * 1024,
+        }
+    }
+}
+
+/// Appends line-oriented data to one file with batching, an fsync policy,
+/// rollback of failed batches and optional size-based rotation.
+#[derive(Debug)]
+pub(crate) struct LineWriter {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes known to be in the file (every one of them a whole line).
+    file_len: u64,
+    buf: Vec<u8>,
+    buffered_events: u64,
+    unsynced_events: u64,
+    fsync: FsyncPolicy,
+    rotate_bytes: Option<u64>,
+    capacity: usize,
+    /// Events acknowledged earlier that were lost in a failed batch write.
+    lost_events: u64,
+    rotations: u64,
+}
+
+/// Opens `path` for appending, creating it with mode 0600 on unix.
+pub(crate) fn open_append(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.create(true).append(true).read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path)
+}
+
+/// Opens `path` for appending; if it ends inside a line (someone else's
+/// unterminated write), ends that line first so it cannot swallow ours.
+/// Returns the file and its length.
+pub(crate) fn open_append_terminated(path: &Path) -> io::Result<(File, u64)> {
+    let mut file = open_append(path)?;
+    let mut len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+            len += 1;
+        }
+    }
+    Ok((file, len))
+}
+
+impl LineWriter {
+    pub(crate) fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    pub(crate) fn open(
+        path: &Path,
+        fsync: FsyncPolicy,
+        rotate_bytes: Option<u64>,
+        capacity: usize,
+    ) -> io::Result<LineWriter> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                fs::create_dir_all(parent)?;
+            }
+        }
+        let (file, file_len) = open_append_terminated(path)?;
+        Ok(LineWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            file_len,
+            buf: Vec::with_capacity(capacity.clamp(1024, 16 * 1024 * 1024)),
+            buffered_events: 0,
+            unsynced_events: 0,
+            fsync,
+            rotate_bytes,
+            capacity: capacity.max(1),
+            lost_events: 0,
+            rotations: 0,
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.file.is_none()
+    }
+
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    pub(crate) fn lost_events(&self) -> u64 {
+        self.lost_events
+    }
+
+    pub(crate) fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// Call after one whole line (ending in `\n`) was appended to
+    /// [`LineWriter::buffer`] starting at `mark`. Rotates first if the line
+    /// does not fit, then writes and syncs as the policy says. Returns true
+    /// when the buffer reached the file.
+    pub(crate) fn commit_line(&mut self, mark: usize) -> io::Result<bool> {
+        if let Some(limit) = self.rotate_bytes {
+            let before = self.file_len + mark as u64;
+            if before > 0 && before + (self.buf.len() - mark) as u64 > limit {
+                // Write what precedes the new line, then rotate.
+                let tail = self.buf.split_off(mark);
+                let r = self.write_out().and_then(|_| self.sync_if_needed());
+                self.buf = tail;
+                if let Err(e) = r {
+                    self.buf.clear();
+                    return Err(e);
+                }
+                if let Err(e) = self.rotate() {
+                    self.buf.clear();
+                    return Err(e);
+                }
+            }
+        }
+        self.buffered_events += 1;
+        self.unsynced_events += 1;
+        let (write, sync) = match self.fsync {
+            FsyncPolicy::EveryEvent => (true, true),
+            FsyncPolicy::EveryN(n) => {
+                let due = self.unsynced_events >= u64::from(n.max(1));
+                (due || self.buf.len() >= self.capacity, due)
+            }
+            FsyncPolicy::Never => (self.buf.len() >= self.capacity, false),
+        };
+        if write {
+            // The line being committed is not acknowledged yet: if the write
+            // fails it is reported to the caller, not counted as lost.
+            self.write_out_with(1)?;
+        }
+        if sync {
+            self.sync()?;
+        }
+        Ok(write)
+    }
+
+    /// Drops a line appended after `mark` that will not be committed.
+    pub(crate) fn discard_from(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
+    /// Writes the buffer to the file. On failure the file is cut back to its
+    /// last whole line and the buffered events are counted as lost.
+    pub(crate) fn write_out(&mut self) -> io::Result<()> {
+        self.write_out_with(0)
+    }
+
+    fn write_out_with(&mut self, unacknowledged: u64) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the file sink is closed"));
+        };
+        match file.write_all(&self.buf) {
+            Ok(()) => {
+                self.file_len += self.buf.len() as u64;
+                self.buf.clear();
+                self.buffered_events = 0;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = file.set_len(self.file_len);
+                self.lost_events += self.buffered_events.saturating_sub(unacknowledged);
+                self.buffered_events = 0;
+                self.buf.clear();
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if let Some(f) = self.file.as_ref() {
+            f.sync_data()?;
+        }
+        self.unsynced_events = 0;
+        Ok(())
+    }
+
+    fn sync_if_needed(&mut self) -> io::Result<()> {
+        if self.fsync != FsyncPolicy::Never && self.unsynced_events > 0 {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer and syncs as the policy says.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.sync_if_needed()
+    }
+
+    pub(crate) fn close(&mut self) -> io::Result<()> {
+        let r = self.flush();
+        self.file = None;
+        r
+    }
+
+    /// Renames the file to the next number and opens a fresh one. If the
+    /// rename fails, writing continues in the old file; if opening the new
+    /// file fails, writing continues in the renamed one. Nothing is lost.
+    fn rotate(&mut self) -> io::Result<()> {
+        let n = next_rotation_number(&self.path)?;
+        let mut target = self.path.clone().into_os_string();
+        target.push(format!(".{n}"));
+        fs::rename(&self.path, &target)?;
+        let file = open_append(&self.path)?;
+        self.file_len = file.metadata()?.len();
+        self.file = Some(file);
+        self.rotations += 1;
+        Ok(())
+    }
+}
+
+/// The next free number `k` for `<path>.<k>` (1 when none exists).
+fn next_rotation_number(path: &Path) -> io::Result<u64> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Err(io::Error::other("the log file name is not valid UTF-8"));
+    };
+    let prefix = format!("{name}.");
+    let mut max = 0u64;
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        if let Some(n) = entry.file_name().to_str() {
+            if let Some(num) = n.strip_prefix(&prefix).and_then(|s| s.parse::<u64>().ok()) {
+                max = max.max(num);
+            }
+        }
+    }
+    Ok(max + 1)
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = self.flush();
+        }
+    }
+}
+
+/// A sink that appends each event as one compact JSON line to a file.
+///
+/// New files are created with mode 0600 (unix). Lines are batched in a
+/// reused buffer and written whole; see [`FsyncPolicy`] for when they reach
+/// the file and the disk. With [`JsonlOptions::rotate_bytes`] the file is
+/// renamed to `<path>.1`, `<path>.2`, ... (the lowest number is the oldest)
+/// when the next line would cross the limit; no line is split or lost.
+///
+/// If a batch write fails, the file is cut back to its last whole line, the
+/// error is returned, and the events of that batch are counted in
+/// [`JsonlFileSink::lost_events`].
+///
+/// ```
+/// use audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+/// let dir = std::env::temp_dir().join(format!("phi-audit-doc-{}", std::process::id()));
+/// let opts = JsonlOptions { fsync: FsyncPolicy::Never, ..JsonlOptions::default() };
+/// let sink = JsonlFileSink::open(dir.join("audit.jsonl"), opts).unwrap();
+/// // sink.write(&event)?; ... sink.flush()?;
+/// # drop(sink); let _ = std::fs::remove_dir_all(dir);
+/// ```
+#[derive(Debug)]
+pub struct JsonlFileSink {
+    inner: Mutex<LineWriter>,
+    path: PathBuf,
+}
+
+impl JsonlFileSink {
+    /// Opens (or creates, with parent directories) `path` for appending.
+    pub fn open(path: impl AsRef<Path>, options: JsonlOptions) -> io::Result<JsonlFileSink> {
+        let path = path.as_ref().to_path_buf();
+        let w = LineWriter::open(
+            &path,
+            options.fsync,
+            options.rotate_bytes,
+            options.buffer_capacity,
+        )?;
+        Ok(JsonlFileSink {
+            inner: Mutex::new(w),
+            path,
+        })
+    }
+
+    /// The path of the current file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Events that were accepted and then lost because a batch write failed.
+    pub fn lost_events(&self) -> u64 {
+        self.lock().map(|w| w.lost_events()).unwrap_or(0)
+    }
+
+    /// How many times the file was rotated since it was opened.
+    pub fn rotations(&self) -> u64 {
+        self.lock().map(|w| w.rotations()).unwrap_or(0)
+    }
+
+    /// Flushes, syncs (unless the policy is `Never`) and closes the file;
+    /// later writes fail with [`SinkError::Closed`].
+    pub fn close(&self) -> Result<(), SinkError> {
+        let mut w = self.lock()?;
+        if w.is_closed() {
+            return Ok(());
+        }
+        w.close().map_err(SinkError::Io)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LineWriter>, SinkError> {
+        self.inner
+            .lock()
+            .map_err(|_| SinkError::Other("file sink lock poisoned by a panic".into()))
+    }
+}
+
+impl Sink for JsonlFileSink {
+    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
+        let mut w = self.lock()?;
+        if w.is_closed() {
+            return Err(SinkError::Closed);
+        }
+        let buf = w.buffer();
+        let mark = buf.len();
+        event.write_json(buf);
+        buf.push(b'\n');
+        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        let mut w = self.lock()?;
+        if w.is_closed() {
+            return Ok(());
+        }
+        w.flush().map_err(SinkError::Io)
+    }
+}

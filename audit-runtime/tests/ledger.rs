@@ -1,0 +1,322 @@
+//! LedgerSink: chaining, resume, torn-tail recovery, checkpoints, threads.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::sync::Arc;
+
+use audit_runtime::checkpoint::checkpoint_path;
+use audit_runtime::integrity::{canonical_event_json, Canonicalizer};
+use audit_runtime::*;
+use common::event;
+
+fn verify(path: &std::path::Path, key: Option<CheckpointVerifyingKey>) -> VerifyReport {
+    let opts = VerifyOptions {
+        public_key: key,
+        ..VerifyOptions::default()
+    };
+    verify_path(path, &opts).unwrap()
+}
+
+fn kinds(r: &VerifyReport) -> Vec<&str> {
+    r.failures.iter().map(|f| f.failure_type.as_str()).collect()
+}
+
+#[test]
+fn writes_a_chain_that_verifies_and_matches_the_value_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    for i in 0..20 {
+        l.write(&event(i)).unwrap();
+    }
+    assert_eq!(l.events_written(), 20);
+    l.close().unwrap();
+    assert!(matches!(l.write(&event(99)), Err(SinkError::Closed)));
+    let r = verify(&p, None);
+    assert!(r.passed(), "{r:?}");
+    assert_eq!((r.events_scanned, r.chain_length), (20, 20));
+
+    // Each line: integrity.event_hash equals the typed fast path's hash and
+    // the Value path's hash; the first has no prev_event_hash.
+    let text = fs::read_to_string(&p).unwrap();
+    let mut prev: Option<String> = None;
+    let mut c = Canonicalizer::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let integ = &v["integrity"];
+        assert_eq!(integ["hash_alg"], "sha256");
+        assert_eq!(
+            integ.get("prev_event_hash").and_then(|p| p.as_str()),
+            prev.as_deref()
+        );
+        let h = c
+            .event_hash(&event(i as u64), prev.as_deref(), HashAlg::Sha256)
+            .unwrap();
+        assert_eq!(integ["event_hash"], h.as_str());
+        assert_eq!(event_hash(&v, prev.as_deref(), HashAlg::Sha256), h);
+        let mut a = Vec::new();
+        canonical_event_json(&v, &mut a);
+        assert_eq!(a, c.event_bytes(&event(i as u64)).unwrap());
+        prev = Some(h);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+}
+
+#[test]
+fn every_algorithm_and_buffered_policies_verify() {
+    for alg in HashAlg::ALL {
+        for fsync in [
+            FsyncPolicy::Never,
+            FsyncPolicy::EveryN(3),
+            FsyncPolicy::EveryEvent,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("a.jsonl");
+            let opts = LedgerOptions {
+                hash_alg: *alg,
+                fsync,
+                buffer_capacity: 700,
+                ..Default::default()
+            };
+            let l = LedgerSink::open(&p, opts).unwrap();
+            for i in 0..10 {
+                l.write(&event(i)).unwrap();
+            }
+            l.flush().unwrap();
+            assert_eq!(l.events_written(), 10);
+            drop(l);
+            let r = verify(&p, None);
+            assert!(r.passed(), "{alg:?} {fsync:?} {:?}", r.failures);
+        }
+    }
+}
+
+#[test]
+fn resumes_the_chain_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    for i in 0..3 {
+        l.write(&event(i)).unwrap();
+    }
+    let head = l.last_event_hash();
+    drop(l);
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    assert_eq!(l.recovery().events, 3);
+    assert_eq!(l.recovery().last_event_hash, head);
+    assert!(l.recovery().torn_tail.is_none());
+    for i in 3..6 {
+        l.write(&event(i)).unwrap();
+    }
+    drop(l);
+    let r = verify(&p, None);
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.chain_length, 6);
+}
+
+#[test]
+fn torn_tail_is_moved_aside_and_the_chain_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    for i in 0..4 {
+        l.write(&event(i)).unwrap();
+    }
+    drop(l);
+    let good = fs::read(&p).unwrap();
+    let torn = b"{\"schema_version\":\"1.1\",\"event_id\":\"4000";
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(torn)
+        .unwrap();
+    // Before recovery the verifier reports the torn tail.
+    let r = verify(&p, None);
+    assert_eq!(kinds(&r), ["torn_tail"]);
+
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let rec = l.recovery().clone();
+    assert_eq!(rec.events, 4);
+    let t = rec.torn_tail.expect("torn tail reported");
+    assert_eq!(t.bytes, torn.len() as u64);
+    assert_eq!(fs::read(&t.moved_to).unwrap(), torn);
+    assert_eq!(fs::read(&p).unwrap(), good);
+    l.write(&event(4)).unwrap();
+    drop(l);
+    let r = verify(&p, None);
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.chain_length, 5);
+}
+
+#[test]
+fn refuses_to_resume_after_an_unchained_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    fs::write(&p, "{\"a\":1}\n").unwrap();
+    let e = LedgerSink::open(&p, LedgerOptions::default()).unwrap_err();
+    assert!(matches!(e, LedgerError::NotChained { line: 1 }), "{e}");
+    assert!(e.to_string().contains("phi-audit verify"));
+}
+
+#[test]
+fn threads_never_fork_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = LedgerOptions {
+        fsync: FsyncPolicy::Never,
+        ..Default::default()
+    };
+    let l = Arc::new(LedgerSink::open(&p, opts).unwrap());
+    let hs: Vec<_> = (0..8)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    l.write(&event(t * 1000 + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    l.close().unwrap();
+    let r = verify(&p, None);
+    assert!(r.passed(), "{:?}", &r.failures[..r.failures.len().min(3)]);
+    assert_eq!(r.chain_length, 1600);
+}
+
+#[test]
+fn replaces_an_existing_integrity_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let mut e = event(1);
+    e.integrity = Some(Integrity {
+        event_hash: Some("bogus".into()),
+        prev_event_hash: None,
+        hash_alg: None,
+    });
+    l.write(&e).unwrap();
+    l.write(&event(2)).unwrap();
+    drop(l);
+    assert!(verify(&p, None).passed());
+}
+
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::from_seed([42; 32])
+}
+
+#[test]
+fn checkpoints_detect_a_truncated_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = LedgerOptions {
+        signer: Some(signer()),
+        checkpoint_every: 5,
+        ..Default::default()
+    };
+    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    for i in 0..12 {
+        l.write(&event(i)).unwrap();
+    }
+    l.close().unwrap();
+    let cps = fs::read_to_string(checkpoint_path(&p)).unwrap();
+    let counts: Vec<u64> = cps
+        .lines()
+        .map(|l| Checkpoint::parse(l.as_bytes()).unwrap().count)
+        .collect();
+    assert_eq!(counts, [5, 10, 12]);
+
+    let key = signer().verifying_key();
+    let r = verify(&p, Some(key));
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.checkpoints.verified, 3);
+    assert_eq!(r.checkpoints.events_after_last_checkpoint, Some(0));
+
+    // Delete the last two lines: the chain alone still passes...
+    let text = fs::read_to_string(&p).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    fs::write(&p, lines[..10].join("\n") + "\n").unwrap();
+    assert!(verify(&p, None).passed());
+    // ...the checkpoints do not.
+    let r = verify(&p, Some(key));
+    assert_eq!(kinds(&r), ["truncated"]);
+    assert_eq!(r.failures[0].expected.as_deref(), Some("12"));
+    assert_eq!(r.failures[0].actual.as_deref(), Some("10"));
+
+    // A wrong key fails every checkpoint.
+    let other = CheckpointSigner::from_seed([1; 32]).verifying_key();
+    let r = verify(&p, Some(other));
+    assert!(!r.passed());
+    assert!(kinds(&r).iter().all(|k| *k == "checkpoint_bad_signature"));
+
+    // No checkpoint file with a key: reported.
+    fs::remove_file(checkpoint_path(&p)).unwrap();
+    assert_eq!(kinds(&verify(&p, Some(key))), ["checkpoint_missing"]);
+}
+
+#[test]
+fn checkpoints_detect_a_replaced_tail_and_continue_after_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = LedgerOptions {
+        signer: Some(signer()),
+        checkpoint_every: 4,
+        ..Default::default()
+    };
+    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    for i in 0..6 {
+        l.write(&event(i)).unwrap();
+    }
+    drop(l);
+    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    for i in 6..9 {
+        l.write(&event(i)).unwrap();
+    }
+    drop(l);
+    let key = signer().verifying_key();
+    let r = verify(&p, Some(key));
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.checkpoints.verified, 3, "{:?}", r.checkpoints); // 4, 6 (close), 9 (close)
+
+    // Rewrite events 3..: a new, internally valid chain from event 2.
+    let text = fs::read_to_string(&p).unwrap();
+    let keep: Vec<&str> = text.lines().take(2).collect();
+    fs::write(&p, keep.join("\n") + "\n").unwrap();
+    fs::remove_file(checkpoint_path(&p)).unwrap();
+    let forged = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    for i in 100..107 {
+        forged.write(&event(i)).unwrap();
+    }
+    drop(forged);
+    // Chain passes; restore the genuine checkpoints and they catch it.
+    assert!(verify(&p, None).passed());
+    let genuine = {
+        let d = tempfile::tempdir().unwrap();
+        let q = d.path().join("g.jsonl");
+        let l = LedgerSink::open(&q, opts.clone()).unwrap();
+        for i in 0..9 {
+            l.write(&event(i)).unwrap();
+        }
+        drop(l);
+        fs::read(checkpoint_path(&q)).unwrap()
+    };
+    fs::write(checkpoint_path(&p), genuine).unwrap();
+    let r = verify(&p, Some(key));
+    assert!(
+        kinds(&r).contains(&"checkpoint_mismatch"),
+        "{:?}",
+        kinds(&r)
+    );
+}
