@@ -184,11 +184,11 @@ fn validate_exit_codes() {
     assert_eq!(r["invalid_events"][0]["line"], 4);
     assert_eq!(
         r["invalid_events"][0]["errors"][0]["path"],
-        "$.actor.subject_id"
+        "/actor/subject_id"
     );
     let (c, out, _) = run(&["validate", "-"], Some(input.as_bytes()));
     assert_eq!(c, 1);
-    assert!(out.contains("line 4: $.actor.subject_id"), "{out}");
+    assert!(out.contains("line 4: /actor/subject_id"), "{out}");
     assert_eq!(run(&["validate", "/nonexistent"], None).0, 2);
     assert_eq!(run(&["validate", "-"], Some(b"\xff\xfe\x00garbage")).0, 2);
     assert_eq!(run(&["validate", "-", "--schema", "9.9"], Some(b"")).0, 2);
