@@ -60,7 +60,7 @@ fn event(i: u64) -> AuditEvent {
 
 fn ledger(dir: &std::path::Path, n: u64, signer: Option<CheckpointSigner>) -> std::path::PathBuf {
     let p = dir.join("audit.jsonl");
-    let l = LedgerSink::open(
+    let l = LedgerSink::open_with(
         &p,
         LedgerOptions {
             signer,

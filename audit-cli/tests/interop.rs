@@ -147,7 +147,7 @@ fn our_ledger_verifies_with_the_reference_pass_and_fail() {
             fsync: FsyncPolicy::Never,
             ..Default::default()
         };
-        let l = LedgerSink::open(&p, opts).unwrap();
+        let l = LedgerSink::open_with(&p, opts).unwrap();
         for e in random_events(300) {
             l.write(&e).unwrap();
         }

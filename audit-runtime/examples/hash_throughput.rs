@@ -74,7 +74,7 @@ fn main() {
     );
 
     let dir = std::env::temp_dir().join(format!("phi-audit-bench-{}", std::process::id()));
-    let l = LedgerSink::open(
+    let l = LedgerSink::open_with(
         dir.join("l.jsonl"),
         LedgerOptions {
             fsync: FsyncPolicy::Never,
@@ -91,7 +91,7 @@ fn main() {
         "LedgerSink (fsync Never): {:.0} events/s",
         events.len() as f64 / t.elapsed().as_secs_f64()
     );
-    let s = JsonlFileSink::open(
+    let s = JsonlFileSink::open_with(
         dir.join("f.jsonl"),
         JsonlOptions {
             fsync: FsyncPolicy::Never,

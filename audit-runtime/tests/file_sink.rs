@@ -41,7 +41,7 @@ fn buffered_lines_reach_the_file_on_flush() {
         fsync: FsyncPolicy::Never,
         ..JsonlOptions::default()
     };
-    let s = JsonlFileSink::open(&p, opts).unwrap();
+    let s = JsonlFileSink::open_with(&p, opts).unwrap();
     for i in 0..10 {
         s.write(&common::event(i)).unwrap();
     }
@@ -69,11 +69,11 @@ fn buffered_lines_reach_the_file_on_flush() {
 fn every_event_and_every_n_write_through() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("a.jsonl");
-    let s = JsonlFileSink::open(&p, JsonlOptions::default()).unwrap();
+    let s = JsonlFileSink::open_with(&p, JsonlOptions::default()).unwrap();
     s.write(&common::event(1)).unwrap();
     assert_eq!(read_all_lines(dir.path()).len(), 1);
     drop(s);
-    let s = JsonlFileSink::open(
+    let s = JsonlFileSink::open_with(
         &p,
         JsonlOptions {
             fsync: FsyncPolicy::EveryN(3),
@@ -98,14 +98,14 @@ fn rotation_never_splits_or_loses_a_line() {
         rotate_bytes: Some(2000),
         buffer_capacity: 1500,
     };
-    let s = JsonlFileSink::open(&p, opts.clone()).unwrap();
+    let s = JsonlFileSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..100 {
         s.write(&common::event(i)).unwrap();
     }
     s.close().unwrap();
     assert!(s.rotations() > 5);
     // Reopen and continue: numbering continues after the highest file.
-    let s = JsonlFileSink::open(&p, opts).unwrap();
+    let s = JsonlFileSink::open_with(&p, opts).unwrap();
     for i in 100..150 {
         s.write(&common::event(i)).unwrap();
     }
@@ -127,7 +127,7 @@ fn an_unterminated_foreign_line_does_not_swallow_ours() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
     fs::write(&p, "{\"torn\":").unwrap();
-    let s = JsonlFileSink::open(&p, JsonlOptions::default()).unwrap();
+    let s = JsonlFileSink::open_with(&p, JsonlOptions::default()).unwrap();
     s.write(&common::event(1)).unwrap();
     let text = fs::read_to_string(&p).unwrap();
     let last = text.lines().last().unwrap();

@@ -27,7 +27,7 @@ fn kinds(r: &VerifyReport) -> Vec<&str> {
 fn writes_a_chain_that_verifies_and_matches_the_value_path() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     for i in 0..20 {
         l.write(&event(i)).unwrap();
     }
@@ -87,7 +87,7 @@ fn every_algorithm_and_buffered_policies_verify() {
                 buffer_capacity: 700,
                 ..Default::default()
             };
-            let l = LedgerSink::open(&p, opts).unwrap();
+            let l = LedgerSink::open_with(&p, opts).unwrap();
             for i in 0..10 {
                 l.write(&event(i)).unwrap();
             }
@@ -104,13 +104,13 @@ fn every_algorithm_and_buffered_policies_verify() {
 fn resumes_the_chain_on_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     for i in 0..3 {
         l.write(&event(i)).unwrap();
     }
     let head = l.last_event_hash();
     drop(l);
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     assert_eq!(l.recovery().events, 3);
     assert_eq!(l.recovery().last_event_hash, head);
     assert!(l.recovery().torn_tail.is_none());
@@ -127,7 +127,7 @@ fn resumes_the_chain_on_reopen() {
 fn torn_tail_is_moved_aside_and_the_chain_continues() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     for i in 0..4 {
         l.write(&event(i)).unwrap();
     }
@@ -144,7 +144,7 @@ fn torn_tail_is_moved_aside_and_the_chain_continues() {
     let r = verify(&p, None);
     assert_eq!(kinds(&r), ["torn_tail"]);
 
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     let rec = l.recovery().clone();
     assert_eq!(rec.events, 4);
     let t = rec.torn_tail.expect("torn tail reported");
@@ -163,7 +163,7 @@ fn refuses_to_resume_after_an_unchained_last_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
     fs::write(&p, "{\"a\":1}\n").unwrap();
-    let e = LedgerSink::open(&p, LedgerOptions::default()).unwrap_err();
+    let e = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap_err();
     assert!(matches!(e, LedgerError::NotChained { line: 1 }), "{e}");
     assert!(e.to_string().contains("phi-audit verify"));
 }
@@ -176,7 +176,7 @@ fn threads_never_fork_the_chain() {
         fsync: FsyncPolicy::Never,
         ..Default::default()
     };
-    let l = Arc::new(LedgerSink::open(&p, opts).unwrap());
+    let l = Arc::new(LedgerSink::open_with(&p, opts).unwrap());
     let hs: Vec<_> = (0..8)
         .map(|t| {
             let l = l.clone();
@@ -200,7 +200,7 @@ fn threads_never_fork_the_chain() {
 fn replaces_an_existing_integrity_block() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let l = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     let mut e = event(1);
     e.integrity = Some(Integrity {
         event_hash: Some("bogus".into()),
@@ -226,7 +226,7 @@ fn checkpoints_detect_a_truncated_tail() {
         checkpoint_every: 5,
         ..Default::default()
     };
-    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    let l = LedgerSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..12 {
         l.write(&event(i)).unwrap();
     }
@@ -275,12 +275,12 @@ fn checkpoints_detect_a_replaced_tail_and_continue_after_resume() {
         checkpoint_every: 4,
         ..Default::default()
     };
-    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    let l = LedgerSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..6 {
         l.write(&event(i)).unwrap();
     }
     drop(l);
-    let l = LedgerSink::open(&p, opts.clone()).unwrap();
+    let l = LedgerSink::open_with(&p, opts.clone()).unwrap();
     for i in 6..9 {
         l.write(&event(i)).unwrap();
     }
@@ -295,7 +295,7 @@ fn checkpoints_detect_a_replaced_tail_and_continue_after_resume() {
     let keep: Vec<&str> = text.lines().take(2).collect();
     fs::write(&p, keep.join("\n") + "\n").unwrap();
     fs::remove_file(checkpoint_path(&p)).unwrap();
-    let forged = LedgerSink::open(&p, LedgerOptions::default()).unwrap();
+    let forged = LedgerSink::open_with(&p, LedgerOptions::default()).unwrap();
     for i in 100..107 {
         forged.write(&event(i)).unwrap();
     }
@@ -305,7 +305,7 @@ fn checkpoints_detect_a_replaced_tail_and_continue_after_resume() {
     let genuine = {
         let d = tempfile::tempdir().unwrap();
         let q = d.path().join("g.jsonl");
-        let l = LedgerSink::open(&q, opts.clone()).unwrap();
+        let l = LedgerSink::open_with(&q, opts.clone()).unwrap();
         for i in 0..9 {
             l.write(&event(i)).unwrap();
         }

@@ -19,7 +19,7 @@ fn crash_child() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let l = LedgerSink::open(&path, LedgerOptions::default()).unwrap();
+    let l = LedgerSink::open_with(&path, LedgerOptions::default()).unwrap();
     let start = l.recovery().events;
     let mut out = std::io::stdout().lock();
     for i in start.. {
@@ -62,7 +62,7 @@ fn sigkill_mid_stream_recovers_without_losing_acknowledged_events() {
         child.wait().unwrap();
         let last_acked = reader.join().unwrap();
 
-        let l = LedgerSink::open(&path, LedgerOptions::default()).unwrap();
+        let l = LedgerSink::open_with(&path, LedgerOptions::default()).unwrap();
         let rec = l.recovery().clone();
         drop(l);
         if let Some(n) = last_acked {

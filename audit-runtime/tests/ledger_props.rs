@@ -25,7 +25,7 @@ fn make_ledger(events: &[AuditEvent], alg: HashAlg) -> (Vec<String>, Vec<u8>) {
         checkpoint_every: 3,
         ..Default::default()
     };
-    let l = LedgerSink::open(&p, opts).unwrap();
+    let l = LedgerSink::open_with(&p, opts).unwrap();
     for e in events {
         l.write(e).unwrap();
     }

@@ -14,7 +14,7 @@ fn key() -> CheckpointVerifyingKey {
 fn valid_ledger() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("l.jsonl");
-    let l = LedgerSink::open(
+    let l = LedgerSink::open_with(
         &p,
         LedgerOptions {
             fsync: FsyncPolicy::Never,
@@ -67,6 +67,6 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("l.jsonl");
         std::fs::write(&p, &bytes).unwrap();
-        let _ = LedgerSink::open(&p, LedgerOptions::default());
+        let _ = LedgerSink::open_with(&p, LedgerOptions::default());
     }
 }

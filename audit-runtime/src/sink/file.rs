@@ -318,7 +318,7 @@ impl Drop for LineWriter {
 /// use audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-doc-{}", std::process::id()));
 /// let opts = JsonlOptions { fsync: FsyncPolicy::Never, ..JsonlOptions::default() };
-/// let sink = JsonlFileSink::open(dir.join("audit.jsonl"), opts).unwrap();
+/// let sink = JsonlFileSink::open_with(dir.join("audit.jsonl"), opts).unwrap();
 /// // sink.write(&event)?; ... sink.flush()?;
 /// # drop(sink); let _ = std::fs::remove_dir_all(dir);
 /// ```
@@ -329,8 +329,14 @@ pub struct JsonlFileSink {
 }
 
 impl JsonlFileSink {
+    /// Opens (or creates, with parent directories) `path` for appending, with
+    /// the default options (fsync every event, no rotation).
+    pub fn open(path: impl AsRef<Path>) -> io::Result<JsonlFileSink> {
+        JsonlFileSink::open_with(path, JsonlOptions::default())
+    }
+
     /// Opens (or creates, with parent directories) `path` for appending.
-    pub fn open(path: impl AsRef<Path>, options: JsonlOptions) -> io::Result<JsonlFileSink> {
+    pub fn open_with(path: impl AsRef<Path>, options: JsonlOptions) -> io::Result<JsonlFileSink> {
         let path = path.as_ref().to_path_buf();
         let w = LineWriter::open(
             &path,

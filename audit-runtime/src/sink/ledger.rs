@@ -126,7 +126,7 @@ impl From<io::Error> for LedgerError {
 /// ```
 /// use audit_runtime::sink::{LedgerOptions, LedgerSink};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-ledger-doc-{}", std::process::id()));
-/// let ledger = LedgerSink::open(dir.join("audit.jsonl"), LedgerOptions::default()).unwrap();
+/// let ledger = LedgerSink::open_with(dir.join("audit.jsonl"), LedgerOptions::default()).unwrap();
 /// assert_eq!(ledger.recovery().events, 0);
 /// // ledger.write(&event)?; ... ledger.close()?;
 /// # drop(ledger); let _ = std::fs::remove_dir_all(dir);
@@ -163,9 +163,18 @@ struct State {
 const MAX_LINE: u64 = 64 * 1024 * 1024;
 
 impl LedgerSink {
+    /// Opens (or creates) the ledger at `path` with the default options
+    /// (sha256, fsync every event, no checkpoints).
+    pub fn open(path: impl AsRef<Path>) -> Result<LedgerSink, LedgerError> {
+        LedgerSink::open_with(path, LedgerOptions::default())
+    }
+
     /// Opens (or creates) the ledger at `path`, recovering a torn tail and
     /// resuming the chain from the last complete line.
-    pub fn open(path: impl AsRef<Path>, options: LedgerOptions) -> Result<LedgerSink, LedgerError> {
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: LedgerOptions,
+    ) -> Result<LedgerSink, LedgerError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
