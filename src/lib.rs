@@ -12,6 +12,8 @@
 
 pub use audit_runtime::*;
 
+pub use audit_macros::audited;
+
 /// Adds metadata to the audited call this code runs in.
 ///
 /// ```ignore

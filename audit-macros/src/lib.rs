@@ -1,1 +1,112 @@
-//! The `#[audited]` attribute of phi-audit.
+//! The `#[audited]` attribute of [phi-audit](https://docs.rs/phi-audit).
+//!
+//! Use it through the `phi-audit` facade (`phi_audit::audited`), which
+//! documents it in full; this crate is pinned to the facade's exact version
+//! because the code it generates calls the runtime's hidden `__private` API.
+//!
+//! Parse → check → expand: `args` parses the attribute, `phi` finds the
+//! `#[phi]` parameters and every place their values could reach the event,
+//! `expand` writes the new function. Errors accumulate, so one compile shows
+//! every mistake.
+
+#![warn(missing_docs)]
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+
+mod args;
+mod expand;
+mod phi;
+
+/// Emits one bh-audit-schema event per call of the function it is put on,
+/// and rejects PHI (parameters tagged `#[phi]`) reaching the event at
+/// compile time.
+///
+/// The full documentation, with examples, is on the re-export
+/// `phi_audit::audited`.
+#[proc_macro_attribute]
+pub fn audited(attr: TokenStream, item: TokenStream) -> TokenStream {
+    audited2(attr.into(), item.into()).into()
+}
+
+/// Accumulated errors.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+}
+
+fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let mut errors = Errors::default();
+    let mut f = match syn::parse2::<expand::MaybeItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(
+                e.span(),
+                format!("#[audited] applies to functions and methods: {e}"),
+            );
+            let mut out = e.to_compile_error();
+            out.extend(item);
+            return out;
+        }
+    };
+    let args = args::parse(attr, &mut errors);
+    let mut taint = phi::take_tags(&mut f.sig, &mut errors);
+    expand::check_signature(&f, &mut errors);
+    let has_phi = !taint.is_empty();
+
+    if has_phi {
+        use phi::Place;
+        use quote::ToTokens;
+        let plain = |v: &args::Value| match v {
+            args::Value::Plain(e) => Some(e.to_token_stream()),
+            args::Value::Pseudonym { .. } => None,
+        };
+        if let Some(ts) = args.id.as_ref().and_then(plain) {
+            taint.check(ts, Place::Attribute("id"), &mut errors);
+        }
+        if let Some(ts) = args.patient.as_ref().and_then(plain) {
+            taint.check(ts, Place::Attribute("patient"), &mut errors);
+        }
+        if let Some(e) = &args.actor {
+            taint.check(e.to_token_stream(), Place::Actor, &mut errors);
+        }
+        for m in &args.metadata {
+            if let Some(ts) = plain(&m.value) {
+                taint.check(ts, Place::Attribute("metadata(..)"), &mut errors);
+            }
+        }
+    }
+    for (key, expr, e) in &args.misplaced {
+        use quote::ToTokens;
+        let ts = expr.to_token_stream();
+        if taint.mentions(ts.clone()).is_empty() {
+            errors.push(e.clone());
+        } else {
+            taint.check(ts, phi::Place::NotStored(key), &mut errors);
+        }
+    }
+    if has_phi {
+        if let Some(body) = &f.body {
+            taint.check_body(body, f.block.as_ref(), &mut errors);
+        }
+    }
+
+    match errors.0 {
+        Some(e) => {
+            // The errors, and the function unchanged (without its tags), so
+            // that its callers do not get a second wave of errors.
+            let mut out = e.to_compile_error();
+            phi::strip_tags(&mut f.sig);
+            quote::ToTokens::to_tokens(&f, &mut out);
+            out
+        }
+        None => expand::expand(&args, &f, has_phi),
+    }
+}

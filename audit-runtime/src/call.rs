@@ -277,7 +277,10 @@ impl Drop for Call {
         let outcome = if std::thread::panicking() || !self.is_async {
             Outcome::failure("Panic", "the audited call panicked")
         } else {
-            Outcome::failure("Cancelled", "the audited call was cancelled before completion")
+            Outcome::failure(
+                "Cancelled",
+                "the audited call was cancelled before completion",
+            )
         };
         self.emit(outcome);
     }

@@ -135,7 +135,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid phi-audit config `{}`: {}", self.field, self.problem)
+        write!(
+            f,
+            "invalid phi-audit config `{}`: {}",
+            self.field, self.problem
+        )
     }
 }
 
@@ -192,7 +196,10 @@ impl Config {
 
     /// The metadata allowlist, if configured.
     pub fn metadata_allowlist(&self) -> Option<impl Iterator<Item = &str>> {
-        self.0.allowlist.as_ref().map(|s| s.iter().map(|t| t.as_str()))
+        self.0
+            .allowlist
+            .as_ref()
+            .map(|s| s.iter().map(|t| t.as_str()))
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -390,7 +397,10 @@ impl ConfigBuilder {
             if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
                 return Err(ConfigError::new(
                     "metadata_allowlist",
-                    format!("keys must be 1..=64 characters (found one of {})", bad.char_len()),
+                    format!(
+                        "keys must be 1..=64 characters (found one of {})",
+                        bad.char_len()
+                    ),
                 ));
             }
         }

@@ -62,7 +62,11 @@ impl AuditContext {
 
     /// Sets the request id.
     pub fn request_id(self, id: impl Into<Text>) -> AuditContext {
-        self.edit(|i| i.correlation.get_or_insert_with(Default::default).request_id = Some(id.into()))
+        self.edit(|i| {
+            i.correlation
+                .get_or_insert_with(Default::default)
+                .request_id = Some(id.into())
+        })
     }
 
     /// Sets the trace id.
@@ -72,7 +76,11 @@ impl AuditContext {
 
     /// Sets the session id.
     pub fn session_id(self, id: impl Into<Text>) -> AuditContext {
-        self.edit(|i| i.correlation.get_or_insert_with(Default::default).session_id = Some(id.into()))
+        self.edit(|i| {
+            i.correlation
+                .get_or_insert_with(Default::default)
+                .session_id = Some(id.into())
+        })
     }
 
     /// Sets the HTTP request details (method, route template, client IP...).

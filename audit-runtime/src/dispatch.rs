@@ -75,9 +75,7 @@ impl std::error::Error for InitError {}
 /// ```
 pub fn init(config: Config, sink: impl Sink) -> Result<Guard, InitError> {
     let dispatch = Dispatch::new(config, sink);
-    GLOBAL
-        .set(dispatch.clone())
-        .map_err(|_| InitError(()))?;
+    GLOBAL.set(dispatch.clone()).map_err(|_| InitError(()))?;
     Ok(Guard { dispatch })
 }
 

@@ -16,7 +16,11 @@ fn seed() -> [u64; 4] {
     let mut x = (a as u64) ^ ((b >> 64) as u64).rotate_left(17);
     let mut out = [0u64; 4];
     for (i, o) in out.iter_mut().enumerate() {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15 ^ ((a >> (i * 16)) as u64) ^ (b as u64).rotate_left(i as u32 * 13));
+        x = x.wrapping_add(
+            0x9E37_79B9_7F4A_7C15
+                ^ ((a >> (i * 16)) as u64)
+                ^ (b as u64).rotate_left(i as u32 * 13),
+        );
         let mut z = x;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -80,11 +80,9 @@ fn redact_emails(s: &str) -> String {
                 end -= 1;
             }
             let domain = &s[i + 1..end];
-            let tld_ok = domain
-                .rsplit_once('.')
-                .is_some_and(|(host, tld)| {
-                    !host.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
-                });
+            let tld_ok = domain.rsplit_once('.').is_some_and(|(host, tld)| {
+                !host.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
+            });
             if start < i && tld_ok {
                 out.push_str(&s[copied..start]);
                 out.push_str("[EMAIL]");
@@ -195,10 +193,16 @@ mod tests {
         assert_eq!(s("ssn 123456789"), "ssn [SSN]");
         assert_eq!(s("ssn 123 45 6789."), "ssn [SSN].");
         assert_eq!(s("call (555) 123-4567"), "call [PHONE]");
-        assert_eq!(s("call 555-123-4567 or 555.123.4567"), "call [PHONE] or [PHONE]");
+        assert_eq!(
+            s("call 555-123-4567 or 555.123.4567"),
+            "call [PHONE] or [PHONE]"
+        );
         assert_eq!(s("call +1 555 123 4567"), "call [PHONE]");
         assert_eq!(s("call +15551234567"), "call [PHONE]");
-        assert_eq!(s("born 1990-01-01, seen 01/31/2024"), "born [DATE], seen [DATE]");
+        assert_eq!(
+            s("born 1990-01-01, seen 01/31/2024"),
+            "born [DATE], seen [DATE]"
+        );
         assert_eq!(s("acct 12345678901234"), "acct [NUMBER]");
         assert_eq!(s("mail jane.doe+x@mail.example.com."), "mail [EMAIL].");
         assert_eq!(s("EMAIL_jane.doe@example.com"), "[EMAIL]");
@@ -208,7 +212,10 @@ mod tests {
 
     #[test]
     fn leaves_ordinary_text_alone() {
-        assert_eq!(s("timeout after 30 s (code 504)"), "timeout after 30 s (code 504)");
+        assert_eq!(
+            s("timeout after 30 s (code 504)"),
+            "timeout after 30 s (code 504)"
+        );
         assert_eq!(s("user@localhost"), "user@localhost");
         assert_eq!(s("v1.2.3 at 12:30"), "v1.2.3 at 12:30");
         assert_eq!(s("12345678"), "12345678");

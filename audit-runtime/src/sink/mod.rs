@@ -15,7 +15,9 @@ mod tracing_sink;
 pub use fanout::FanOut;
 // pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 pub use memory::MemorySink;
-pub use nonblocking::{FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport};
+pub use nonblocking::{
+    FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
+};
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 

@@ -237,11 +237,7 @@ impl NonBlocking {
     }
 
     fn join(&self) {
-        let handle = self
-            .worker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -299,23 +295,23 @@ impl Drop for NonBlocking {
 }
 
 fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report: bool) {
-    let write = |event: AuditEvent| {
-        match catch_unwind(AssertUnwindSafe(|| inner.write_owned(event))) {
-            Ok(Ok(())) => {
-                counters.written.fetch_add(1, Ordering::AcqRel);
+    let write = |event: AuditEvent| match catch_unwind(AssertUnwindSafe(|| {
+        inner.write_owned(event)
+    })) {
+        Ok(Ok(())) => {
+            counters.written.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(Err(e)) => {
+            counters.failed.fetch_add(1, Ordering::AcqRel);
+            if report {
+                tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink worker failed to write an event");
             }
-            Ok(Err(e)) => {
-                counters.failed.fetch_add(1, Ordering::AcqRel);
-                if report {
-                    tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink worker failed to write an event");
-                }
-            }
-            Err(_) => {
-                counters.failed.fetch_add(1, Ordering::AcqRel);
-                counters.panics.fetch_add(1, Ordering::AcqRel);
-                if report {
-                    tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing an event");
-                }
+        }
+        Err(_) => {
+            counters.failed.fetch_add(1, Ordering::AcqRel);
+            counters.panics.fetch_add(1, Ordering::AcqRel);
+            if report {
+                tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing an event");
             }
         }
     };
