@@ -88,12 +88,6 @@ pub fn check_signature(f: &MaybeItemFn, errors: &mut crate::Errors) {
             "#[audited] cannot be used on a `const fn`: an audit event is emitted at run time\nhelp: remove `const`, or audit the run-time function that calls it",
         ));
     }
-    if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new(
-            v.span(),
-            "#[audited] cannot be used on a variadic function",
-        ));
-    }
     if f.body.is_none() {
         errors.push(syn::Error::new(
             sig.fn_token.span,
