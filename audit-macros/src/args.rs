@@ -8,9 +8,9 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{Expr, Ident, Lit, LitStr, Path, Token};
 
+use crate::phi::{Place, Taint};
 use crate::Errors;
 
 /// The schema's action types, as the attribute spells them, with the runtime
@@ -103,10 +103,48 @@ pub struct Args {
     pub phi_touched: Option<bool>,
     pub metadata: Vec<MetaArg>,
     pub krate: Option<Path>,
-    /// Expressions written where a literal was needed, with the error to
-    /// report unless the PHI check finds a tagged parameter there (then that
-    /// is the error that helps).
-    pub misplaced: Vec<(&'static str, Expr, syn::Error)>,
+}
+
+/// Where parsing reports to: the accumulated errors, and the taint of the
+/// function's `#[phi]` parameters, checked against each expression as it is
+/// read so that errors come out in source order.
+struct Ctx<'a> {
+    errors: &'a mut Errors,
+    taint: &'a mut Taint,
+}
+
+impl Ctx<'_> {
+    /// A tagged parameter in `expr`, which goes to `place`: report it.
+    fn check(&mut self, expr: &Expr, place: &Place) {
+        self.taint.check(expr.to_token_stream(), place, self.errors);
+    }
+
+    /// `expr` is where a literal belongs. If it mentions a tagged parameter,
+    /// that is the error that helps; otherwise `e`.
+    fn misplaced(&mut self, key: &'static str, expr: &Expr, e: syn::Error) {
+        if self.taint.mentions(expr.to_token_stream()).is_empty() {
+            self.errors.push(e);
+        } else {
+            self.check(expr, &Place::NotStored(key));
+        }
+    }
+
+    fn value(&mut self, arg: &'static str, value: &Value) {
+        if let Value::Plain(e) = value {
+            let expr = matches!(e, Expr::Path(_) | Expr::Field(_) | Expr::Reference(_))
+                .then(|| compact(e));
+            self.check(e, &Place::Attribute { arg, expr });
+        }
+    }
+}
+
+/// An expression as a user would write it (`self.mrn`, not `self . mrn`).
+fn compact(e: &Expr) -> String {
+    let mut s = String::new();
+    for tt in e.to_token_stream() {
+        s.push_str(&tt.to_string());
+    }
+    s
 }
 
 /// One argument as written, before checking.
@@ -149,6 +187,17 @@ impl Parse for MetaItem {
 impl Parse for RawArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let key = Ident::parse_any(input)?;
+        if !(input.is_empty()
+            || input.peek(Token![,])
+            || input.peek(Token![=])
+            || input.peek(syn::token::Paren))
+        {
+            let k = key.unraw().to_string();
+            return Err(syn::Error::new(
+                input.span(),
+                format!("expected `=` after `{k}`: write `{k} = {}`", example(&k)),
+            ));
+        }
         if input.peek(Token![=]) {
             input.parse::<Token![=]>()?;
             let value = input.parse()?;
@@ -174,7 +223,9 @@ impl Parse for RawArgs {
 
 /// Parses and checks the attribute arguments. Syntax errors end parsing;
 /// every other mistake is added to `errors` and parsing goes on.
-pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
+pub fn parse(tokens: TokenStream, taint: &mut Taint, errors: &mut Errors) -> Args {
+    let mut cx = Ctx { errors, taint };
+    let cx = &mut cx;
     let mut args = Args {
         action: None,
         resource: None,
@@ -186,12 +237,11 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         phi_touched: None,
         metadata: Vec::new(),
         krate: None,
-        misplaced: Vec::new(),
     };
     let raw = match syn::parse2::<RawArgs>(tokens) {
         Ok(r) => r.0,
         Err(e) => {
-            errors.push(e);
+            cx.errors.push(e);
             return args;
         }
     };
@@ -211,11 +261,11 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 msg.push_str(&format!("; did you mean `{s}`?"));
             }
             msg.push_str(&format!("\nvalid arguments: {}", KEYS.join(", ")));
-            errors.push(syn::Error::new(key.span(), msg));
+            cx.errors.push(syn::Error::new(key.span(), msg));
             continue;
         }
         if seen.contains(&k) {
-            errors.push(syn::Error::new(
+            cx.errors.push(syn::Error::new(
                 key.span(),
                 format!("`{k}` is given more than once; give each argument at most once"),
             ));
@@ -229,20 +279,20 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
             resource_given = true;
         }
         match (k.as_str(), arg) {
-            ("metadata", RawArg::List { items, .. }) => check_metadata(items, &mut args, errors),
-            ("metadata", _) => errors.push(syn::Error::new(
+            ("metadata", RawArg::List { items, .. }) => check_metadata(items, &mut args, cx),
+            ("metadata", _) => cx.errors.push(syn::Error::new(
                 key.span(),
                 "expected `metadata(key = <expression>, ..)`",
             )),
-            (_, RawArg::Assign { value, .. }) => assign(&k, &key, value, &mut args, errors),
-            (_, _) => errors.push(syn::Error::new(
+            (_, RawArg::Assign { value, .. }) => assign(&k, &key, value, &mut args, cx),
+            (_, _) => cx.errors.push(syn::Error::new(
                 key.span(),
                 format!("expected `{k} = {}`", example(&k)),
             )),
         }
     }
     if !action_given {
-        errors.push(syn::Error::new(
+        cx.errors.push(syn::Error::new(
             Span::call_site(),
             format!(
                 "#[audited] needs `action = \"..\"`, one of {}",
@@ -251,7 +301,7 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         ));
     }
     if !resource_given {
-        errors.push(syn::Error::new(
+        cx.errors.push(syn::Error::new(
             Span::call_site(),
             "#[audited] needs `resource = \"..\"`, the resource type (e.g. `resource = \"Patient\"`)",
         ));
@@ -271,23 +321,24 @@ fn example(key: &str) -> &'static str {
     }
 }
 
-fn assign(k: &str, key: &Ident, value: Expr, args: &mut Args, errors: &mut Errors) {
+fn assign(k: &str, key: &Ident, value: Expr, args: &mut Args, cx: &mut Ctx<'_>) {
     match k {
         "action" => {
-            if let Some(lit) = string_lit(k, &value, args) {
-                args.action = enum_value(&lit, "action type", ACTIONS, errors);
+            if let Some(lit) = string_lit(k, &value, cx) {
+                args.action = enum_value(&lit, "action type", ACTIONS, cx.errors);
             }
         }
         "classification" => {
-            if let Some(lit) = string_lit(k, &value, args) {
-                args.classification = enum_value(&lit, "classification", CLASSIFICATIONS, errors);
+            if let Some(lit) = string_lit(k, &value, cx) {
+                args.classification =
+                    enum_value(&lit, "classification", CLASSIFICATIONS, cx.errors);
             }
         }
         "resource" | "name" => {
-            if let Some(lit) = string_lit(k, &value, args) {
+            if let Some(lit) = string_lit(k, &value, cx) {
                 let n = lit.value().chars().count();
                 if n == 0 || n > 128 {
-                    errors.push(syn::Error::new(
+                    cx.errors.push(syn::Error::new(
                         lit.span(),
                         format!(
                             "`{k}` must be 1 to 128 characters long (bh-audit-schema), this one has {n}"
@@ -305,52 +356,63 @@ fn assign(k: &str, key: &Ident, value: Expr, args: &mut Args, errors: &mut Error
                 lit: Lit::Bool(b), ..
             }) => args.phi_touched = Some(b.value),
             other => {
-                let e = syn::Error::new(
-                    other.span(),
+                let e = syn::Error::new_spanned(
+                    other,
                     "`phi_touched` must be `true` or `false`: it is a constant of the call site",
                 );
-                args.misplaced.push(("phi_touched", value, e));
+                cx.misplaced("phi_touched", &value, e);
             }
         },
-        "id" => args.id = Some(Value::new(value)),
-        "patient" => args.patient = Some(Value::new(value)),
+        "id" => {
+            let v = Value::new(value);
+            cx.value("id", &v);
+            args.id = Some(v);
+        }
+        "patient" => {
+            let v = Value::new(value);
+            cx.value("patient", &v);
+            args.patient = Some(v);
+        }
         "actor" => {
             if let Value::Pseudonym { call, .. } = Value::new(value.clone()) {
-                errors.push(syn::Error::new(
-                    call.span(),
+                cx.errors.push(syn::Error::new_spanned(
+                    call,
                     "`actor` cannot be a pseudonym: `pseudonym(..)` is for `id`, `patient` and `metadata(..)`\nhelp: give the actor's own identifier, or leave `actor` out to use the request context's actor",
                 ));
             } else {
+                cx.check(&value, &Place::Actor);
                 args.actor = Some(value);
             }
         }
         "crate" => match value {
             Expr::Path(p) if p.qself.is_none() => args.krate = Some(p.path),
-            other => errors.push(syn::Error::new(
-                other.span(),
+            other => cx.errors.push(syn::Error::new_spanned(
+                other,
                 "`crate` must be a path to the phi-audit crate, e.g. `crate = ::my_audit`",
             )),
         },
-        _ => errors.push(syn::Error::new(key.span(), "unexpected argument")),
+        _ => cx
+            .errors
+            .push(syn::Error::new(key.span(), "unexpected argument")),
     }
 }
 
-fn string_lit(k: &str, value: &Expr, args: &mut Args) -> Option<LitStr> {
+fn string_lit(k: &str, value: &Expr, cx: &mut Ctx<'_>) -> Option<LitStr> {
     if let Expr::Lit(syn::ExprLit {
         lit: Lit::Str(s), ..
     }) = value
     {
         return Some(s.clone());
     }
-    let e = syn::Error::new(
-        value.span(),
+    let e = syn::Error::new_spanned(
+        value,
         format!(
             "`{k}` must be a string literal, e.g. `{k} = {}`: it is a constant of the call site, stored once as static data",
             example(k)
         ),
     );
     let k = KEYS.iter().copied().find(|s| *s == k).unwrap_or("argument");
-    args.misplaced.push((k, value.clone(), e));
+    cx.misplaced(k, value, e);
     None
 }
 
@@ -383,13 +445,13 @@ fn quoted_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-fn check_metadata(items: Punctuated<MetaItem, Token![,]>, args: &mut Args, errors: &mut Errors) {
+fn check_metadata(items: Punctuated<MetaItem, Token![,]>, args: &mut Args, cx: &mut Ctx<'_>) {
     let mut count = 0usize;
     for item in items {
         count += 1;
         let key_str = item.key.unraw().to_string();
         if count == MAX_METADATA + 1 {
-            errors.push(syn::Error::new(
+            cx.errors.push(syn::Error::new(
                 item.key.span(),
                 format!(
                     "too many metadata keys: an event carries at most {MAX_METADATA} (bh-audit-schema)"
@@ -397,21 +459,20 @@ fn check_metadata(items: Punctuated<MetaItem, Token![,]>, args: &mut Args, error
             ));
         }
         if let Some(problem) = key_problem(&key_str) {
-            errors.push(syn::Error::new(
+            cx.errors.push(syn::Error::new(
                 item.key.span(),
                 format!("invalid metadata key `{key_str}`: {problem}"),
             ));
         } else if args.metadata.iter().any(|m| m.key_str == key_str) {
-            errors.push(syn::Error::new(
+            cx.errors.push(syn::Error::new(
                 item.key.span(),
                 format!("metadata key `{key_str}` is given more than once"),
             ));
             continue;
         }
-        args.metadata.push(MetaArg {
-            key_str,
-            value: Value::new(item.value),
-        });
+        let value = Value::new(item.value);
+        cx.value("metadata(..)", &value);
+        args.metadata.push(MetaArg { key_str, value });
     }
 }
 

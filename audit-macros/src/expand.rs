@@ -96,6 +96,26 @@ pub fn check_signature(f: &MaybeItemFn, errors: &mut crate::Errors) {
     }
 }
 
+/// `tokens` with every span set to `span`, so that a diagnostic about
+/// generated code (a missing trait bound) points at the user's expression.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(g) => {
+                let mut n = proc_macro2::Group::new(g.delimiter(), respan(&g.stream(), span));
+                n.set_span(span);
+                TokenTree::Group(n)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
 fn site_ident() -> Ident {
     Ident::new("__PHI_AUDIT_SITE", Span::mixed_site())
 }
@@ -155,6 +175,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
         let setter = Ident::new(setter, Span::mixed_site());
         match v {
             Value::Plain(e) => {
+                let pv = respan(&pv, e.span());
                 let arg = quote_spanned!(e.span()=> #pv::id(&(#e)));
                 quote!(#call.#setter(#arg);)
             }
@@ -171,13 +192,17 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
         prologue.extend(set_id("set_patient_id", v));
     }
     if let Some(e) = &args.actor {
+        let pv = respan(&pv, e.span());
         let arg = quote_spanned!(e.span()=> #pv::actor(&(#e)));
         prologue.extend(quote!(#call.set_actor(#arg);));
     }
     for m in &args.metadata {
         let key = &m.key_str;
         let value = match &m.value {
-            Value::Plain(e) => quote_spanned!(e.span()=> #pv::meta(&(#e))),
+            Value::Plain(e) => {
+                let pv = respan(&pv, e.span());
+                quote_spanned!(e.span()=> #pv::meta(&(#e)))
+            }
             Value::Pseudonym { inner, .. } => {
                 quote_spanned!(inner.span()=> #call.pseudonym_meta(&(#inner)))
             }
@@ -191,11 +216,11 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     let fake_return = match &f.sig.output {
         ReturnType::Type(_, ty) if has_impl_trait(ty) => TokenStream::new(),
         output => {
-            let ty = match output {
-                ReturnType::Default => quote!(()),
-                ReturnType::Type(_, ty) => ty.to_token_stream(),
+            let (ty, span) = match output {
+                ReturnType::Default => (quote!(()), Span::call_site()),
+                ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
             };
-            quote! {
+            quote_spanned! {span=>
                 #[allow(
                     unreachable_code,
                     clippy::diverging_sub_expression,
@@ -213,9 +238,16 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     };
     let body = f.body.clone().unwrap_or_default();
 
+    // Spanned on the return type: what rustc names as "return type inferred
+    // here" when the body returns the wrong type.
+    let ret_span = match &f.sig.output {
+        ReturnType::Default => Span::call_site(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let async_block = quote_spanned!(ret_span=> async move { #fake_return #body });
     let run = if is_async {
         quote! {
-            let #ret = #call.instrument(async move { #fake_return #body }).await;
+            let #ret = #call.instrument(#async_block).await;
         }
     } else {
         quote! {

@@ -56,42 +56,10 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
             return out;
         }
     };
-    let args = args::parse(attr, &mut errors);
     let mut taint = phi::take_tags(&mut f.sig, &mut errors);
-    expand::check_signature(&f, &mut errors);
     let has_phi = !taint.is_empty();
-
-    if has_phi {
-        use phi::Place;
-        use quote::ToTokens;
-        let plain = |v: &args::Value| match v {
-            args::Value::Plain(e) => Some(e.to_token_stream()),
-            args::Value::Pseudonym { .. } => None,
-        };
-        if let Some(ts) = args.id.as_ref().and_then(plain) {
-            taint.check(ts, Place::Attribute("id"), &mut errors);
-        }
-        if let Some(ts) = args.patient.as_ref().and_then(plain) {
-            taint.check(ts, Place::Attribute("patient"), &mut errors);
-        }
-        if let Some(e) = &args.actor {
-            taint.check(e.to_token_stream(), Place::Actor, &mut errors);
-        }
-        for m in &args.metadata {
-            if let Some(ts) = plain(&m.value) {
-                taint.check(ts, Place::Attribute("metadata(..)"), &mut errors);
-            }
-        }
-    }
-    for (key, expr, e) in &args.misplaced {
-        use quote::ToTokens;
-        let ts = expr.to_token_stream();
-        if taint.mentions(ts.clone()).is_empty() {
-            errors.push(e.clone());
-        } else {
-            taint.check(ts, phi::Place::NotStored(key), &mut errors);
-        }
-    }
+    let args = args::parse(attr, &mut taint, &mut errors);
+    expand::check_signature(&f, &mut errors);
     if has_phi {
         if let Some(body) = &f.body {
             taint.check_body(body, f.block.as_ref(), &mut errors);

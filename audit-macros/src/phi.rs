@@ -212,13 +212,13 @@ impl Taint {
     }
 
     /// Reports each mention in `tokens` as a leak into `place`.
-    pub fn check(&mut self, tokens: TokenStream, place: Place, errors: &mut Errors) {
+    pub fn check(&mut self, tokens: TokenStream, place: &Place, errors: &mut Errors) {
         for m in self.mentions(tokens) {
             self.report(&m, place, errors);
         }
     }
 
-    fn report(&mut self, m: &Mention, place: Place, errors: &mut Errors) {
+    fn report(&mut self, m: &Mention, place: &Place, errors: &mut Errors) {
         let Some(origin) = self.names.get(&m.name).cloned() else {
             return;
         };
@@ -231,9 +231,9 @@ impl Taint {
             )
         };
         let help = match place {
-            Place::Attribute(arg) => format!(
-                "help: record `pseudonym({})` instead, or remove it from `{arg}`",
-                m.name
+            Place::Attribute { arg, expr } => format!(
+                "help: record `pseudonym({})` instead (a keyed token), or remove it from `{arg}`",
+                expr.as_deref().unwrap_or(&m.name)
             ),
             Place::NotStored(arg) => format!(
                 "help: `{arg}` is a constant of the call site; write a string literal"
@@ -285,16 +285,19 @@ impl Taint {
         let mut records = Vec::new();
         find_records(body.clone(), &mut records);
         for args in records {
-            self.check(args, Place::Record, errors);
+            self.check(args, &Place::Record, errors);
         }
     }
 }
 
 /// Where a value would go.
-#[derive(Clone, Copy)]
 pub enum Place {
-    /// `id`, `patient`, `metadata(..)`.
-    Attribute(&'static str),
+    /// `id`, `patient`, `metadata(..)`; with the expression to suggest
+    /// wrapping in `pseudonym(..)` when it is a plain place (`person.mrn`).
+    Attribute {
+        arg: &'static str,
+        expr: Option<String>,
+    },
     /// `name`, `phi_touched`, ...: must be literals anyway.
     NotStored(&'static str),
     /// `actor`.
@@ -432,6 +435,24 @@ impl Flows {
         }
     }
 
+    /// `let (a, b) = (x, y)` pairs element-wise; anything else taints every
+    /// binding of the pattern from the whole value.
+    fn destructure(&mut self, pat: &Pat, value: &Expr) {
+        match (pat, value) {
+            (Pat::Tuple(p), Expr::Tuple(t))
+                if p.elems.len() == t.elems.len()
+                    && !p.elems.iter().any(|e| matches!(e, Pat::Rest(_))) =>
+            {
+                for (p, e) in p.elems.iter().zip(t.elems.iter()) {
+                    self.destructure(p, e);
+                }
+            }
+            (Pat::Paren(p), _) => self.destructure(&p.pat, value),
+            (_, Expr::Paren(e)) => self.destructure(pat, &e.expr),
+            _ => self.pat(pat, value.to_token_stream()),
+        }
+    }
+
     fn pat(&mut self, pat: &Pat, sources: TokenStream) {
         let mut b = Vec::new();
         bindings(pat, &mut b);
@@ -464,11 +485,14 @@ impl Flows {
 impl<'ast> Visit<'ast> for Flows {
     fn visit_local(&mut self, local: &'ast syn::Local) {
         if let Some(init) = &local.init {
-            let mut src = init.expr.to_token_stream();
-            if let Some((_, e)) = &init.diverge {
-                e.to_tokens(&mut src);
+            match &init.diverge {
+                None => self.destructure(&local.pat, &init.expr),
+                Some((_, e)) => {
+                    let mut src = init.expr.to_token_stream();
+                    e.to_tokens(&mut src);
+                    self.pat(&local.pat, src);
+                }
             }
-            self.pat(&local.pat, src);
             if let (Pat::Ident(p), Some(params)) = (&local.pat, closure_params(&init.expr)) {
                 self.closures.insert(p.ident.to_string(), params);
             }
@@ -625,7 +649,19 @@ mod tests {
             derived(quote!({
                 let (x, S { y, .. }) = (name, other);
             })),
+            ["x"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let (x, S { y, .. }) = pair(name, other);
+            })),
             ["x", "y"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let S { y, .. } = name;
+            })),
+            ["y"]
         );
         assert_eq!(
             derived(quote!({
