@@ -83,6 +83,6 @@ pub fn update(id: u64, name: Phi<String>) -> usize {
 fn main() {
     let s = Session { user: "u1".into(), name: "front desk".into() };
     let _ = read_chart(&s, "p1", "Jane Doe", "123-45-6789", "treatment", 1);
-    let _ = export("mrn-1".into(), 3);
+    drop(export("mrn-1".into(), 3));
     let _ = update(1, Phi::new("Jane".into()));
 }

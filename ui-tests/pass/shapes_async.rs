@@ -95,7 +95,7 @@ fn main() {
     assert_send(Service::create("x"));
     assert_send(rename("p".into(), "Jane".into()));
     let mut s2 = Service { name: "b".into(), hits: 0 };
-    let _ = s2.by_mut();
-    let _ = s.load_default(1);
-    let _ = s.by_value();
+    drop(s2.by_mut());
+    drop(s.load_default(1));
+    drop(s.by_value());
 }

@@ -150,6 +150,6 @@ fn main() {
     let _ = unsafe { raw(&7) };
     let _ = moves("a".into(), "b".into());
     let _ = pattern("m", ("Jane", "Doe"), Vec::new());
-    let _ = returns_future(1);
+    drop(returns_future(1));
     r#type();
 }

@@ -22,7 +22,7 @@ pub fn lookalikes(visit: &Visit, #[phi] name: &str) -> usize {
     let safe = visit.name.len();
     phi_audit::record!(safe = safe, other = Visit { name: "y" }.name);
     let derived = name.len();
-    derived
+    derived + safe
 }
 
 fn main() {

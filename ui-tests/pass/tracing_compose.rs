@@ -29,6 +29,6 @@ pub async fn async_inside(id: u64) -> u64 {
 fn main() {
     let _ = instrument_outside(1, "Jane");
     let _ = instrument_inside(1, "Jane");
-    let _ = async_outside(1);
-    let _ = async_inside(1);
+    drop(async_outside(1));
+    drop(async_inside(1));
 }
