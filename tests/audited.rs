@@ -765,3 +765,43 @@ fn attribute_expressions_are_evaluated_once_before_the_body() {
 fn no_dispatcher_no_event_no_panic() {
     assert_eq!(free_sync("p", "Jane", 1, Mode::Ok).unwrap(), 8);
 }
+
+// ---------------------------------------------------------------- schema versions
+
+#[test]
+fn events_validate_for_each_configured_schema_version() {
+    for target in [
+        SchemaVersion::V1_0,
+        SchemaVersion::V1_1,
+        SchemaVersion::V2_0,
+    ] {
+        for mode in SYNC_MODES {
+            let sink = MemorySink::new();
+            let cfg = Config::new(SERVICE)
+                .target(target)
+                .validate_on_emit(ValidationPolicy::Drop)
+                .build()
+                .unwrap();
+            let dispatch = Dispatch::new(cfg, sink.clone());
+            let r = with_dispatch(&dispatch, || {
+                catch_unwind(AssertUnwindSafe(|| free_sync("p", "Jane", 1, mode)))
+            });
+            assert_eq!(r.is_err(), mode == Mode::Panic);
+            let events = sink.take();
+            assert_eq!(events.len(), 1, "{target:?} {mode:?}: one valid event");
+            let ev = &events[0];
+            assert_eq!(ev.schema_version, target);
+            assert!(schema::validate(ev).is_ok());
+            let status = outcome_of(mode).status;
+            // 1.0 has no DENIED: a denial is recorded as a FAILURE there.
+            let expected =
+                if target == SchemaVersion::V1_0 && status == phi_audit::OutcomeStatus::Denied {
+                    phi_audit::OutcomeStatus::Failure
+                } else {
+                    status
+                };
+            assert_eq!(ev.outcome.status, expected, "{target:?} {mode:?}");
+            assert_eq!(dispatch.stats().validation_failures, 0);
+        }
+    }
+}

@@ -81,3 +81,101 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
         None => expand::expand(&args, &f, has_phi),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{audited2, TokenStream2};
+    use quote::quote;
+
+    fn expand(attr: TokenStream2, item: TokenStream2) -> String {
+        audited2(attr, item).to_string()
+    }
+
+    #[test]
+    fn constants_become_one_static_call_site() {
+        let out = expand(
+            quote!(
+                action = "READ",
+                resource = "Patient",
+                id = patient_id,
+                metadata(page = page)
+            ),
+            quote!(
+                fn read_chart(patient_id: &str, #[phi] name: &str, page: u32) -> u32 {
+                    page
+                }
+            ),
+        );
+        let site = "static __PHI_AUDIT_SITE : :: phi_audit :: __private :: CallSite = :: phi_audit :: __private :: CallSite { action : :: phi_audit :: __private :: ActionType :: Read , resource : \"Patient\" , name : \"read_chart\" , phi_touched : :: core :: option :: Option :: Some (true) , classification : :: core :: option :: Option :: Some (:: phi_audit :: __private :: DataClassification :: Phi) , }";
+        assert!(out.contains(site), "{out}");
+        assert!(out.contains("Call :: start (& __PHI_AUDIT_SITE)"), "{out}");
+        assert!(out.contains("set_meta (\"page\""), "{out}");
+        assert!(out.contains("call_once (move ||"), "{out}");
+        assert!(!out.contains("# [phi]"), "the tag is removed: {out}");
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn user_choices_and_renamed_crate() {
+        let out = expand(
+            quote!(
+                action = "EXPORT",
+                resource = "Report",
+                name = "export_report",
+                classification = "PII",
+                phi_touched = false,
+                crate = ::audit
+            ),
+            quote!(
+                async fn export() {}
+            ),
+        );
+        assert!(out.contains("ActionType :: Export"), "{out}");
+        assert!(out.contains("name : \"export_report\""), "{out}");
+        assert!(out.contains("Option :: Some (false)"), "{out}");
+        assert!(
+            out.contains(":: audit :: __private :: DataClassification :: Pii"),
+            "{out}"
+        );
+        assert!(out.contains("Call :: start_async"), "{out}");
+        assert!(out.contains(". instrument (async move"), "{out}");
+        assert!(
+            !out.contains(":: phi_audit ::"),
+            "only the renamed path: {out}"
+        );
+    }
+
+    #[test]
+    fn without_phi_nothing_is_assumed() {
+        let out = expand(
+            quote!(action = "READ", resource = "Patient"),
+            quote!(
+                fn f() {}
+            ),
+        );
+        assert!(
+            out.contains("phi_touched : :: core :: option :: Option :: None , classification : :: core :: option :: Option :: None"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn on_error_the_function_is_kept_unchanged() {
+        let out = expand(
+            quote!(action = "Read", resource = "Patient"),
+            quote!(
+                /// Docs.
+                pub fn f(#[phi] name: &str) -> usize {
+                    name.len()
+                }
+            ),
+        );
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("did you mean \\\"READ\\\""), "{out}");
+        assert!(
+            out.contains("pub fn f (name : & str) -> usize { name . len () }"),
+            "{out}"
+        );
+        assert!(!out.contains("__PHI_AUDIT_SITE"), "{out}");
+    }
+}
