@@ -805,3 +805,41 @@ fn events_validate_for_each_configured_schema_version() {
         }
     }
 }
+
+// ---------------------------------------------------------------- nesting
+
+#[audited(action = "READ", resource = "Note", id = id)]
+fn inner_note(id: u32) -> u32 {
+    phi_audit::record!(inner = true);
+    id
+}
+
+#[audited(action = "READ", resource = "Patient", id = id)]
+fn outer_chart(id: u32) -> u32 {
+    phi_audit::record!(before = 1);
+    let n = inner_note(id + 1);
+    phi_audit::record!(after = 2);
+    n
+}
+
+#[test]
+fn nested_calls_each_get_their_own_event_and_metadata() {
+    let (dispatch, sink) = pipeline(None);
+    assert_eq!(with_dispatch(&dispatch, || outer_chart(1)), 2);
+    let events = sink.take();
+    assert_eq!(events.len(), 2);
+    // The inner call finishes first.
+    check(
+        &events[0],
+        Want::new(ActionType::Read, "inner_note", "Note")
+            .id("2")
+            .meta("inner", MetaValue::Bool(true)),
+    );
+    check(
+        &events[1],
+        Want::new(ActionType::Read, "outer_chart", "Patient")
+            .id("1")
+            .meta("before", MetaValue::Int(1))
+            .meta("after", MetaValue::Int(2)),
+    );
+}

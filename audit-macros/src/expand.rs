@@ -258,6 +258,18 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
         }
     };
 
+    // With `impl Trait` in the return type the body's type cannot be named
+    // up front; a never-taken `return` of the value ties it to the declared
+    // return type (e.g. the error type of `Result<impl Trait, E>` that `?`
+    // left open) before the outcome is classified.
+    let tie_return = if fake_return.is_empty() {
+        quote! {
+            let #ret = if false { return #ret; } else { #ret };
+        }
+    } else {
+        TokenStream::new()
+    };
+
     let attrs = &f.attrs;
     let vis = &f.vis;
     let sig = &f.sig;
@@ -274,6 +286,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
             let mut #call = #pv::Call::#start(&#site);
             #prologue
             #run
+            #tie_return
             {
                 #[allow(unused_imports)]
                 use #pv::{ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _};

@@ -84,11 +84,25 @@ pub async fn rename(patient_id: String, #[phi] new_name: String) -> usize {
     owned.len() + patient_id.len()
 }
 
+/// `impl Trait` returns, plain and inside a `Result` with `?`.
+#[audited(action = "READ", resource = "Patient")]
+pub async fn impl_return(id: u64) -> impl std::fmt::Display {
+    id
+}
+
+#[audited(action = "READ", resource = "Patient")]
+pub async fn impl_in_result(id: u64) -> Result<impl std::fmt::Display, Box<dyn std::error::Error + Send + Sync>> {
+    let r = fetch(id).await.map_err(|e| e.to_string())?;
+    Ok(r)
+}
+
 fn assert_send<T: Send>(_: T) {}
 
 fn main() {
     assert_send(free(1, 2));
     assert_send(unit());
+    assert_send(impl_return(1));
+    assert_send(impl_in_result(1));
     let s = Service { name: "a".into(), hits: 0 };
     assert_send(s.by_ref());
     assert_send(s.load(1));

@@ -137,7 +137,39 @@ pub fn returns_future(n: u32) -> impl std::future::Future<Output = u32> {
 #[audited(action = "OTHER", resource = "Thing")]
 pub fn r#type() {}
 
+/// `impl Trait` inside a `Result`, with `?` converting the error.
+#[audited(action = "READ", resource = "Patient")]
+pub fn impl_in_result(ok: bool) -> Result<impl Display, AppError> {
+    let n = io_step(ok)?;
+    Ok(n)
+}
+
+/// A C ABI function.
+#[audited(action = "OTHER", resource = "Ffi")]
+pub extern "C" fn c_abi(x: u32) -> u32 {
+    x + 1
+}
+
+impl Store {
+    /// A typed receiver.
+    #[audited(action = "DELETE", resource = "Store", id = self.id)]
+    pub fn boxed(self: Box<Self>) -> usize {
+        self.items.len()
+    }
+}
+
+/// Arguments named like the generated locals do not collide with them.
+#[audited(action = "READ", resource = "Patient", id = __phi_audit_call)]
+pub fn collide(__phi_audit_call: u32, __phi_audit_ret: u32) -> u32 {
+    let __phi_audit_entered = __phi_audit_call + __phi_audit_ret;
+    __phi_audit_entered
+}
+
 fn main() {
+    let _ = impl_in_result(true).map(|d| d.to_string());
+    let _ = c_abi(1);
+    let _ = Box::new(Store::new(2)).boxed();
+    let _ = collide(1, 2);
     let _ = free("p", true);
     unit();
     let mut s = Store::new(1);
