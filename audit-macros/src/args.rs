@@ -309,7 +309,8 @@ pub fn parse(tokens: TokenStream, taint: &mut Taint, errors: &mut Errors) -> Arg
     args
 }
 
-fn example(key: &str) -> &'static str {
+/// An example value of argument `key`, for error messages.
+pub fn example(key: &str) -> &'static str {
     match key {
         "action" => "\"READ\"",
         "resource" => "\"Patient\"",

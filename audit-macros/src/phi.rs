@@ -236,7 +236,8 @@ impl Taint {
                 expr.as_deref().unwrap_or(&m.name)
             ),
             Place::NotStored(arg) => format!(
-                "help: `{arg}` is a constant of the call site; write a string literal"
+                "help: `{arg} = ..` is a constant of the call site: write a literal, e.g. `{arg} = {}`",
+                crate::args::example(arg)
             ),
             Place::Actor => "help: name the actor with a value that is not PHI (a user id), or leave `actor` out to take it from the request context".to_string(),
             Place::Record => format!(
