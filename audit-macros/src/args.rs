@@ -130,6 +130,19 @@ impl Ctx<'_> {
     }
 
     fn value(&mut self, arg: &'static str, value: &Value) {
+        if let Value::Plain(Expr::Call(call)) = value {
+            if matches!(&*call.func, Expr::Path(p) if p.qself.is_none() && p.path.is_ident("pseudonym"))
+            {
+                self.errors.push(syn::Error::new_spanned(
+                    call,
+                    format!(
+                        "`pseudonym(..)` takes exactly one value, here it has {}: write `pseudonym(value)`",
+                        call.args.len()
+                    ),
+                ));
+                return;
+            }
+        }
         if let Value::Plain(e) = value {
             let expr = matches!(e, Expr::Path(_) | Expr::Field(_) | Expr::Reference(_))
                 .then(|| compact(e));
