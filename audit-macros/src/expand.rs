@@ -220,6 +220,10 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
                 ReturnType::Default => (quote!(()), Span::call_site()),
                 ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
             };
+            // Hygienic, but located at the return type: rustc names this
+            // `return` when the body returns the wrong type.
+            let span = Span::mixed_site().located_at(span);
+            let fake = Ident::new("__phi_audit_fake", span);
             quote_spanned! {span=>
                 #[allow(
                     unreachable_code,
