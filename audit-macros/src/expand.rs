@@ -131,7 +131,6 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     let ret = format_ident!("__phi_audit_ret", span = Span::mixed_site());
     let entered = format_ident!("__phi_audit_entered", span = Span::mixed_site());
     let outcome = format_ident!("__phi_audit_outcome", span = Span::mixed_site());
-    let fake = format_ident!("__phi_audit_fake", span = Span::mixed_site());
     let site = site_ident();
 
     // The call site: constants only, built at compile time.
