@@ -12,10 +12,156 @@
 
 pub use audit_runtime::*;
 
+/// Audits every call of a function: one bh-audit-schema event per call, and
+/// PHI reaching the event is a compile error.
+///
+/// ```
+/// use phi_audit::{audited, with_dispatch, AuditError, Config, Dispatch, MemorySink, Outcome};
+///
+/// # pub struct Session { user: String }
+/// # impl Session { fn user_id(&self) -> &str { &self.user } }
+/// # #[derive(Debug)] pub struct Chart;
+/// #[derive(Debug)]
+/// pub enum AppError { Forbidden, NotFound }
+///
+/// impl AuditError for AppError {
+///     fn audit_outcome(&self) -> Outcome {
+///         match self {
+///             AppError::Forbidden => Outcome::denied("RoleDenied"),
+///             AppError::NotFound => Outcome::failure("NotFound", "no such chart"),
+///         }
+///     }
+/// }
+///
+/// #[audited(action = "READ", resource = "Patient", id = patient_id, patient = patient_id,
+///           actor = session.user_id(), metadata(reason = reason, page = page))]
+/// fn read_chart(session: &Session, patient_id: &str, #[phi] name: &str,
+///               reason: &'static str, page: u32) -> Result<Chart, AppError> {
+///     // `name` may be used freely here; it can never reach the audit event.
+///     if name.is_empty() { return Err(AppError::NotFound); }
+///     phi_audit::record!(rows = 12);
+///     Ok(Chart)
+/// }
+///
+/// let sink = MemorySink::new();
+/// let dispatch = Dispatch::new(Config::new("chart-service").build()?, sink.clone());
+/// let session = Session { user: "dr-smith".into() };
+/// let chart = with_dispatch(&dispatch, || read_chart(&session, "pat-7", "Jane Doe", "treatment", 1));
+/// assert!(chart.is_ok());
+///
+/// let event = &sink.events()[0];
+/// assert_eq!(event.action.name.as_deref(), Some("read_chart"));
+/// assert_eq!(event.resource.patient_id.as_deref(), Some("pat-7"));
+/// assert_eq!(event.actor.subject_id.as_str(), "dr-smith");
+/// assert_eq!(event.action.phi_touched, Some(true)); // it has a #[phi] parameter
+/// assert!(!event.to_json().contains("Jane"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Arguments
+///
+/// | argument | meaning |
+/// |---|---|
+/// | `action = "READ"` | **required**: `action.type`, one of `"READ"`, `"CREATE"`, `"UPDATE"`, `"DELETE"`, `"EXPORT"`, `"LOGIN"`, `"LOGOUT"`, `"PRINT"`, `"OVERRIDE"` (schema 2.0), `"OTHER"`. A misspelling is an error that suggests the nearest value. |
+/// | `resource = "Patient"` | **required**: `resource.type`, a string literal of 1 to 128 characters. |
+/// | `id = expr` | `resource.id`: any expression over the arguments (and `self`) whose value is an identifier ([`AuditId`]: strings, integers, UUIDs, `Option` of those). |
+/// | `patient = expr` | `resource.patient_id`, like `id`. |
+/// | `actor = expr` | the actor: an [`Actor`], an `Option<Actor>`, or a string id (a human user). Without it, the actor of the current [`AuditContext`], else the config's default actor. |
+/// | `name = "read_chart"` | `action.name`; defaults to the function's name. |
+/// | `classification = "PHI"` | `action.data_classification`: `"PHI"`, `"PII"`, `"NONE"` or `"UNKNOWN"`. |
+/// | `phi_touched = true` | `action.phi_touched`. |
+/// | `metadata(key = expr, ..)` | metadata entries: unique ASCII keys (at most 20), each value a scalar ([`MetadataValue`]: strings, numbers, `bool`, `Option` of those). A `Vec`, a struct or a [`Phi`] does not compile. |
+/// | `crate = path` | the path to this crate, when the dependency is renamed. |
+///
+/// `action`, `resource`, `name`, `classification` and `phi_touched` are
+/// constants: they become one `static` call-site descriptor, and nothing
+/// constant is built per call. A function with a `#[phi]` parameter defaults
+/// to `phi_touched = true` and `classification = "PHI"`.
+///
+/// Attribute expressions are evaluated once, by reference, before the body
+/// runs, so a body that moves an argument still compiles. Arguments are
+/// never captured unless named.
+///
+/// # Outcome
+///
+/// Exactly one event per call, however it ends:
+///
+/// - `Ok(_)`, or a return value that is not a `Result`: SUCCESS.
+/// - `Err(e)` where the error type implements [`AuditError`]: the outcome it
+///   chooses (DENIED for a denial, with its own error type and PHI-safe
+///   message).
+/// - Any other `Err(e)`: FAILURE, with the error type's name as `error_type`
+///   and the sanitized `Display` as the message (just the type name when the
+///   type has no `Display`, or when the config says
+///   [`ErrorMessages::TypeOnly`]).
+/// - A panic: FAILURE `Panic` (the payload is never recorded: it may hold
+///   PHI), and the panic goes on unwinding.
+/// - An `async fn` whose future is dropped before it completes: FAILURE
+///   `Cancelled`.
+///
+/// # PHI: `#[phi]` and `pseudonym(..)`
+///
+/// Tag a parameter `#[phi]` (on a pattern, every binding it introduces is
+/// tagged; `#[phi] &self` tags `self`). Mentioning it in `id`, `patient`,
+/// `actor`, `name` or `metadata(..)` — directly, through a field, a method,
+/// a reference, a closure or a format string — is a compile error, and so is
+/// a `record!` in the body whose value may come from it: the check follows
+/// `let` bindings, shadowing, destructuring, `match`/`if let`/`for`
+/// bindings, assignments, mutating calls and closures. It is deliberately
+/// conservative; restructure the code (or compute the value from
+/// non-PHI inputs) when it flags something you know is safe.
+///
+/// ```compile_fail
+/// # use phi_audit::audited;
+/// #[audited(action = "READ", resource = "Patient", metadata(who = name))]
+/// fn read(#[phi] name: &str) {} // error: `name` is tagged #[phi] ...
+/// ```
+///
+/// `pseudonym(expr)` in `id`, `patient` or a metadata value stores a keyed
+/// HMAC-SHA256 token of the value instead of the value: the same input gives
+/// the same token under the configured [`PseudonymKey`], so an access review
+/// can still follow one identifier. Without a key the field is left out (and
+/// counted), never filled with the raw value.
+///
+/// ```
+/// # use phi_audit::audited;
+/// #[audited(action = "READ", resource = "Patient", id = pseudonym(ssn))]
+/// fn by_ssn(#[phi] ssn: &str) -> usize { ssn.len() }
+/// # by_ssn("123-45-6789");
+/// ```
+///
+/// Behind the syntactic check stands the type wall: a [`Phi<T>`](Phi) value
+/// implements neither [`MetadataValue`] nor [`AuditId`], anywhere.
+///
+/// # Shapes
+///
+/// Sync and `async fn`; free functions, methods taking `&self`, `&mut self`
+/// or `self`, associated functions, trait impl methods, `async fn` in traits;
+/// generics, lifetimes, where clauses, `impl Trait` arguments and returns,
+/// `unsafe fn`, early `return`, `?` with `From` conversions. Doc comments
+/// and other attributes are kept, and it composes with
+/// `#[tracing::instrument]` in either order (give `#[instrument]`
+/// `skip(..)` for every `#[phi]` parameter: it records arguments by default,
+/// into your logs). A `const fn` or a declaration without a body is an
+/// error.
+///
+/// Inside a synchronous body, the body runs in an `FnOnce` closure; inside
+/// an `async fn`, in an `async move` block. Errors in the body still point at
+/// your code.
+pub use audit_macros::audited;
+
 /// Adds metadata to the audited call this code runs in.
 ///
-/// ```ignore
-/// phi_audit::record!(rows = rows.len(), cache = "hit");
+/// ```
+/// use phi_audit::{audited, record};
+///
+/// #[audited(action = "READ", resource = "Patient", id = patient_id)]
+/// fn list_notes(patient_id: &str, limit: usize) -> Vec<String> {
+///     let rows: Vec<String> = (0..limit).map(|i| format!("note {i}")).collect();
+///     record!(rows = rows.len(), cache = "hit");
+///     rows
+/// }
+/// # list_notes("pat-1", 3);
 /// ```
 ///
 /// Values must be scalars ([`MetadataValue`]). Inside an `#[audited]`

@@ -1,1 +1,181 @@
-//! The `#[audited]` attribute of phi-audit.
+//! The `#[audited]` attribute of [phi-audit](https://docs.rs/phi-audit).
+//!
+//! Use it through the `phi-audit` facade (`phi_audit::audited`), which
+//! documents it in full; this crate is pinned to the facade's exact version
+//! because the code it generates calls the runtime's hidden `__private` API.
+//!
+//! Parse → check → expand: `args` parses the attribute, `phi` finds the
+//! `#[phi]` parameters and every place their values could reach the event,
+//! `expand` writes the new function. Errors accumulate, so one compile shows
+//! every mistake.
+
+#![warn(missing_docs)]
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+
+mod args;
+mod expand;
+mod phi;
+
+/// Emits one bh-audit-schema event per call of the function it is put on,
+/// and rejects PHI (parameters tagged `#[phi]`) reaching the event at
+/// compile time.
+///
+/// The full documentation, with examples, is on the re-export
+/// `phi_audit::audited`.
+#[proc_macro_attribute]
+pub fn audited(attr: TokenStream, item: TokenStream) -> TokenStream {
+    audited2(attr.into(), item.into()).into()
+}
+
+/// Accumulated errors.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+}
+
+fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
+    let mut errors = Errors::default();
+    let mut f = match syn::parse2::<expand::MaybeItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(
+                e.span(),
+                format!("#[audited] applies to functions and methods: {e}"),
+            );
+            let mut out = e.to_compile_error();
+            out.extend(item);
+            return out;
+        }
+    };
+    let mut taint = phi::take_tags(&mut f.sig, &mut errors);
+    let has_phi = !taint.is_empty();
+    let args = args::parse(attr, &mut taint, &mut errors);
+    expand::check_signature(&f, &mut errors);
+    if has_phi {
+        if let Some(body) = &f.body {
+            taint.check_body(body, f.block.as_ref(), &mut errors);
+        }
+    }
+
+    match errors.0 {
+        Some(e) => {
+            // The errors, and the function unchanged (without its tags), so
+            // that its callers do not get a second wave of errors.
+            let mut out = e.to_compile_error();
+            phi::strip_tags(&mut f.sig);
+            // Arguments only the attribute used would now warn as unused:
+            // a second wave of noise under the real errors.
+            f.attrs.push(syn::parse_quote!(#[allow(unused_variables)]));
+            quote::ToTokens::to_tokens(&f, &mut out);
+            out
+        }
+        None => expand::expand(&args, &f, has_phi),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{audited2, TokenStream2};
+    use quote::quote;
+
+    fn expand(attr: TokenStream2, item: TokenStream2) -> String {
+        audited2(attr, item).to_string()
+    }
+
+    #[test]
+    fn constants_become_one_static_call_site() {
+        let out = expand(
+            quote!(
+                action = "READ",
+                resource = "Patient",
+                id = patient_id,
+                metadata(page = page)
+            ),
+            quote!(
+                fn read_chart(patient_id: &str, #[phi] name: &str, page: u32) -> u32 {
+                    page
+                }
+            ),
+        );
+        let site = "static __PHI_AUDIT_SITE : :: phi_audit :: __private :: CallSite = :: phi_audit :: __private :: CallSite { action : :: phi_audit :: __private :: ActionType :: Read , resource : \"Patient\" , name : \"read_chart\" , phi_touched : :: core :: option :: Option :: Some (true) , classification : :: core :: option :: Option :: Some (:: phi_audit :: __private :: DataClassification :: Phi) , }";
+        assert!(out.contains(site), "{out}");
+        assert!(out.contains("Call :: start (& __PHI_AUDIT_SITE)"), "{out}");
+        assert!(out.contains("set_meta (\"page\""), "{out}");
+        assert!(out.contains("call_once (move ||"), "{out}");
+        assert!(!out.contains("# [phi]"), "the tag is removed: {out}");
+        assert!(!out.contains("compile_error"), "{out}");
+    }
+
+    #[test]
+    fn user_choices_and_renamed_crate() {
+        let out = expand(
+            quote!(
+                action = "EXPORT",
+                resource = "Report",
+                name = "export_report",
+                classification = "PII",
+                phi_touched = false,
+                crate = ::audit
+            ),
+            quote!(
+                async fn export() {}
+            ),
+        );
+        assert!(out.contains("ActionType :: Export"), "{out}");
+        assert!(out.contains("name : \"export_report\""), "{out}");
+        assert!(out.contains("Option :: Some (false)"), "{out}");
+        assert!(
+            out.contains(":: audit :: __private :: DataClassification :: Pii"),
+            "{out}"
+        );
+        assert!(out.contains("Call :: start_async"), "{out}");
+        assert!(out.contains(". instrument (async move"), "{out}");
+        assert!(
+            !out.contains(":: phi_audit ::"),
+            "only the renamed path: {out}"
+        );
+    }
+
+    #[test]
+    fn without_phi_nothing_is_assumed() {
+        let out = expand(
+            quote!(action = "READ", resource = "Patient"),
+            quote!(
+                fn f() {}
+            ),
+        );
+        assert!(
+            out.contains("phi_touched : :: core :: option :: Option :: None , classification : :: core :: option :: Option :: None"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn on_error_the_function_is_kept_unchanged() {
+        let out = expand(
+            quote!(action = "Read", resource = "Patient"),
+            quote!(
+                /// Docs.
+                pub fn f(#[phi] name: &str) -> usize {
+                    name.len()
+                }
+            ),
+        );
+        assert!(out.contains("compile_error"), "{out}");
+        assert!(out.contains("did you mean \\\"READ\\\""), "{out}");
+        assert!(
+            out.contains("pub fn f (name : & str) -> usize { name . len () }"),
+            "{out}"
+        );
+        assert!(!out.contains("__PHI_AUDIT_SITE"), "{out}");
+    }
+}

@@ -84,10 +84,19 @@ pub mod __private {
         value.to_meta_value()
     }
 
-    /// `actor = expr`.
+    /// `actor = expr`. Takes the value by reference, so an attribute
+    /// expression never moves an argument the body still needs.
     #[inline]
-    pub fn actor<T: IntoActor>(value: T) -> Option<Actor> {
-        value.into_actor()
+    pub fn actor<T: IntoActor + ?Sized>(value: &T) -> Option<Actor> {
+        value.to_actor()
+    }
+
+    /// Runs a synchronous body as an `FnOnce` closure. Passing the closure
+    /// through an `FnOnce` bound makes rustc build it as `FnOnce`, so a body
+    /// that returns a borrow of a `&mut` argument still compiles.
+    #[inline(always)]
+    pub fn call_once<R, F: FnOnce() -> R>(body: F) -> R {
+        body()
     }
 
     /// What `actor = expr` accepts: an [`Actor`], or an identifier of a human.
@@ -97,48 +106,42 @@ pub mod __private {
     )]
     pub trait IntoActor {
         /// The actor, or `None` to fall back to the context's.
-        fn into_actor(self) -> Option<Actor>;
+        fn to_actor(&self) -> Option<Actor>;
     }
 
-    impl IntoActor for Actor {
-        fn into_actor(self) -> Option<Actor> {
-            Some(self)
+    impl<T: IntoActor + ?Sized> IntoActor for &T {
+        fn to_actor(&self) -> Option<Actor> {
+            (**self).to_actor()
         }
     }
 
-    impl IntoActor for &Actor {
-        fn into_actor(self) -> Option<Actor> {
+    impl IntoActor for Actor {
+        fn to_actor(&self) -> Option<Actor> {
             Some(self.clone())
         }
     }
 
     impl IntoActor for Option<Actor> {
-        fn into_actor(self) -> Option<Actor> {
-            self
+        fn to_actor(&self) -> Option<Actor> {
+            self.clone()
         }
     }
 
-    impl IntoActor for &str {
-        fn into_actor(self) -> Option<Actor> {
+    impl IntoActor for str {
+        fn to_actor(&self) -> Option<Actor> {
             Some(Actor::human(self))
         }
     }
 
     impl IntoActor for String {
-        fn into_actor(self) -> Option<Actor> {
-            Some(Actor::human(self))
-        }
-    }
-
-    impl IntoActor for &String {
-        fn into_actor(self) -> Option<Actor> {
+        fn to_actor(&self) -> Option<Actor> {
             Some(Actor::human(self.as_str()))
         }
     }
 
     impl IntoActor for Text {
-        fn into_actor(self) -> Option<Actor> {
-            Some(Actor::human(self))
+        fn to_actor(&self) -> Option<Actor> {
+            Some(Actor::human(self.clone()))
         }
     }
 }

@@ -1,0 +1,302 @@
+//! Writes the audited function.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::visit::Visit;
+use syn::{Attribute, Block, Ident, ReturnType, Signature, Type, Visibility};
+
+use crate::args::{Args, Value};
+
+/// A function as written. The body is kept as tokens too, so that a body
+/// that does not parse (a half-typed function in an editor) still expands
+/// and the compiler reports the real syntax error.
+pub struct MaybeItemFn {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub sig: Signature,
+    /// The braced body as written; `None` for a declaration (`fn f();`).
+    pub body: Option<TokenStream>,
+    pub block: Option<Block>,
+}
+
+impl Parse for MaybeItemFn {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let sig: Signature = input.parse()?;
+        if input.peek(syn::Token![;]) {
+            input.parse::<syn::Token![;]>()?;
+            return Ok(MaybeItemFn {
+                attrs,
+                vis,
+                sig,
+                body: None,
+                block: None,
+            });
+        }
+        let group: proc_macro2::Group = input.parse()?;
+        if group.delimiter() != proc_macro2::Delimiter::Brace {
+            return Err(syn::Error::new(group.span(), "expected the function body"));
+        }
+        let body = TokenTree::Group(group).into_token_stream();
+        let block = syn::parse2::<Block>(body.clone()).ok();
+        Ok(MaybeItemFn {
+            attrs,
+            vis,
+            sig,
+            body: Some(body),
+            block,
+        })
+    }
+}
+
+impl ToTokens for MaybeItemFn {
+    fn to_tokens(&self, tokens: &mut TokenStream) {
+        for a in &self.attrs {
+            a.to_tokens(tokens);
+        }
+        self.vis.to_tokens(tokens);
+        self.sig.to_tokens(tokens);
+        match &self.body {
+            Some(b) => b.to_tokens(tokens),
+            None => quote!(;).to_tokens(tokens),
+        }
+    }
+}
+
+/// Whether `ty` mentions `impl Trait` (which cannot be written in a `let`).
+fn has_impl_trait(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_type(ty);
+    f.0
+}
+
+/// Signatures `#[audited]` cannot wrap.
+pub fn check_signature(f: &MaybeItemFn, errors: &mut crate::Errors) {
+    let sig = &f.sig;
+    if let Some(c) = &sig.constness {
+        errors.push(syn::Error::new(
+            c.span,
+            "#[audited] cannot be used on a `const fn`: an audit event is emitted at run time\nhelp: remove `const`, or audit the run-time function that calls it",
+        ));
+    }
+    if f.body.is_none() {
+        errors.push(syn::Error::new(
+            sig.fn_token.span,
+            "#[audited] needs a function body: put it on the function's implementation, not on a declaration",
+        ));
+    }
+}
+
+/// `tokens` with every span set to `span`, so that a diagnostic about
+/// generated code (a missing trait bound) points at the user's expression.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(g) => {
+                let mut n = proc_macro2::Group::new(g.delimiter(), respan(&g.stream(), span));
+                n.set_span(span);
+                TokenTree::Group(n)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
+fn site_ident() -> Ident {
+    Ident::new("__PHI_AUDIT_SITE", Span::mixed_site())
+}
+
+/// The audited function.
+pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
+    let krate = match &args.krate {
+        Some(p) => p.to_token_stream(),
+        None => quote!(::phi_audit),
+    };
+    let pv = quote!(#krate::__private);
+    let call = format_ident!("__phi_audit_call", span = Span::mixed_site());
+    let ret = format_ident!("__phi_audit_ret", span = Span::mixed_site());
+    let entered = format_ident!("__phi_audit_entered", span = Span::mixed_site());
+    let outcome = format_ident!("__phi_audit_outcome", span = Span::mixed_site());
+    let site = site_ident();
+
+    // The call site: constants only, built at compile time.
+    let action = args
+        .action
+        .clone()
+        .unwrap_or_else(|| Ident::new("Other", Span::call_site()));
+    let resource = args
+        .resource
+        .as_ref()
+        .map(|r| r.value())
+        .unwrap_or_default();
+    let name = match &args.name {
+        Some(n) => n.value(),
+        None => {
+            let n = f.sig.ident.to_string();
+            n.strip_prefix("r#").unwrap_or(&n).to_string()
+        }
+    };
+    let phi_touched = match args.phi_touched {
+        Some(b) => quote!(::core::option::Option::Some(#b)),
+        None if has_phi => quote!(::core::option::Option::Some(true)),
+        None => quote!(::core::option::Option::None),
+    };
+    let classification = match (&args.classification, has_phi) {
+        (Some(c), _) => quote!(::core::option::Option::Some(#pv::DataClassification::#c)),
+        (None, true) => quote!(::core::option::Option::Some(#pv::DataClassification::Phi)),
+        (None, false) => quote!(::core::option::Option::None),
+    };
+    let is_async = f.sig.asyncness.is_some();
+    let start = if is_async {
+        quote!(start_async)
+    } else {
+        quote!(start)
+    };
+
+    // The prologue: attribute expressions, evaluated once, before the body,
+    // by reference so that the body may still move the arguments.
+    let mut prologue = TokenStream::new();
+    let set_id = |setter: &str, v: &Value| -> TokenStream {
+        let setter = Ident::new(setter, Span::mixed_site());
+        match v {
+            Value::Plain(e) => {
+                let pv = respan(&pv, e.span());
+                let arg = quote_spanned!(e.span()=> #pv::id(&(#e)));
+                quote!(#call.#setter(#arg);)
+            }
+            Value::Pseudonym { inner, .. } => {
+                let arg = quote_spanned!(inner.span()=> #call.pseudonym(&(#inner)));
+                quote!(#call.#setter(#arg);)
+            }
+        }
+    };
+    if let Some(v) = &args.id {
+        prologue.extend(set_id("set_resource_id", v));
+    }
+    if let Some(v) = &args.patient {
+        prologue.extend(set_id("set_patient_id", v));
+    }
+    if let Some(e) = &args.actor {
+        let pv = respan(&pv, e.span());
+        let arg = quote_spanned!(e.span()=> #pv::actor(&(#e)));
+        prologue.extend(quote!(#call.set_actor(#arg);));
+    }
+    for m in &args.metadata {
+        let key = &m.key_str;
+        let value = match &m.value {
+            Value::Plain(e) => {
+                let pv = respan(&pv, e.span());
+                quote_spanned!(e.span()=> #pv::meta(&(#e)))
+            }
+            Value::Pseudonym { inner, .. } => {
+                quote_spanned!(inner.span()=> #call.pseudonym_meta(&(#inner)))
+            }
+        };
+        prologue.extend(quote!(#call.set_meta(#key, #value);));
+    }
+
+    // A never-taken return of the declared type fixes the type of the body
+    // (so `?` knows its error type) without annotating the closure or the
+    // async block, which `impl Trait` returns would forbid.
+    let fake_return = match &f.sig.output {
+        ReturnType::Type(_, ty) if has_impl_trait(ty) => TokenStream::new(),
+        output => {
+            let (ty, span) = match output {
+                ReturnType::Default => (quote!(()), Span::call_site()),
+                ReturnType::Type(_, ty) => (ty.to_token_stream(), ty.span()),
+            };
+            // Hygienic, but located at the return type: rustc names this
+            // `return` when the body returns the wrong type.
+            let span = Span::mixed_site().located_at(span);
+            let fake = Ident::new("__phi_audit_fake", span);
+            quote_spanned! {span=>
+                #[allow(
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::needless_return,
+                    clippy::unreachable
+                )]
+                if false {
+                    let #fake: #ty = loop {};
+                    return #fake;
+                }
+            }
+        }
+    };
+    let body = f.body.clone().unwrap_or_default();
+
+    // Spanned on the return type: what rustc names as "return type inferred
+    // here" when the body returns the wrong type.
+    let ret_span = match &f.sig.output {
+        ReturnType::Default => Span::call_site(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let async_block = quote_spanned!(ret_span=> async move { #fake_return #body });
+    let run = if is_async {
+        quote! {
+            let #ret = #call.instrument(#async_block).await;
+        }
+    } else {
+        quote! {
+            let #ret = {
+                let #entered = #call.enter();
+                #pv::call_once(move || { #fake_return #body })
+            };
+        }
+    };
+
+    // With `impl Trait` in the return type the body's type cannot be named
+    // up front; a never-taken `return` of the value ties it to the declared
+    // return type (e.g. the error type of `Result<impl Trait, E>` that `?`
+    // left open) before the outcome is classified.
+    let tie_return = if fake_return.is_empty() {
+        quote! {
+            let #ret = if false { return #ret; } else { #ret };
+        }
+    } else {
+        TokenStream::new()
+    };
+
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let sig = &f.sig;
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            static #site: #pv::CallSite = #pv::CallSite {
+                action: #pv::ActionType::#action,
+                resource: #resource,
+                name: #name,
+                phi_touched: #phi_touched,
+                classification: #classification,
+            };
+            let mut #call = #pv::Call::#start(&#site);
+            #prologue
+            #run
+            #tie_return
+            {
+                #[allow(unused_imports)]
+                use #pv::{ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _};
+                let #outcome = (&&&&#pv::Probe(&#ret)).__phi_audit_outcome(&#call);
+                #call.finish(#outcome);
+            }
+            #ret
+        }
+    }
+}

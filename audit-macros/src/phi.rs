@@ -1,0 +1,743 @@
+//! `#[phi]` parameters and every place their values could reach the event.
+//!
+//! The check is syntactic and conservative: a tagged parameter, or any
+//! binding whose value may come from one, must not be mentioned in an
+//! attribute expression (outside `pseudonym(..)`) or in a `record!` in the
+//! body. Taint follows `let` (with destructuring and shadowing), `match`,
+//! `if let`, `for`, assignments, mutating method calls and closures. The type
+//! wall (`Phi<T>` implements neither `MetadataValue` nor `AuditId`) stands
+//! behind it.
+
+use std::collections::BTreeMap;
+
+use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::visit::Visit;
+use syn::{Attribute, Block, Expr, FnArg, Ident, Pat, Signature};
+
+use crate::Errors;
+
+/// Where a tainted name comes from.
+#[derive(Clone)]
+struct Origin {
+    /// The `#[phi]` parameter.
+    param: String,
+    /// Its `#[phi]` tag.
+    tag: TokenStream,
+}
+
+/// The tainted names of one function.
+#[derive(Default)]
+pub struct Taint {
+    names: BTreeMap<String, Origin>,
+    /// Tags already pointed at in an error.
+    noted: Vec<String>,
+}
+
+fn is_phi_attr(attr: &Attribute) -> bool {
+    attr.path().is_ident("phi")
+}
+
+/// Removes `#[phi]` from the parameters of `sig` and returns the taint of
+/// every binding they introduce. Misused tags are reported.
+pub fn take_tags(sig: &mut Signature, errors: &mut Errors) -> Taint {
+    let mut taint = Taint::default();
+    for input in sig.inputs.iter_mut() {
+        let (attrs, bindings) = match input {
+            FnArg::Receiver(r) => {
+                let b = vec![Ident::new("self", Span::call_site())];
+                (&mut r.attrs, b)
+            }
+            FnArg::Typed(t) => {
+                let mut b = Vec::new();
+                bindings(&t.pat, &mut b);
+                (&mut t.attrs, b)
+            }
+        };
+        let mut tag = None;
+        attrs.retain(|a| {
+            if is_phi_attr(a) {
+                if !matches!(a.meta, syn::Meta::Path(_)) {
+                    errors.push(syn::Error::new_spanned(
+                        a,
+                        "`#[phi]` takes no arguments: write `#[phi] name: Type`",
+                    ));
+                }
+                tag = Some(a.to_token_stream());
+                false
+            } else {
+                true
+            }
+        });
+        if let Some(tag) = tag {
+            for b in bindings {
+                let name = b.to_string();
+                taint.names.insert(
+                    name.clone(),
+                    Origin {
+                        param: name,
+                        tag: tag.clone(),
+                    },
+                );
+            }
+        }
+    }
+    taint
+}
+
+/// Strips `#[phi]` from parameters without checking anything (for the
+/// unchanged function emitted next to errors).
+pub fn strip_tags(sig: &mut Signature) {
+    for input in sig.inputs.iter_mut() {
+        match input {
+            FnArg::Receiver(r) => r.attrs.retain(|a| !is_phi_attr(a)),
+            FnArg::Typed(t) => t.attrs.retain(|a| !is_phi_attr(a)),
+        }
+    }
+}
+
+/// The names a pattern binds (upper-case names are taken to be constants
+/// and enum variants).
+fn bindings(pat: &Pat, out: &mut Vec<Ident>) {
+    match pat {
+        Pat::Ident(p) => {
+            let s = p.ident.to_string();
+            if p.subpat.is_some() || !s.starts_with(|c: char| c.is_uppercase()) {
+                out.push(p.ident.clone());
+            }
+            if let Some((_, sub)) = &p.subpat {
+                bindings(sub, out);
+            }
+        }
+        Pat::Tuple(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::TupleStruct(t) => t.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Struct(s) => s.fields.iter().for_each(|f| bindings(&f.pat, out)),
+        Pat::Reference(r) => bindings(&r.pat, out),
+        Pat::Slice(s) => s.elems.iter().for_each(|p| bindings(p, out)),
+        Pat::Or(o) => o.cases.iter().for_each(|p| bindings(p, out)),
+        Pat::Paren(p) => bindings(&p.pat, out),
+        Pat::Type(t) => bindings(&t.pat, out),
+        Pat::Verbatim(ts) => {
+            // `box p` and other unparsed patterns: every lower-case ident.
+            for tt in ts.clone() {
+                if let TokenTree::Ident(i) = tt {
+                    if i.to_string()
+                        .starts_with(|c: char| c.is_lowercase() || c == '_')
+                    {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A mention of a tainted name.
+pub struct Mention {
+    span: Span,
+    name: String,
+}
+
+impl Taint {
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Every mention of a tainted name in `tokens`. An identifier after `.`
+    /// or `::` (a field, method or path segment) or before a single `:` (a
+    /// field name in a struct literal) is not a mention; an inline format
+    /// argument (`"{name}"`) inside a macro call is.
+    pub fn mentions(&self, tokens: TokenStream) -> Vec<Mention> {
+        let mut out = Vec::new();
+        self.scan(tokens, false, &mut out);
+        out
+    }
+
+    fn scan(&self, tokens: TokenStream, in_macro: bool, out: &mut Vec<Mention>) {
+        let tts: Vec<TokenTree> = tokens.into_iter().collect();
+        for (i, tt) in tts.iter().enumerate() {
+            match tt {
+                TokenTree::Ident(id) => {
+                    let s = id.to_string();
+                    let s = s.strip_prefix("r#").unwrap_or(&s);
+                    if !self.names.contains_key(s) {
+                        continue;
+                    }
+                    let after_dot = i >= 1 && is_punct(&tts[i - 1], '.')
+                        // `..name` is a range, not a field access.
+                        && !(i >= 2 && is_punct(&tts[i - 2], '.'));
+                    let after_path =
+                        i >= 2 && is_punct(&tts[i - 1], ':') && is_punct(&tts[i - 2], ':');
+                    let field_name =
+                        is_punct_at(&tts, i + 1, ':') && !is_punct_at(&tts, i + 2, ':');
+                    let macro_name = is_punct_at(&tts, i + 1, '!');
+                    if !(after_dot || after_path || field_name || macro_name) {
+                        out.push(Mention {
+                            span: id.span(),
+                            name: s.to_string(),
+                        });
+                    }
+                }
+                TokenTree::Group(g) => {
+                    let mac = in_macro
+                        || (i >= 1
+                            && is_punct(&tts[i - 1], '!')
+                            && g.delimiter() != Delimiter::Bracket);
+                    self.scan(g.stream(), mac, out);
+                }
+                TokenTree::Literal(lit) if in_macro => {
+                    for name in format_args_in(&lit.to_string()) {
+                        if self.names.contains_key(&name) {
+                            out.push(Mention {
+                                span: lit.span(),
+                                name,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn taint(&mut self, target: &Ident, from: &Origin) -> bool {
+        let s = target.to_string();
+        let s = s.strip_prefix("r#").unwrap_or(&s).to_string();
+        if self.names.contains_key(&s) {
+            return false;
+        }
+        self.names.insert(s, from.clone());
+        true
+    }
+
+    /// Reports each mention in `tokens` as a leak into `place`.
+    pub fn check(&mut self, tokens: TokenStream, place: &Place, errors: &mut Errors) {
+        for m in self.mentions(tokens) {
+            self.report(&m, place, errors);
+        }
+    }
+
+    fn report(&mut self, m: &Mention, place: &Place, errors: &mut Errors) {
+        let Some(origin) = self.names.get(&m.name).cloned() else {
+            return;
+        };
+        let what = if origin.param == m.name {
+            format!("`{}` is tagged #[phi]", m.name)
+        } else {
+            format!(
+                "`{}` is derived from `{}`, which is tagged #[phi],",
+                m.name, origin.param
+            )
+        };
+        let help = match place {
+            Place::Attribute { arg, expr } => format!(
+                "help: record `pseudonym({})` instead (a keyed token), or remove it from `{arg}`",
+                expr.as_deref().unwrap_or(&m.name)
+            ),
+            Place::NotStored(arg) => format!(
+                "help: `{arg} = ..` is a constant of the call site: write a literal, e.g. `{arg} = {}`",
+                crate::args::example(arg)
+            ),
+            Place::Actor => "help: name the actor with a value that is not PHI (a user id), or leave `actor` out to take it from the request context".to_string(),
+            Place::Record => format!(
+                "help: record a value that does not come from `{}`; an identifier can go in the #[audited] attribute as `pseudonym({})`",
+                origin.param, origin.param
+            ),
+        };
+        errors.push(syn::Error::new(
+            m.span,
+            format!("{what} and cannot be recorded in the audit event\n{help}"),
+        ));
+        if !self.noted.contains(&origin.param) {
+            self.noted.push(origin.param.clone());
+            errors.push(syn::Error::new_spanned(
+                &origin.tag,
+                format!("`{}` is tagged #[phi] here", origin.param),
+            ));
+        }
+    }
+
+    /// Follows taint through the body, then checks every `record!` in it.
+    pub fn check_body(&mut self, body: &TokenStream, parsed: Option<&Block>, errors: &mut Errors) {
+        if let Some(block) = parsed {
+            let mut flows = Flows::default();
+            flows.visit_block(block);
+            // Propagate to a fixed point: each round taints at least one new
+            // name, so this ends.
+            loop {
+                let mut changed = false;
+                for (sources, targets) in &flows.flows {
+                    let Some(m) = self.mentions(sources.clone()).into_iter().next() else {
+                        continue;
+                    };
+                    let Some(origin) = self.names.get(&m.name).cloned() else {
+                        continue;
+                    };
+                    for t in targets {
+                        changed |= self.taint(t, &origin);
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+        }
+        let mut records = Vec::new();
+        find_records(body.clone(), &mut records);
+        for args in records {
+            self.check(args, &Place::Record, errors);
+        }
+    }
+}
+
+/// Where a value would go.
+pub enum Place {
+    /// `id`, `patient`, `metadata(..)`; with the expression to suggest
+    /// wrapping in `pseudonym(..)` when it is a plain place (`person.mrn`).
+    Attribute {
+        arg: &'static str,
+        expr: Option<String>,
+    },
+    /// `name`, `phi_touched`, ...: must be literals anyway.
+    NotStored(&'static str),
+    /// `actor`.
+    Actor,
+    /// `record!` in the body.
+    Record,
+}
+
+fn is_punct(tt: &TokenTree, c: char) -> bool {
+    matches!(tt, TokenTree::Punct(p) if p.as_char() == c)
+}
+
+fn is_punct_at(tts: &[TokenTree], i: usize, c: char) -> bool {
+    tts.get(i).is_some_and(|t| is_punct(t, c))
+}
+
+/// Identifiers captured by inline format arguments in a string literal
+/// (`"{name}"`, `"{name:?}"`).
+fn format_args_in(lit: &str) -> Vec<String> {
+    if !(lit.starts_with('"') || lit.starts_with('r')) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let chars: Vec<char> = lit.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '{' {
+            if chars.get(i + 1) == Some(&'{') {
+                i += 2;
+                continue;
+            }
+            let mut j = i + 1;
+            let mut name = String::new();
+            while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
+                name.push(chars[j]);
+                j += 1;
+            }
+            if !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && matches!(chars.get(j), Some('}') | Some(':'))
+            {
+                out.push(name);
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The argument tokens of every `record!(..)` (any path ending in
+/// `record`) in `tokens`, also inside other macros.
+fn find_records(tokens: TokenStream, out: &mut Vec<TokenStream>) {
+    let tts: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, tt) in tts.iter().enumerate() {
+        if let TokenTree::Group(g) = tt {
+            let is_record = i >= 2
+                && is_punct(&tts[i - 1], '!')
+                && matches!(&tts[i - 2], TokenTree::Ident(id) if id == "record")
+                && !(i >= 3 && is_punct(&tts[i - 3], '.'));
+            if is_record {
+                // Only the values: `key = value, ..`. Keys are names, not
+                // mentions.
+                out.push(record_values(g.stream()));
+            } else {
+                find_records(g.stream(), out);
+            }
+        }
+    }
+}
+
+/// Drops the `key =` of each `key = value` item.
+fn record_values(tokens: TokenStream) -> TokenStream {
+    let mut out = TokenStream::new();
+    let tts: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut at_item_start = true;
+    let mut i = 0;
+    while i < tts.len() {
+        if at_item_start
+            && matches!(tts[i], TokenTree::Ident(_))
+            && is_punct_at(&tts, i + 1, '=')
+            && !is_punct_at(&tts, i + 2, '=')
+        {
+            i += 2;
+            at_item_start = false;
+            continue;
+        }
+        at_item_start = is_punct(&tts[i], ',');
+        out.extend(std::iter::once(tts[i].clone()));
+        i += 1;
+    }
+    out
+}
+
+/// Value flows in a body: `sources` may reach every name in `targets`.
+#[derive(Default)]
+struct Flows {
+    flows: Vec<(TokenStream, Vec<Ident>)>,
+    /// Parameters of closures bound with `let f = |..| ..`.
+    closures: BTreeMap<String, Vec<Ident>>,
+}
+
+fn root(expr: &Expr) -> Option<Ident> {
+    match expr {
+        Expr::Path(p) if p.qself.is_none() && p.path.segments.len() == 1 => {
+            Some(p.path.segments[0].ident.clone())
+        }
+        Expr::Field(f) => root(&f.base),
+        Expr::Index(i) => root(&i.expr),
+        Expr::Unary(u) => root(&u.expr),
+        Expr::Paren(p) => root(&p.expr),
+        Expr::Reference(r) => root(&r.expr),
+        Expr::MethodCall(m) => root(&m.receiver),
+        _ => None,
+    }
+}
+
+fn closure_params(expr: &Expr) -> Option<Vec<Ident>> {
+    match expr {
+        Expr::Closure(c) => {
+            let mut out = Vec::new();
+            c.inputs.iter().for_each(|p| bindings(p, &mut out));
+            Some(out)
+        }
+        Expr::Paren(p) => closure_params(&p.expr),
+        _ => None,
+    }
+}
+
+impl Flows {
+    fn add(&mut self, sources: TokenStream, targets: Vec<Ident>) {
+        if !targets.is_empty() && !sources.is_empty() {
+            self.flows.push((sources, targets));
+        }
+    }
+
+    /// `let (a, b) = (x, y)` pairs element-wise; anything else taints every
+    /// binding of the pattern from the whole value.
+    fn destructure(&mut self, pat: &Pat, value: &Expr) {
+        match (pat, value) {
+            (Pat::Tuple(p), Expr::Tuple(t))
+                if p.elems.len() == t.elems.len()
+                    && !p.elems.iter().any(|e| matches!(e, Pat::Rest(_))) =>
+            {
+                for (p, e) in p.elems.iter().zip(t.elems.iter()) {
+                    self.destructure(p, e);
+                }
+            }
+            (Pat::Paren(p), _) => self.destructure(&p.pat, value),
+            (_, Expr::Paren(e)) => self.destructure(pat, &e.expr),
+            _ => self.pat(pat, value.to_token_stream()),
+        }
+    }
+
+    fn pat(&mut self, pat: &Pat, sources: TokenStream) {
+        let mut b = Vec::new();
+        bindings(pat, &mut b);
+        self.add(sources, b);
+    }
+
+    /// A call's arguments (and receiver): closures among them get the other
+    /// values as parameters; `&mut` arguments receive the others.
+    fn call<'a>(&mut self, mut sources: TokenStream, args: impl Iterator<Item = &'a Expr> + Clone) {
+        for a in args.clone() {
+            if closure_params(a).is_none() {
+                a.to_tokens(&mut sources);
+            }
+        }
+        for a in args {
+            if let Some(params) = closure_params(a) {
+                self.add(sources.clone(), params);
+            }
+            if let Expr::Reference(r) = a {
+                if r.mutability.is_some() {
+                    if let Some(t) = root(&r.expr) {
+                        self.add(sources.clone(), vec![t]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<'ast> Visit<'ast> for Flows {
+    fn visit_local(&mut self, local: &'ast syn::Local) {
+        if let Some(init) = &local.init {
+            match &init.diverge {
+                None => self.destructure(&local.pat, &init.expr),
+                Some((_, e)) => {
+                    let mut src = init.expr.to_token_stream();
+                    e.to_tokens(&mut src);
+                    self.pat(&local.pat, src);
+                }
+            }
+            if let (Pat::Ident(p), Some(params)) = (&local.pat, closure_params(&init.expr)) {
+                self.closures.insert(p.ident.to_string(), params);
+            }
+        }
+        syn::visit::visit_local(self, local);
+    }
+
+    fn visit_expr_let(&mut self, e: &'ast syn::ExprLet) {
+        self.pat(&e.pat, e.expr.to_token_stream());
+        syn::visit::visit_expr_let(self, e);
+    }
+
+    fn visit_expr_match(&mut self, e: &'ast syn::ExprMatch) {
+        for arm in &e.arms {
+            self.pat(&arm.pat, e.expr.to_token_stream());
+        }
+        syn::visit::visit_expr_match(self, e);
+    }
+
+    fn visit_expr_for_loop(&mut self, e: &'ast syn::ExprForLoop) {
+        self.pat(&e.pat, e.expr.to_token_stream());
+        syn::visit::visit_expr_for_loop(self, e);
+    }
+
+    fn visit_expr_assign(&mut self, e: &'ast syn::ExprAssign) {
+        if let Some(t) = root(&e.left) {
+            self.add(e.right.to_token_stream(), vec![t]);
+        }
+        syn::visit::visit_expr_assign(self, e);
+    }
+
+    fn visit_expr_binary(&mut self, e: &'ast syn::ExprBinary) {
+        use syn::BinOp::*;
+        let assigns = matches!(
+            e.op,
+            AddAssign(_)
+                | SubAssign(_)
+                | MulAssign(_)
+                | DivAssign(_)
+                | RemAssign(_)
+                | BitXorAssign(_)
+                | BitAndAssign(_)
+                | BitOrAssign(_)
+                | ShlAssign(_)
+                | ShrAssign(_)
+        );
+        if assigns {
+            if let Some(t) = root(&e.left) {
+                self.add(e.right.to_token_stream(), vec![t]);
+            }
+        }
+        syn::visit::visit_expr_binary(self, e);
+    }
+
+    fn visit_expr_method_call(&mut self, e: &'ast syn::ExprMethodCall) {
+        // `v.push(name)`: the receiver may now hold the value.
+        if let Some(t) = root(&e.receiver) {
+            let mut src = TokenStream::new();
+            e.args.iter().for_each(|a| a.to_tokens(&mut src));
+            self.add(src, vec![t]);
+        }
+        self.call(e.receiver.to_token_stream(), e.args.iter());
+        syn::visit::visit_expr_method_call(self, e);
+    }
+
+    fn visit_expr_call(&mut self, e: &'ast syn::ExprCall) {
+        self.call(e.func.to_token_stream(), e.args.iter());
+        if let Some(f) = root(&e.func) {
+            if let Some(params) = self.closures.get(&f.to_string()).cloned() {
+                let mut src = TokenStream::new();
+                e.args.iter().for_each(|a| a.to_tokens(&mut src));
+                self.add(src, params);
+            }
+        }
+        syn::visit::visit_expr_call(self, e);
+    }
+
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        // `write!(out, "{name}")`: the first argument may now hold the value.
+        if !m.path.is_ident("record") {
+            let tts: Vec<TokenTree> = m.tokens.clone().into_iter().collect();
+            if let (Some(TokenTree::Ident(first)), true) = (tts.first(), is_punct_at(&tts, 1, ','))
+            {
+                let mut src = TokenStream::new();
+                src.extend(tts[2..].iter().cloned());
+                self.add(src, vec![first.clone()]);
+            }
+        }
+        syn::visit::visit_macro(self, m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    fn taint_of(names: &[&str]) -> Taint {
+        let mut t = Taint::default();
+        for n in names {
+            t.names.insert(
+                n.to_string(),
+                Origin {
+                    param: n.to_string(),
+                    tag: TokenStream::new(),
+                },
+            );
+        }
+        t
+    }
+
+    fn mentioned(t: &Taint, ts: TokenStream) -> Vec<String> {
+        t.mentions(ts).into_iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn mentions_are_uses_not_fields_or_paths() {
+        let t = taint_of(&["name"]);
+        assert_eq!(mentioned(&t, quote!(name)), ["name"]);
+        assert_eq!(mentioned(&t, quote!(&name.first)), ["name"]);
+        assert_eq!(mentioned(&t, quote!(name.len())), ["name"]);
+        assert_eq!(mentioned(&t, quote!((|| name.len())())), ["name"]);
+        assert_eq!(mentioned(&t, quote!(S { name })), ["name"]);
+        assert!(mentioned(&t, quote!(session.name)).is_empty());
+        assert!(mentioned(&t, quote!(session.name())).is_empty());
+        assert!(mentioned(&t, quote!(a::name)).is_empty());
+        assert!(mentioned(&t, quote!(S { name: 1 })).is_empty());
+        assert!(mentioned(&t, quote!("{name}")).is_empty());
+        assert_eq!(mentioned(&t, quote!(format!("{name}"))), ["name"]);
+        assert_eq!(mentioned(&t, quote!(format!("{name:?}"))), ["name"]);
+        assert!(mentioned(&t, quote!(format!("{{name}}"))).is_empty());
+        assert_eq!(mentioned(&t, quote!(x[..name])), ["name"]);
+    }
+
+    fn derived(body: TokenStream) -> Vec<String> {
+        let block: Block = syn::parse2(body).unwrap();
+        let mut t = taint_of(&["name"]);
+        let mut errors = Errors::default();
+        t.check_body(&block.to_token_stream(), Some(&block), &mut errors);
+        t.names.keys().filter(|k| *k != "name").cloned().collect()
+    }
+
+    #[test]
+    fn taint_follows_bindings() {
+        assert_eq!(
+            derived(quote!({
+                let a = name;
+                let b = a.len();
+                let c = 1;
+            })),
+            ["a", "b"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let (x, S { y, .. }) = (name, other);
+            })),
+            ["x"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let (x, S { y, .. }) = pair(name, other);
+            })),
+            ["x", "y"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let S { y, .. } = name;
+            })),
+            ["y"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let mut s = String::new();
+                s.push_str(name);
+            })),
+            ["s"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let mut s = 0;
+                s = name.len();
+            })),
+            ["s"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let f = || name.len();
+            })),
+            ["f"]
+        );
+        assert_eq!(
+            derived(quote!({
+                name.split(' ').for_each(|p| drop(p));
+            })),
+            ["p"]
+        );
+        assert_eq!(
+            derived(quote!({
+                let g = |q: &str| q.len();
+                g(name);
+            })),
+            ["g", "q"]
+        );
+        assert_eq!(
+            derived(quote!({ if let Some(z) = name.get(0..1) {} })),
+            ["z"]
+        );
+        assert_eq!(
+            derived(quote!({
+                match name {
+                    w => {}
+                }
+            })),
+            ["w"]
+        );
+        assert_eq!(derived(quote!({ for c in name.chars() {} })), ["c"]);
+        assert_eq!(
+            derived(quote!({
+                let mut o = String::new();
+                write!(o, "{}", name);
+            })),
+            ["o"]
+        );
+        // Order does not matter: taint is flow-insensitive.
+        assert_eq!(
+            derived(quote!({
+                let b = a;
+                let a = name;
+            })),
+            ["a", "b"]
+        );
+    }
+
+    #[test]
+    fn record_keys_are_not_mentions() {
+        let t = taint_of(&["name"]);
+        let mut r = Vec::new();
+        find_records(
+            quote!({
+                phi_audit::record!(name = 1, n = name.len());
+            }),
+            &mut r,
+        );
+        assert_eq!(r.len(), 1);
+        assert_eq!(mentioned(&t, r[0].clone()), ["name"]);
+    }
+}

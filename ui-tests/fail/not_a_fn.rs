@@ -1,0 +1,8 @@
+use phi_audit::audited;
+
+#[audited(action = "READ", resource = "Patient")]
+struct Patient {
+    id: u64,
+}
+
+fn main() {}
