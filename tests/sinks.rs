@@ -70,7 +70,9 @@ fn a_panicking_sink_never_reaches_the_caller() {
     });
     d.flush().unwrap();
     let s = nb.stats();
-    assert_eq!((s.enqueued, s.written, s.failed, s.panics), (10, 0, 10, 10));
+    assert_eq!((s.enqueued, s.written, s.failed), (10, 0, 10));
+    // A panic fails the whole batch the worker handed over: at least one.
+    assert!((1..=10).contains(&s.panics), "{s:?}");
 }
 
 /// Blocks every write until released, to fill the queue deterministically.

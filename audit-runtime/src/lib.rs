@@ -50,9 +50,9 @@ pub use schema::{
     ValidationErrors, Violation,
 };
 pub use sink::{
-    FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError, LedgerOptions,
-    LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats, Recovery,
-    ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink, TRACING_TARGET,
+    BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
+    LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
+    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink, TRACING_TARGET,
 };
 pub use stats::StatsSnapshot;
 pub use text::Text;

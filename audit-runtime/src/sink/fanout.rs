@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Sink, SinkError};
+use super::{BatchError, Sink, SinkError};
 use crate::event::AuditEvent;
 
 /// Writes every event to several sinks. A failing (or panicking) sink does not
@@ -79,6 +79,43 @@ impl FanOut {
 impl Sink for FanOut {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
         self.each(|s| s.write(event))
+    }
+
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        // Every sink gets the whole batch (so each can group its work); the
+        // batch counts as failed by as many events as the worst sink failed.
+        let mut worst: Option<BatchError> = None;
+        let last = self.sinks.len().saturating_sub(1);
+        for (i, (sink, count)) in self.sinks.iter().enumerate() {
+            let mut mine = if i == last {
+                std::mem::take(events)
+            } else {
+                events.clone()
+            };
+            let n = mine.len() as u64;
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                sink.write_batch(&mut mine)
+            }));
+            let err = match r {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(BatchError {
+                    failed: n,
+                    error: SinkError::Other("a fan-out sink panicked".into()),
+                }),
+            };
+            if let Some(e) = err {
+                count.fetch_add(e.failed.max(1), Ordering::Relaxed);
+                if worst.as_ref().is_none_or(|w| e.failed > w.failed) {
+                    worst = Some(e);
+                }
+            }
+        }
+        events.clear();
+        match worst {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 
     fn flush(&self) -> Result<(), SinkError> {

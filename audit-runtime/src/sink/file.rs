@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::event::AuditEvent;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{BatchError, Sink, SinkError};
 
 /// When written lines are made durable with `fsync` (`File::sync_data`).
 ///
@@ -71,6 +71,10 @@ pub(crate) struct LineWriter {
     /// Events acknowledged earlier that were lost in a failed batch write.
     lost_events: u64,
     rotations: u64,
+    /// Inside `begin_batch`..`end_batch`: lines collect in the buffer and are
+    /// written (and synced) once, at the end.
+    deferred: bool,
+    batch_buffered: u64,
 }
 
 /// Opens `path` for appending, creating it with mode 0600 on unix.
@@ -132,6 +136,8 @@ impl LineWriter {
             capacity: capacity.max(1),
             lost_events: 0,
             rotations: 0,
+            deferred: false,
+            batch_buffered: 0,
         })
     }
 
@@ -175,6 +181,10 @@ impl LineWriter {
         }
         self.buffered_events += 1;
         self.unsynced_events += 1;
+        if self.deferred {
+            self.batch_buffered += 1;
+            return Ok(false);
+        }
         let (write, sync) = match self.fsync {
             FsyncPolicy::EveryEvent => (true, true),
             FsyncPolicy::EveryN(n) => {
@@ -192,6 +202,37 @@ impl LineWriter {
             self.sync()?;
         }
         Ok(write)
+    }
+
+    /// Starts a batch: committed lines stay in the buffer until
+    /// [`LineWriter::end_batch`].
+    pub(crate) fn begin_batch(&mut self) {
+        self.deferred = true;
+        self.batch_buffered = 0;
+    }
+
+    /// Ends a batch: writes it with one system call and syncs once as the
+    /// policy says (group commit). On failure returns how many lines of the
+    /// batch did not make it (the batch is not acknowledged, so they are not
+    /// counted as lost).
+    pub(crate) fn end_batch(&mut self) -> Result<(), (u64, io::Error)> {
+        self.deferred = false;
+        let in_batch = std::mem::take(&mut self.batch_buffered);
+        let (write, sync) = match self.fsync {
+            FsyncPolicy::EveryEvent => (true, self.unsynced_events > 0),
+            FsyncPolicy::EveryN(n) => {
+                let due = self.unsynced_events >= u64::from(n.max(1));
+                (due || self.buf.len() >= self.capacity, due)
+            }
+            FsyncPolicy::Never => (self.buf.len() >= self.capacity, false),
+        };
+        if write {
+            self.write_out_with(in_batch).map_err(|e| (in_batch, e))?;
+        }
+        if sync {
+            self.sync().map_err(|e| (in_batch, e))?;
+        }
+        Ok(())
     }
 
     /// Drops a line appended after `mark` that will not be committed.
@@ -393,6 +434,45 @@ impl Sink for JsonlFileSink {
         event.write_json(buf);
         buf.push(b'\n');
         w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+    }
+
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        let all = events.len() as u64;
+        let mut w = match self.lock() {
+            Ok(w) if !w.is_closed() => w,
+            Ok(_) => {
+                events.clear();
+                return Err(BatchError {
+                    failed: all,
+                    error: SinkError::Closed,
+                });
+            }
+            Err(error) => {
+                events.clear();
+                return Err(BatchError { failed: all, error });
+            }
+        };
+        w.begin_batch();
+        let mut failed = 0;
+        let mut first = None;
+        for event in events.drain(..) {
+            let buf = w.buffer();
+            let mark = buf.len();
+            event.write_json(buf);
+            buf.push(b'\n');
+            if let Err(e) = w.commit_line(mark) {
+                failed += 1;
+                first.get_or_insert(SinkError::Io(e));
+            }
+        }
+        if let Err((n, e)) = w.end_batch() {
+            failed += n;
+            first.get_or_insert(SinkError::Io(e));
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { failed, error }),
+        }
     }
 
     fn flush(&self) -> Result<(), SinkError> {

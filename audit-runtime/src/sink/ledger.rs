@@ -10,7 +10,7 @@ use crate::checkpoint::{checkpoint_path, Checkpoint, CheckpointSigner};
 use crate::event::{AuditEvent, HashAlg};
 use crate::integrity::Canonicalizer;
 use crate::sink::file::{open_append_terminated, FsyncPolicy, LineWriter};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{BatchError, Sink, SinkError};
 use crate::timestamp::Timestamp;
 
 /// Options of a [`LedgerSink`].
@@ -330,13 +330,11 @@ impl State {
     }
 }
 
-impl Sink for LedgerSink {
-    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        let mut guard = self.lock()?;
-        let s = &mut *guard;
-        if s.closed {
-            return Err(SinkError::Closed);
-        }
+impl State {
+    /// Hashes `event` onto the pending head and appends its line to the
+    /// buffer; the head advances once the line reaches the file (`settle`).
+    fn append(&mut self, event: &AuditEvent) -> Result<(), SinkError> {
+        let s = self;
         let alg = s.alg;
         let hash = s
             .canon
@@ -377,9 +375,60 @@ impl Sink for LedgerSink {
         let before = s.w.file_len();
         let r = s.w.commit_line(mark);
         s.settle(before);
-        r.map_err(SinkError::Io)?;
+        r.map(|_| ()).map_err(SinkError::Io)
+    }
+}
+
+impl Sink for LedgerSink {
+    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        if s.closed {
+            return Err(SinkError::Closed);
+        }
+        s.append(event)?;
         s.maybe_checkpoint();
         Ok(())
+    }
+
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        let all = events.len() as u64;
+        let mut guard = match self.lock() {
+            Ok(g) if !g.closed => g,
+            Ok(_) => {
+                events.clear();
+                return Err(BatchError {
+                    failed: all,
+                    error: SinkError::Closed,
+                });
+            }
+            Err(error) => {
+                events.clear();
+                return Err(BatchError { failed: all, error });
+            }
+        };
+        let s = &mut *guard;
+        s.w.begin_batch();
+        let mut failed = 0;
+        let mut first = None;
+        for event in events.drain(..) {
+            if let Err(e) = s.append(&event) {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+        let before = s.w.file_len();
+        let r = s.w.end_batch();
+        s.settle(before);
+        if let Err((n, e)) = r {
+            failed += n;
+            first.get_or_insert(SinkError::Io(e));
+        }
+        s.maybe_checkpoint();
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { failed, error }),
+        }
     }
 
     fn flush(&self) -> Result<(), SinkError> {

@@ -62,6 +62,31 @@ impl From<std::io::Error> for SinkError {
     }
 }
 
+/// What went wrong in [`Sink::write_batch`].
+#[derive(Debug)]
+pub struct BatchError {
+    /// How many events of the batch were not written.
+    pub failed: u64,
+    /// The first error.
+    pub error: SinkError,
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} events of the batch were not written: {}",
+            self.failed, self.error
+        )
+    }
+}
+
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
 /// A destination for audit events.
 ///
 /// Implement [`Sink::write`]; override [`Sink::write_owned`] when the sink can
@@ -92,6 +117,28 @@ pub trait Sink: Send + Sync + 'static {
         self.write(&event)
     }
 
+    /// Writes `events` in order, draining the vector (its capacity is reused
+    /// by the caller). Sinks that can group work override it: the file and
+    /// ledger sinks write a batch with one system call and, under
+    /// [`FsyncPolicy::EveryEvent`], one sync (group commit). The non-blocking
+    /// worker hands over everything queued at once through this method.
+    ///
+    /// The default writes the events one by one with [`Sink::write_owned`].
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        let mut failed = 0;
+        let mut first = None;
+        for event in events.drain(..) {
+            if let Err(e) = self.write_owned(event) {
+                failed += 1;
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { failed, error }),
+        }
+    }
+
     /// Makes everything written so far durable in the sink's medium (as far
     /// as its fsync policy says) and, for queued sinks, written at all.
     fn flush(&self) -> Result<(), SinkError> {
@@ -106,6 +153,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
         (**self).write_owned(event)
     }
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        (**self).write_batch(events)
+    }
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()
     }
@@ -117,6 +167,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
         (**self).write_owned(event)
+    }
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        (**self).write_batch(events)
     }
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()

@@ -28,7 +28,8 @@ pub struct NonBlockingStats {
     pub written: u64,
     /// Events the inner sink refused with an error.
     pub failed: u64,
-    /// Inner-sink panics caught by the worker (each also counted as failed).
+    /// Inner-sink panics caught by the worker. A panic fails the whole batch
+    /// handed to the inner sink: its events are counted as failed.
     pub panics: u64,
     /// Events dropped because the queue was full ([`FullPolicy::Drop`]).
     pub dropped: u64,
@@ -312,27 +313,35 @@ impl Drop for NonBlocking {
     }
 }
 
+/// Most events handed to the inner sink at once.
+const MAX_BATCH: usize = 1024;
+
 fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report: bool) {
     crate::dispatch::mark_sink_thread();
-    let write = |event: AuditEvent| match catch_unwind(AssertUnwindSafe(|| {
-        inner.write_owned(event)
-    })) {
-        Ok(Ok(())) => {
-            counters.written.fetch_add(1, Ordering::AcqRel);
-        }
-        Ok(Err(e)) => {
-            counters.failed.fetch_add(1, Ordering::AcqRel);
-            if report {
-                tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink worker failed to write an event");
+    let write_batch = |batch: &mut Vec<AuditEvent>| {
+        let n = batch.len() as u64;
+        match catch_unwind(AssertUnwindSafe(|| inner.write_batch(batch))) {
+            Ok(Ok(())) => {
+                counters.written.fetch_add(n, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => {
+                let failed = e.failed.min(n);
+                counters.written.fetch_add(n - failed, Ordering::AcqRel);
+                counters.failed.fetch_add(failed, Ordering::AcqRel);
+                if report {
+                    tracing::warn!(target: INTERNAL_TARGET, error = %e.error, failed, "audit sink worker failed to write events");
+                }
+            }
+            Err(_) => {
+                // Which events of the batch made it is unknown: count them all.
+                counters.failed.fetch_add(n, Ordering::AcqRel);
+                counters.panics.fetch_add(1, Ordering::AcqRel);
+                if report {
+                    tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing events");
+                }
             }
         }
-        Err(_) => {
-            counters.failed.fetch_add(1, Ordering::AcqRel);
-            counters.panics.fetch_add(1, Ordering::AcqRel);
-            if report {
-                tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing an event");
-            }
-        }
+        batch.clear();
     };
     let flush = || match catch_unwind(AssertUnwindSafe(|| inner.flush())) {
         Ok(r) => r,
@@ -341,42 +350,49 @@ fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report:
             Err(SinkError::Other("sink panicked while flushing".into()))
         }
     };
-    // Returns false when the worker must stop.
-    let handle = |msg: Msg| -> bool {
-        match msg {
-            Msg::Event(e) => {
-                write(e);
-                true
-            }
-            Msg::Flush(ack) => {
-                let _ = ack.send(flush());
-                true
-            }
-            Msg::Shutdown(ack) => {
-                let _ = flush();
-                let _ = ack.send(());
-                false
-            }
+    let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        // Gather what is queued (up to MAX_BATCH events) behind the first
+        // message; a control message ends the batch, keeping order.
+        let mut control = None;
+        let mut idle = false;
+        let mut gone = false;
+        match first {
+            Msg::Event(e) => batch.push(e),
+            other => control = Some(other),
         }
-    };
-    while let Ok(msg) = rx.recv() {
-        if !handle(msg) {
-            return;
-        }
-        loop {
+        while control.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(msg) => {
-                    if !handle(msg) {
-                        return;
-                    }
-                }
+                Ok(Msg::Event(e)) => batch.push(e),
+                Ok(other) => control = Some(other),
                 Err(TryRecvError::Empty) => {
-                    // Idle: push buffered lines to the medium.
-                    let _ = flush();
+                    idle = true;
                     break;
                 }
                 Err(TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            write_batch(&mut batch);
+        }
+        match control {
+            Some(Msg::Flush(ack)) => {
+                let _ = ack.send(flush());
+            }
+            Some(Msg::Shutdown(ack)) => {
+                let _ = flush();
+                let _ = ack.send(());
+                return;
+            }
+            Some(Msg::Event(_)) | None => {
+                if idle || gone {
+                    // Idle: push buffered lines to the medium.
                     let _ = flush();
+                }
+                if gone {
                     return;
                 }
             }
