@@ -183,6 +183,7 @@ fn type_only_error_messages_never_read_display() {
             use phi_audit::__private::{
                 ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _,
             };
+            #[allow(clippy::needless_borrow)]
             let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call);
             out.lock().unwrap().push_str(&format!("{o:?}"));
             call.finish(o);
