@@ -203,19 +203,41 @@ fn run_threads(
 }
 
 fn audit_variant(run: &Run) -> Measured {
-    use phi_audit::{Actor, AuditContext, Config, JsonlFileSink, LedgerSink, NonBlocking};
+    use phi_audit::{
+        Actor, AuditContext, Config, FsyncPolicy, JsonlFileSink, JsonlOptions, LedgerOptions,
+        LedgerSink, NonBlocking,
+    };
+    // tracing-appender never syncs; neither do these, so the comparison is
+    // like for like (the default policy, fsync every event, is a durability
+    // choice; with the non-blocking worker it costs one sync per batch).
+    let jsonl = |p: &Path| {
+        JsonlFileSink::open_with(
+            p,
+            JsonlOptions {
+                fsync: FsyncPolicy::Never,
+                ..JsonlOptions::default()
+            },
+        )
+        .unwrap()
+    };
     let config = Config::new("bench-service")
         .environment("bench")
         .build()
         .unwrap();
     let guard = match run.variant.as_str() {
-        "jsonl-nonblocking" => {
-            let file = JsonlFileSink::open(&run.path).unwrap();
-            phi_audit::init(config, NonBlocking::builder(file).capacity(8192).build())
-        }
-        "jsonl-sync" => phi_audit::init(config, JsonlFileSink::open(&run.path).unwrap()),
+        "jsonl-nonblocking" => phi_audit::init(
+            config,
+            NonBlocking::builder(jsonl(&run.path))
+                .capacity(8192)
+                .build(),
+        ),
+        "jsonl-sync" => phi_audit::init(config, jsonl(&run.path)),
         "ledger-nonblocking" => {
-            let ledger = LedgerSink::open(&run.path).unwrap();
+            let options = LedgerOptions {
+                fsync: FsyncPolicy::Never,
+                ..LedgerOptions::default()
+            };
+            let ledger = LedgerSink::open_with(&run.path, options).unwrap();
             phi_audit::init(config, NonBlocking::builder(ledger).capacity(8192).build())
         }
         other => panic!("unknown variant {other}"),

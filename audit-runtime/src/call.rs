@@ -371,9 +371,9 @@ impl<T, E: Display> ViaDisplay for &&Probe<'_, Result<T, E>> {
             Err(e) => {
                 let ty = short_type_name::<E>();
                 if call.display_allowed() {
-                    let mut msg = String::new();
+                    let mut msg = StackText::new();
                     let _ = write!(msg, "{e}");
-                    Outcome::failure(Text::from_static(ty), msg)
+                    Outcome::failure(Text::from_static(ty), msg.into_text())
                 } else {
                     Outcome::failure(Text::from_static(ty), Text::from_static(ty))
                 }
@@ -400,6 +400,49 @@ impl<T: ?Sized> ViaValue for Probe<'_, T> {
     }
 }
 
+/// Formats into a stack buffer, spilling to the heap only for long text, so
+/// an error message costs at most one allocation (none up to 22 bytes).
+struct StackText {
+    buf: [u8; 256],
+    len: usize,
+    spill: Option<String>,
+}
+
+impl StackText {
+    fn new() -> StackText {
+        StackText {
+            buf: [0; 256],
+            len: 0,
+            spill: None,
+        }
+    }
+
+    fn into_text(self) -> Text {
+        match self.spill {
+            Some(s) => Text::from(s),
+            // Only whole `&str`s were copied in, so this is valid UTF-8.
+            None => Text::new(std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()),
+        }
+    }
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Some(spill) = &mut self.spill {
+            spill.push_str(s);
+        } else if self.len + s.len() <= self.buf.len() {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+        } else {
+            let mut spill = String::with_capacity(self.len + s.len());
+            spill.push_str(std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default());
+            spill.push_str(s);
+            self.spill = Some(spill);
+        }
+        Ok(())
+    }
+}
+
 /// `my_app::errors::AppError<T>` → `AppError`.
 pub fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
@@ -413,6 +456,17 @@ pub fn short_type_name<T: ?Sized>() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_text_spills_long_messages_intact() {
+        let mut t = StackText::new();
+        let long = "é".repeat(200);
+        write!(t, "{}{}", "a", long).unwrap();
+        assert_eq!(t.into_text().as_str(), format!("a{long}"));
+        let mut t = StackText::new();
+        write!(t, "short").unwrap();
+        assert_eq!(t.into_text(), "short");
+    }
 
     #[test]
     fn short_names() {

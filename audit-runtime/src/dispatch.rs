@@ -318,15 +318,13 @@ impl Dispatch {
                 stats.add_truncated(1);
             }
             if let Some(msg) = &mut o.error_message {
-                let cleaned = if cfg.sanitize_errors {
-                    crate::sanitize::sanitize_message(msg, cfg.max_error_message)
-                } else {
-                    crate::sanitize::cap_chars(msg.to_string(), cfg.max_error_message)
-                };
-                if msg.char_len() > cfg.max_error_message {
+                let max = cfg.max_error_message;
+                if cfg.sanitize_errors && !crate::sanitize::is_clean(msg) {
+                    *msg = Text::from(crate::sanitize::sanitize_message(msg, max));
+                } else if let Some(cut) = msg.truncated(max) {
+                    *msg = cut;
                     stats.add_truncated(1);
                 }
-                *msg = Text::from(cleaned);
             }
             // The schema needs a non-empty message on FAILURE: fall back to the type.
             if o.status == OutcomeStatus::Failure

@@ -12,6 +12,7 @@ pub mod checkpoint;
 mod config;
 mod context;
 mod dispatch;
+mod encode;
 pub mod event;
 mod ids;
 pub mod integrity;

@@ -21,10 +21,35 @@
 /// assert_eq!(s, "no chart for [SSN], mail [EMAIL] or [PHONE]");
 /// ```
 pub fn sanitize_message(msg: &str, max_chars: usize) -> String {
+    if is_clean(msg) {
+        return cap_chars(msg.to_owned(), max_chars);
+    }
     let collapsed = collapse_whitespace(msg);
     let no_email = redact_emails(&collapsed);
     let out = redact_digit_patterns(&no_email);
     cap_chars(out, max_chars)
+}
+
+/// True when sanitizing `msg` would not change it: no digit, no `@`, no
+/// control character, and single spaces only between words.
+pub fn is_clean(msg: &str) -> bool {
+    let b = msg.as_bytes();
+    if b.first() == Some(&b' ') || b.last() == Some(&b' ') {
+        return false;
+    }
+    let mut prev_space = false;
+    for &c in b {
+        match c {
+            b'0'..=b'9' | b'@' => return false,
+            b' ' if prev_space => return false,
+            b' ' => prev_space = true,
+            0..=0x1f | 0x7f => return false,
+            // Non-ASCII: Unicode whitespace or controls may hide in it.
+            0x80.. => return false,
+            _ => prev_space = false,
+        }
+    }
+    true
 }
 
 /// Cuts `s` to at most `max_chars` characters.
@@ -208,6 +233,28 @@ mod tests {
         assert_eq!(s("EMAIL_jane.doe@example.com"), "[EMAIL]");
         assert_eq!(s("SSN_123-45-6789"), "SSN_[SSN]");
         assert_eq!(s("DOB_1990-01-01"), "DOB_[DATE]");
+    }
+
+    #[test]
+    fn clean_fast_path_agrees_with_the_full_pass() {
+        for m in [
+            "plain words here",
+            "a  b",
+            " a",
+            "a ",
+            "x\ty",
+            "jane@x.org",
+            "r2",
+            "héllo",
+            "",
+            "a-b_c.d",
+        ] {
+            if is_clean(m) {
+                assert_eq!(sanitize_message(m, 500), m, "{m:?}");
+            }
+        }
+        assert!(is_clean("patient record unavailable"));
+        assert!(!is_clean("call 555-123-4567"));
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl Timestamp {
 
     /// Writes the RFC 3339 form into `out` (exactly 24 bytes for years 0..=9999).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.rfc3339_bytes());
+    }
+
+    /// The RFC 3339 form as ASCII bytes, on the stack.
+    pub fn rfc3339_bytes(self) -> [u8; 24] {
         let ms = self.0.rem_euclid(1000) as u32;
         let secs = self.0.div_euclid(1000);
         let days = secs.div_euclid(86_400);
@@ -71,12 +76,11 @@ impl Timestamp {
         let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
         if !(0..=9999).contains(&y) {
             // Outside what RFC 3339 can express; clamp rather than write garbage.
-            out.extend_from_slice(if y < 0 {
+            return *if y < 0 {
                 b"0000-01-01T00:00:00.000Z"
             } else {
                 b"9999-12-31T23:59:59.999Z"
-            });
-            return;
+            };
         }
         let y = y as u32;
         let mut b = [0u8; 24];
@@ -99,7 +103,7 @@ impl Timestamp {
         b[21] = b'0' + (ms / 10 % 10) as u8;
         b[22] = b'0' + (ms % 10) as u8;
         b[23] = b'Z';
-        out.extend_from_slice(&b);
+        b
     }
 
     /// Parses RFC 3339 (`T` or space separator, any fraction, `Z` or `±HH:MM`).
@@ -212,9 +216,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut v = Vec::with_capacity(24);
-        self.write_rfc3339(&mut v);
-        f.write_str(std::str::from_utf8(&v).map_err(|_| fmt::Error)?)
+        let b = self.rfc3339_bytes();
+        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -233,9 +236,8 @@ impl std::str::FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut v = Vec::with_capacity(24);
-        self.write_rfc3339(&mut v);
-        s.serialize_str(std::str::from_utf8(&v).map_err(serde::ser::Error::custom)?)
+        let b = self.rfc3339_bytes();
+        s.serialize_str(std::str::from_utf8(&b).map_err(serde::ser::Error::custom)?)
     }
 }
 

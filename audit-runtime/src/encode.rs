@@ -1,0 +1,247 @@
+//! A hand-written compact JSON encoder for [`AuditEvent`], the sinks' hot
+//! path. Its output is byte for byte what `serde_json::to_vec(&event)` writes
+//! (field order, escapes, number forms); a test holds it to that.
+
+use crate::event::{AuditEvent, Correlation, Delegation, Http, Integrity};
+use crate::metadata::{MetaValue, Metadata};
+use crate::text::Text;
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// 0: copy as is; otherwise the escape letter (`u` for `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Writes `s` as a JSON string.
+pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.push(b'\\');
+            out.push(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Writes `,"key":` (or `"key":` for the first member).
+fn key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    out.push(b'"');
+    out.extend_from_slice(k.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>) {
+    if let Some(v) = v {
+        key(out, first, k);
+        str(out, v);
+    }
+}
+
+fn int(out: &mut Vec<u8>, v: i128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    let neg = v < 0;
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if neg {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn meta_value(out: &mut Vec<u8>, v: &MetaValue) {
+    match v {
+        MetaValue::Null => out.extend_from_slice(b"null"),
+        MetaValue::Bool(true) => out.extend_from_slice(b"true"),
+        MetaValue::Bool(false) => out.extend_from_slice(b"false"),
+        MetaValue::Int(i) => int(out, i128::from(*i)),
+        MetaValue::UInt(u) => int(out, i128::from(*u)),
+        // serde_json's own float form (and `null` for non-finite values).
+        MetaValue::Float(f) => {
+            if serde_json::to_writer(&mut *out, f).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+        MetaValue::Str(s) => str(out, s),
+    }
+}
+
+fn metadata(out: &mut Vec<u8>, m: &Metadata) {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in m.iter() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        str(out, k);
+        out.push(b':');
+        meta_value(out, v);
+    }
+    out.push(b'}');
+}
+
+fn correlation(out: &mut Vec<u8>, c: &Correlation) {
+    out.push(b'{');
+    let mut f = true;
+    opt(out, &mut f, "request_id", &c.request_id);
+    opt(out, &mut f, "trace_id", &c.trace_id);
+    opt(out, &mut f, "session_id", &c.session_id);
+    out.push(b'}');
+}
+
+fn http(out: &mut Vec<u8>, h: &Http) {
+    out.push(b'{');
+    let mut f = true;
+    if let Some(m) = h.method {
+        key(out, &mut f, "method");
+        str(out, m.as_str());
+    }
+    opt(out, &mut f, "route_template", &h.route_template);
+    if let Some(c) = h.status_code {
+        key(out, &mut f, "status_code");
+        int(out, i128::from(c));
+    }
+    opt(out, &mut f, "client_ip", &h.client_ip);
+    opt(out, &mut f, "user_agent", &h.user_agent);
+    out.push(b'}');
+}
+
+fn integrity(out: &mut Vec<u8>, i: &Integrity) {
+    out.push(b'{');
+    let mut f = true;
+    opt(out, &mut f, "event_hash", &i.event_hash);
+    opt(out, &mut f, "prev_event_hash", &i.prev_event_hash);
+    if let Some(a) = i.hash_alg {
+        key(out, &mut f, "hash_alg");
+        str(out, a.as_str());
+    }
+    out.push(b'}');
+}
+
+fn delegation(out: &mut Vec<u8>, d: &Delegation) {
+    // Rare (schema 2.0 agents only): serde's output is the reference form.
+    if serde_json::to_writer(&mut *out, d).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+}
+
+/// Appends the compact JSON of `e` to `out`.
+pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
+    out.extend_from_slice(b"{\"schema_version\":");
+    str(out, e.schema_version.as_str());
+    out.extend_from_slice(b",\"event_id\":\"");
+    let mut id = [0u8; 36];
+    out.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut id).as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    out.extend_from_slice(&e.timestamp.rfc3339_bytes());
+    out.extend_from_slice(b"\",\"service\":{\"name\":");
+    str(out, &e.service.name);
+    let mut f = false;
+    opt(out, &mut f, "environment", &e.service.environment);
+    opt(out, &mut f, "version", &e.service.version);
+
+    out.extend_from_slice(b"},\"actor\":{\"subject_id\":");
+    let a = &e.actor;
+    str(out, &a.subject_id);
+    out.extend_from_slice(b",\"subject_type\":");
+    str(out, a.subject_type.as_str());
+    opt(out, &mut f, "org_id", &a.org_id);
+    opt(out, &mut f, "owner_org_id", &a.owner_org_id);
+    if let Some(roles) = &a.roles {
+        key(out, &mut f, "roles");
+        out.push(b'[');
+        for (i, r) in roles.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            str(out, r);
+        }
+        out.push(b']');
+    }
+
+    out.extend_from_slice(b"},\"action\":{\"type\":");
+    str(out, e.action.kind.as_str());
+    opt(out, &mut f, "name", &e.action.name);
+    if let Some(p) = e.action.phi_touched {
+        key(out, &mut f, "phi_touched");
+        out.extend_from_slice(if p { b"true" } else { b"false" });
+    }
+    if let Some(c) = e.action.data_classification {
+        key(out, &mut f, "data_classification");
+        str(out, c.as_str());
+    }
+
+    out.extend_from_slice(b"},\"resource\":{\"type\":");
+    str(out, &e.resource.kind);
+    opt(out, &mut f, "id", &e.resource.id);
+    opt(out, &mut f, "patient_id", &e.resource.patient_id);
+
+    out.extend_from_slice(b"},\"outcome\":{\"status\":");
+    str(out, e.outcome.status.as_str());
+    opt(out, &mut f, "error_type", &e.outcome.error_type);
+    opt(out, &mut f, "error_message", &e.outcome.error_message);
+    out.push(b'}');
+
+    if let Some(c) = &e.correlation {
+        out.extend_from_slice(b",\"correlation\":");
+        correlation(out, c);
+    }
+    if let Some(h) = &e.http {
+        out.extend_from_slice(b",\"http\":");
+        http(out, h);
+    }
+    if let Some(d) = &e.delegation {
+        out.extend_from_slice(b",\"delegation\":");
+        delegation(out, d);
+    }
+    if !e.metadata.is_empty() {
+        out.extend_from_slice(b",\"metadata\":");
+        metadata(out, &e.metadata);
+    }
+    if let Some(i) = &e.integrity {
+        out.extend_from_slice(b",\"integrity\":");
+        integrity(out, i);
+    }
+    out.push(b'}');
+}
