@@ -245,3 +245,152 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     }
     out.push(b'}');
 }
+
+// ---------------------------------------------------------------------------
+// Canonical form for chain hashing: keys sorted at every depth, Python's float
+// repr, no `integrity`. Struct keys are known, so they are written in sorted
+// order directly; only metadata keys are sorted at run time.
+// ---------------------------------------------------------------------------
+
+fn c_meta_value(out: &mut Vec<u8>, v: &MetaValue) {
+    match v {
+        MetaValue::Float(f) => crate::integrity::write_python_float(*f, out),
+        other => meta_value(out, other),
+    }
+}
+
+/// Appends the canonical JSON of `e` without its `integrity` block.
+pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
+    let mut f = true;
+    out.push(b'{');
+
+    key(out, &mut f, "action");
+    out.push(b'{');
+    let mut g = true;
+    if let Some(c) = e.action.data_classification {
+        key(out, &mut g, "data_classification");
+        str(out, c.as_str());
+    }
+    opt(out, &mut g, "name", &e.action.name);
+    if let Some(p) = e.action.phi_touched {
+        key(out, &mut g, "phi_touched");
+        out.extend_from_slice(if p { b"true" } else { b"false" });
+    }
+    key(out, &mut g, "type");
+    str(out, e.action.kind.as_str());
+    out.push(b'}');
+
+    key(out, &mut f, "actor");
+    out.push(b'{');
+    let a = &e.actor;
+    let mut g = true;
+    opt(out, &mut g, "org_id", &a.org_id);
+    opt(out, &mut g, "owner_org_id", &a.owner_org_id);
+    if let Some(roles) = &a.roles {
+        key(out, &mut g, "roles");
+        out.push(b'[');
+        for (i, r) in roles.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            str(out, r);
+        }
+        out.push(b']');
+    }
+    key(out, &mut g, "subject_id");
+    str(out, &a.subject_id);
+    key(out, &mut g, "subject_type");
+    str(out, a.subject_type.as_str());
+    out.push(b'}');
+
+    if let Some(c) = &e.correlation {
+        key(out, &mut f, "correlation");
+        out.push(b'{');
+        let mut g = true;
+        opt(out, &mut g, "request_id", &c.request_id);
+        opt(out, &mut g, "session_id", &c.session_id);
+        opt(out, &mut g, "trace_id", &c.trace_id);
+        out.push(b'}');
+    }
+    if let Some(d) = &e.delegation {
+        key(out, &mut f, "delegation");
+        match serde_json::to_value(d) {
+            Ok(v) => crate::integrity::canonical_json(&v, out),
+            Err(_) => out.extend_from_slice(b"{}"),
+        }
+    }
+    key(out, &mut f, "event_id");
+    out.push(b'"');
+    let mut id = [0u8; 36];
+    out.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut id).as_bytes());
+    out.push(b'"');
+    if let Some(h) = &e.http {
+        key(out, &mut f, "http");
+        out.push(b'{');
+        let mut g = true;
+        opt(out, &mut g, "client_ip", &h.client_ip);
+        if let Some(m) = h.method {
+            key(out, &mut g, "method");
+            str(out, m.as_str());
+        }
+        opt(out, &mut g, "route_template", &h.route_template);
+        if let Some(c) = h.status_code {
+            key(out, &mut g, "status_code");
+            int(out, i128::from(c));
+        }
+        opt(out, &mut g, "user_agent", &h.user_agent);
+        out.push(b'}');
+    }
+    if !e.metadata.is_empty() {
+        key(out, &mut f, "metadata");
+        let mut entries: Vec<(&Text, &MetaValue)> = e.metadata.iter().collect();
+        // Byte order of UTF-8 is code point order, which is how Python sorts.
+        entries.sort_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
+        out.push(b'{');
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            str(out, k);
+            out.push(b':');
+            c_meta_value(out, v);
+        }
+        out.push(b'}');
+    }
+
+    key(out, &mut f, "outcome");
+    out.push(b'{');
+    let mut g = true;
+    opt(out, &mut g, "error_message", &e.outcome.error_message);
+    opt(out, &mut g, "error_type", &e.outcome.error_type);
+    key(out, &mut g, "status");
+    str(out, e.outcome.status.as_str());
+    out.push(b'}');
+
+    key(out, &mut f, "resource");
+    out.push(b'{');
+    let mut g = true;
+    opt(out, &mut g, "id", &e.resource.id);
+    opt(out, &mut g, "patient_id", &e.resource.patient_id);
+    key(out, &mut g, "type");
+    str(out, &e.resource.kind);
+    out.push(b'}');
+
+    key(out, &mut f, "schema_version");
+    str(out, e.schema_version.as_str());
+
+    key(out, &mut f, "service");
+    out.push(b'{');
+    let mut g = true;
+    opt(out, &mut g, "environment", &e.service.environment);
+    key(out, &mut g, "name");
+    str(out, &e.service.name);
+    opt(out, &mut g, "version", &e.service.version);
+    out.push(b'}');
+
+    key(out, &mut f, "timestamp");
+    out.push(b'"');
+    out.extend_from_slice(&e.timestamp.rfc3339_bytes());
+    out.push(b'"');
+    out.push(b'}');
+}

@@ -207,33 +207,9 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Appends `s` as a JSON string the way Python's `json.dumps` writes it with
 /// `ensure_ascii=False`.
 pub fn write_python_str(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // Python's escapes with ensure_ascii=False are serde_json's: `"`, `\\`,
+    // `\n`, `\r`, `\t`, `\b`, `\f`, other controls as lowercase `\u00XX`.
+    crate::encode::str(out, s);
 }
 
 fn write_int<I: fmt::Display>(i: I, out: &mut Vec<u8>) {
@@ -402,6 +378,11 @@ impl Canonicalizer {
     pub fn event_bytes(&mut self, event: &AuditEvent) -> Result<&[u8], CanonicalError> {
         self.out.clear();
         self.entries.clear();
+        if event.metadata.iter().all(|(_, v)| !v.is_non_finite()) {
+            // Known keys in sorted order, written directly.
+            crate::encode::canonical_event(&mut self.out, event);
+            return Ok(&self.out);
+        }
         let r = event.serialize(CanonSer { st: self, depth: 0 });
         match r {
             Ok(()) => Ok(&self.out),

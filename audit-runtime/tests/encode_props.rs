@@ -1,4 +1,5 @@
-//! The hand-written encoder writes exactly what serde_json writes.
+//! The hand-written encoders write exactly what serde_json writes, and the
+//! canonical form the generic (Python-compatible) canonicalizer writes.
 
 use audit_runtime::{
     Action, ActionType, Actor, AuditEvent, Correlation, DataClassification, HashAlg, Http,
@@ -104,6 +105,19 @@ fn hand_encoder_matches_serde() {
                     prop_assert_eq!(
                         String::from_utf8(ours).unwrap(),
                         String::from_utf8(theirs).unwrap()
+                    );
+                    // Canonical form: the typed fast path equals the generic
+                    // one over the event's JSON value.
+                    let mut c = audit_runtime::Canonicalizer::new();
+                    let fast = c.event_bytes(&e).unwrap().to_vec();
+                    let mut slow = Vec::new();
+                    audit_runtime::integrity::canonical_event_json(
+                        &serde_json::to_value(&e).unwrap(),
+                        &mut slow,
+                    );
+                    prop_assert_eq!(
+                        String::from_utf8(fast).unwrap(),
+                        String::from_utf8(slow).unwrap()
                     );
                     Ok(())
                 })
