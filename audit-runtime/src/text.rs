@@ -60,11 +60,12 @@ impl Text {
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Static(s) => s,
-            Repr::Inline { len, buf } => {
-                // The buffer only ever holds a prefix copied from a `&str` of
-                // exactly `len` bytes, so it is valid UTF-8.
-                std::str::from_utf8(&buf[..*len as usize]).unwrap_or_default()
-            }
+            // SAFETY: `Inline` is only built by `Text::new`, which copies all
+            // `len` bytes of a `&str` (valid UTF-8, never cut) into `buf`;
+            // the fields are private and never mutated afterwards.
+            Repr::Inline { len, buf } => unsafe {
+                std::str::from_utf8_unchecked(buf.get_unchecked(..*len as usize))
+            },
             Repr::Shared(s) => s,
         }
     }

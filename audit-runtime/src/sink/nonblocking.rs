@@ -1,7 +1,8 @@
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -89,6 +90,102 @@ impl Counters {
     }
 }
 
+/// The bounded queue between callers and the worker: a mutex-guarded deque
+/// the worker swaps out whole, so it takes everything queued with one lock,
+/// and wakes blocked callers once per batch rather than once per event.
+struct Queue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    capacity: usize,
+}
+
+struct QueueState {
+    msgs: VecDeque<Msg>,
+    /// Events in `msgs` (control messages do not count toward capacity).
+    events: usize,
+    /// Set by the worker when it stops: later sends fail.
+    closed: bool,
+    consumer_waiting: bool,
+    producers_waiting: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // The state is a deque and counters: a panic elsewhere cannot leave
+        // it inconsistent, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an event; `Err` gives it back with the reason.
+    fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(SinkError::Closed);
+            }
+            if st.events < self.capacity {
+                break;
+            }
+            if !block {
+                return Err(SinkError::QueueFull);
+            }
+            st.producers_waiting += 1;
+            st = self.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.producers_waiting -= 1;
+        }
+        st.msgs.push_back(Msg::Event(event));
+        st.events += 1;
+        let wake = st.consumer_waiting;
+        drop(st);
+        if wake {
+            self.not_empty.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a control message behind everything queued (never blocks).
+    fn push_control(&self, msg: Msg) -> bool {
+        let mut st = self.lock();
+        if st.closed {
+            return false;
+        }
+        st.msgs.push_back(msg);
+        let wake = st.consumer_waiting;
+        drop(st);
+        if wake {
+            self.not_empty.notify_one();
+        }
+        true
+    }
+
+    /// Worker side: waits for messages and moves all of them into `into`.
+    fn take_all(&self, into: &mut VecDeque<Msg>) {
+        let mut st = self.lock();
+        while st.msgs.is_empty() {
+            st.consumer_waiting = true;
+            st = self.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.consumer_waiting = false;
+        }
+        std::mem::swap(&mut st.msgs, into);
+        st.events = 0;
+        let wake = st.producers_waiting > 0;
+        drop(st);
+        if wake {
+            self.not_full.notify_all();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().msgs.is_empty()
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.not_full.notify_all();
+    }
+}
+
 /// Runs any sink on one worker thread behind a bounded queue, so callers only
 /// pay for moving the event into the queue. Encoding, hashing and I/O happen
 /// on the worker, in order.
@@ -110,7 +207,7 @@ impl Counters {
 ///     .build();
 /// ```
 pub struct NonBlocking {
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
     policy: FullPolicy,
     counters: Arc<Counters>,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -166,19 +263,32 @@ impl<S: Sink> NonBlockingBuilder<S> {
     /// # Panics
     /// If the operating system refuses to start a thread.
     pub fn build(self) -> NonBlocking {
-        let (tx, rx) = mpsc::sync_channel(self.capacity);
+        let queue = Arc::new(Queue {
+            state: Mutex::new(QueueState {
+                msgs: VecDeque::with_capacity(self.capacity),
+                events: 0,
+                closed: false,
+                consumer_waiting: false,
+                producers_waiting: 0,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            capacity: self.capacity,
+        });
         let counters = Arc::new(Counters::default());
         let worker = {
             let counters = counters.clone();
+            let queue = queue.clone();
             let inner = self.inner;
             let report = self.report_errors;
+            let capacity = self.capacity;
             std::thread::Builder::new()
                 .name(self.thread_name)
-                .spawn(move || run_worker(inner, rx, &counters, report))
+                .spawn(move || run_worker(inner, &queue, capacity, &counters, report))
                 .expect("failed to spawn the phi-audit sink worker thread")
         };
         NonBlocking {
-            tx,
+            queue,
             policy: self.policy,
             counters,
             worker: Mutex::new(Some(worker)),
@@ -212,38 +322,17 @@ impl NonBlocking {
     /// waiting at most `timeout`. Later writes fail with [`SinkError::Closed`].
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let deadline = std::time::Instant::now() + timeout;
-        let mut msg = Msg::Shutdown(ack_tx);
-        // Enqueue the stop behind everything already queued, without waiting
-        // past the deadline for room.
-        enum Sent {
-            Queued,
-            WorkerGone,
-            TimedOut,
-        }
-        let sent = loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break Sent::Queued,
-                Err(TrySendError::Disconnected(_)) => break Sent::WorkerGone,
-                Err(TrySendError::Full(m)) => {
-                    if std::time::Instant::now() >= deadline {
-                        break Sent::TimedOut;
-                    }
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        };
-        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        let completed = match sent {
-            Sent::TimedOut => false,
-            Sent::Queued => match ack_rx.recv_timeout(remaining) {
+        // The stop goes behind everything already queued.
+        let completed = if self.queue.push_control(Msg::Shutdown(ack_tx)) {
+            match ack_rx.recv_timeout(timeout) {
                 Ok(()) => true,
                 Err(RecvTimeoutError::Timeout) => false,
                 // The worker stopped on an earlier shutdown request.
                 Err(RecvTimeoutError::Disconnected) => true,
-            },
-            Sent::WorkerGone => true,
+            }
+        } else {
+            // Already closed by an earlier shutdown.
+            true
         };
         if completed {
             self.join();
@@ -263,20 +352,17 @@ impl NonBlocking {
     }
 
     fn enqueue(&self, event: AuditEvent) -> Result<(), SinkError> {
-        let msg = Msg::Event(event);
-        let r = match self.policy {
-            FullPolicy::Block => self.tx.send(msg).map_err(|_| SinkError::Closed),
-            FullPolicy::Drop => match self.tx.try_send(msg) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) => {
-                    self.counters.dropped.fetch_add(1, Ordering::AcqRel);
-                    Err(SinkError::QueueFull)
-                }
-                Err(TrySendError::Disconnected(_)) => Err(SinkError::Closed),
-            },
-        };
-        if r.is_ok() {
-            self.counters.enqueued.fetch_add(1, Ordering::AcqRel);
+        let r = self
+            .queue
+            .push_event(event, self.policy == FullPolicy::Block);
+        match &r {
+            Ok(()) => {
+                self.counters.enqueued.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(SinkError::QueueFull) => {
+                self.counters.dropped.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => {}
         }
         r
     }
@@ -293,9 +379,9 @@ impl Sink for NonBlocking {
 
     fn flush(&self) -> Result<(), SinkError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        self.tx
-            .send(Msg::Flush(ack_tx))
-            .map_err(|_| SinkError::Closed)?;
+        if !self.queue.push_control(Msg::Flush(ack_tx)) {
+            return Err(SinkError::Closed);
+        }
         match ack_rx.recv() {
             Ok(r) => r,
             Err(_) => Err(SinkError::Closed),
@@ -306,7 +392,7 @@ impl Sink for NonBlocking {
 impl Drop for NonBlocking {
     fn drop(&mut self) {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Shutdown(ack_tx)).is_ok() {
+        if self.queue.push_control(Msg::Shutdown(ack_tx)) {
             let _ = ack_rx.recv();
         }
         self.join();
@@ -316,7 +402,13 @@ impl Drop for NonBlocking {
 /// Most events handed to the inner sink at once.
 const MAX_BATCH: usize = 1024;
 
-fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report: bool) {
+fn run_worker<S: Sink>(
+    inner: S,
+    queue: &Queue,
+    capacity: usize,
+    counters: &Counters,
+    report: bool,
+) {
     crate::dispatch::mark_sink_thread();
     let write_batch = |batch: &mut Vec<AuditEvent>| {
         let n = batch.len() as u64;
@@ -351,54 +443,60 @@ fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report:
         }
     };
     let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
-        // Gather what is queued (up to MAX_BATCH events) behind the first
-        // message; a control message ends the batch, keeping order.
-        let mut control = None;
-        let mut idle = false;
-        let mut gone = false;
-        match first {
-            Msg::Event(e) => batch.push(e),
-            other => control = Some(other),
-        }
-        while control.is_none() && batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Msg::Event(e)) => batch.push(e),
-                Ok(other) => control = Some(other),
-                Err(TryRecvError::Empty) => {
-                    idle = true;
-                    break;
+    let mut taken: VecDeque<Msg> = VecDeque::with_capacity(capacity);
+    loop {
+        queue.take_all(&mut taken);
+        while let Some(msg) = taken.pop_front() {
+            match msg {
+                Msg::Event(e) => {
+                    batch.push(e);
+                    if batch.len() >= MAX_BATCH {
+                        write_batch(&mut batch);
+                    }
                 }
-                Err(TryRecvError::Disconnected) => {
-                    gone = true;
-                    break;
+                Msg::Flush(ack) => {
+                    if !batch.is_empty() {
+                        write_batch(&mut batch);
+                    }
+                    let _ = ack.send(flush());
+                }
+                Msg::Shutdown(ack) => {
+                    if !batch.is_empty() {
+                        write_batch(&mut batch);
+                    }
+                    queue.close();
+                    // Anything queued behind the stop is written too: it was
+                    // accepted before `closed` was set.
+                    let mut rest = VecDeque::new();
+                    if !queue.is_empty() {
+                        queue.take_all(&mut rest);
+                    }
+                    for m in taken.drain(..).chain(rest) {
+                        match m {
+                            Msg::Event(e) => batch.push(e),
+                            Msg::Flush(a) => drop(a),
+                            Msg::Shutdown(a) => {
+                                let _ = a.send(());
+                            }
+                        }
+                    }
+                    if !batch.is_empty() {
+                        write_batch(&mut batch);
+                    }
+                    let _ = flush();
+                    let _ = ack.send(());
+                    return;
                 }
             }
         }
         if !batch.is_empty() {
             write_batch(&mut batch);
         }
-        match control {
-            Some(Msg::Flush(ack)) => {
-                let _ = ack.send(flush());
-            }
-            Some(Msg::Shutdown(ack)) => {
-                let _ = flush();
-                let _ = ack.send(());
-                return;
-            }
-            Some(Msg::Event(_)) | None => {
-                if idle || gone {
-                    // Idle: push buffered lines to the medium.
-                    let _ = flush();
-                }
-                if gone {
-                    return;
-                }
-            }
+        if queue.is_empty() {
+            // Idle: push buffered lines to the medium.
+            let _ = flush();
         }
     }
-    let _ = flush();
 }
 
 #[cfg(test)]
