@@ -227,9 +227,7 @@ fn audit_variant(run: &Run) -> Measured {
     let guard = match run.variant.as_str() {
         "jsonl-nonblocking" => phi_audit::init(
             config,
-            NonBlocking::builder(jsonl(&run.path))
-                .capacity(8192)
-                .build(),
+            NonBlocking::new(jsonl(\&run.path)),
         ),
         "jsonl-sync" => phi_audit::init(config, jsonl(&run.path)),
         "ledger-nonblocking" => {
@@ -238,7 +236,7 @@ fn audit_variant(run: &Run) -> Measured {
                 ..LedgerOptions::default()
             };
             let ledger = LedgerSink::open_with(&run.path, options).unwrap();
-            phi_audit::init(config, NonBlocking::builder(ledger).capacity(8192).build())
+            phi_audit::init(config, NonBlocking::new(ledger))
         }
         other => panic!("unknown variant {other}"),
     }

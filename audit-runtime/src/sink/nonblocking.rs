@@ -233,7 +233,8 @@ pub struct NonBlockingBuilder<S> {
 }
 
 impl<S: Sink> NonBlockingBuilder<S> {
-    /// Queue capacity in events (default 8192; at least 1).
+    /// Queue capacity in events (default 4096; at least 1). Memory is about
+    /// twice this many events (the queue and the batch being written).
     pub fn capacity(mut self, events: usize) -> Self {
         self.capacity = events.max(1);
         self
@@ -297,7 +298,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
 }
 
 impl NonBlocking {
-    /// Wraps `inner` with the defaults: 8192 events, [`FullPolicy::Block`].
+    /// Wraps `inner` with the defaults: 4096 events, [`FullPolicy::Block`].
     pub fn new(inner: impl Sink) -> NonBlocking {
         NonBlocking::builder(inner).build()
     }
@@ -306,7 +307,7 @@ impl NonBlocking {
     pub fn builder<S: Sink>(inner: S) -> NonBlockingBuilder<S> {
         NonBlockingBuilder {
             inner,
-            capacity: 8192,
+            capacity: 4096,
             policy: FullPolicy::Block,
             thread_name: "phi-audit-sink".into(),
             report_errors: false,
