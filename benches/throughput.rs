@@ -225,10 +225,7 @@ fn audit_variant(run: &Run) -> Measured {
         .build()
         .unwrap();
     let guard = match run.variant.as_str() {
-        "jsonl-nonblocking" => phi_audit::init(
-            config,
-            NonBlocking::new(jsonl(\&run.path)),
-        ),
+        "jsonl-nonblocking" => phi_audit::init(config, NonBlocking::new(jsonl(&run.path))),
         "jsonl-sync" => phi_audit::init(config, jsonl(&run.path)),
         "ledger-nonblocking" => {
             let options = LedgerOptions {
