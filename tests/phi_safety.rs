@@ -204,3 +204,85 @@ static SITE: phi_audit::__private::CallSite = phi_audit::__private::CallSite {
     phi_touched: Some(true),
     classification: None,
 };
+
+mod audited_calls {
+    use super::*;
+    use phi_audit::audited;
+
+    #[derive(Debug)]
+    pub struct NotFound(pub Phi<String>);
+
+    impl std::fmt::Display for NotFound {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "no chart for {}", self.0)
+        }
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = pseudonym(name), patient = patient_id,
+              metadata(reason = reason))]
+    pub fn read_chart(
+        patient_id: &str,
+        #[phi] name: &str,
+        #[phi] note: &str,
+        reason: &'static str,
+    ) -> Result<usize, NotFound> {
+        let words = note.split(' ').count();
+        phi_audit::record!(kind = "chart");
+        if words > 3 {
+            return Err(NotFound(Phi::new(name.to_string())));
+        }
+        if name.contains("PANIC") {
+            panic!("crash while reading {name}: {note}");
+        }
+        Ok(words)
+    }
+
+    #[audited(action = "READ", resource = "Note")]
+    pub async fn read_note(#[phi] text: String) -> usize {
+        tokio::task::yield_now().await;
+        text.len()
+    }
+}
+
+#[test]
+fn synthetic_phi_through_audited_functions_never_reaches_any_output() {
+    let memory = MemorySink::new();
+    let key = PseudonymKey::new(b"another-key-of-32-bytes-length!!").unwrap();
+    let d = Dispatch::new(
+        Config::new("phi-test").pseudonym_key(key).build().unwrap(),
+        FanOut::new().with(memory.clone()).with(TracingSink::new()),
+    );
+    let logs = capture::All::default();
+    tracing::subscriber::with_default(logs.clone(), || {
+        with_dispatch(&d, || {
+            for t in TOKENS {
+                let _ = audited_calls::read_chart("p-1", t, t, "treatment");
+                let _ = audited_calls::read_chart("p-1", t, &format!("{t} {t} {t} {t}"), "care");
+                let panicky = format!("PANIC_{t}");
+                let hook = std::panic::take_hook();
+                std::panic::set_hook(Box::new(|_| {}));
+                let r =
+                    std::panic::catch_unwind(|| audited_calls::read_chart("p-1", &panicky, t, "x"));
+                std::panic::set_hook(hook);
+                assert!(r.is_err());
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for t in TOKENS {
+            rt.block_on(d.scope(audited_calls::read_note(t.to_string())));
+        }
+    });
+    let events = memory.events();
+    assert_eq!(events.len(), TOKENS.len() * 4);
+    let mut out = format!("{events:?}\n");
+    for e in &events {
+        out.push_str(&e.to_json());
+        out.push('\n');
+    }
+    out.push_str(&logs.0.lock().unwrap());
+    assert_clean("audited-call output", &out);
+    assert!(out.contains("\"error_type\":\"Panic\""));
+    assert!(out.contains("[PHI REDACTED]"));
+}
