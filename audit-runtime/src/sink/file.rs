@@ -437,20 +437,10 @@ impl Sink for JsonlFileSink {
     }
 
     fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
-        let all = events.len() as u64;
         let mut w = match self.lock() {
             Ok(w) if !w.is_closed() => w,
-            Ok(_) => {
-                events.clear();
-                return Err(BatchError {
-                    failed: all,
-                    error: SinkError::Closed,
-                });
-            }
-            Err(error) => {
-                events.clear();
-                return Err(BatchError { failed: all, error });
-            }
+            Ok(_) => return Err(BatchError::all(events, SinkError::Closed)),
+            Err(error) => return Err(BatchError::all(events, error)),
         };
         w.begin_batch();
         let mut failed = 0;

@@ -392,20 +392,10 @@ impl Sink for LedgerSink {
     }
 
     fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
-        let all = events.len() as u64;
         let mut guard = match self.lock() {
             Ok(g) if !g.closed => g,
-            Ok(_) => {
-                events.clear();
-                return Err(BatchError {
-                    failed: all,
-                    error: SinkError::Closed,
-                });
-            }
-            Err(error) => {
-                events.clear();
-                return Err(BatchError { failed: all, error });
-            }
+            Ok(_) => return Err(BatchError::all(events, SinkError::Closed)),
+            Err(error) => return Err(BatchError::all(events, error)),
         };
         let s = &mut *guard;
         s.w.begin_batch();

@@ -87,6 +87,15 @@ impl std::error::Error for BatchError {
     }
 }
 
+impl BatchError {
+    /// Fails every event of `events` (clearing it) with `error`.
+    pub(crate) fn all(events: &mut Vec<AuditEvent>, error: SinkError) -> BatchError {
+        let failed = events.len() as u64;
+        events.clear();
+        BatchError { failed, error }
+    }
+}
+
 /// A destination for audit events.
 ///
 /// Implement [`Sink::write`]; override [`Sink::write_owned`] when the sink can
