@@ -445,7 +445,8 @@ impl Sink for JsonlFileSink {
         w.begin_batch();
         let mut failed = 0;
         let mut first = None;
-        for event in events.drain(..) {
+        // Encode in place (no move of each event out of the vector).
+        for event in events.iter() {
             let buf = w.buffer();
             let mark = buf.len();
             event.write_json(buf);
@@ -455,6 +456,7 @@ impl Sink for JsonlFileSink {
                 first.get_or_insert(SinkError::Io(e));
             }
         }
+        events.clear();
         if let Err((n, e)) = w.end_batch() {
             failed += n;
             first.get_or_insert(SinkError::Io(e));

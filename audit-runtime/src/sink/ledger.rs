@@ -401,12 +401,14 @@ impl Sink for LedgerSink {
         s.w.begin_batch();
         let mut failed = 0;
         let mut first = None;
-        for event in events.drain(..) {
-            if let Err(e) = s.append(&event) {
+        // Hash and encode in place (no move of each event out of the vector).
+        for event in events.iter() {
+            if let Err(e) = s.append(event) {
                 failed += 1;
                 first.get_or_insert(e);
             }
         }
+        events.clear();
         let before = s.w.file_len();
         let r = s.w.end_batch();
         s.settle(before);
