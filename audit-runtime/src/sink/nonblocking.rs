@@ -1,4 +1,3 @@
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
@@ -60,11 +59,8 @@ impl ShutdownReport {
     }
 }
 
-// Events move into the queue by value: boxing would cost an allocation per
-// event on the caller's thread.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Event(AuditEvent),
+/// A control message, ordered among the events by its position.
+enum Control {
     Flush(SyncSender<Result<(), SinkError>>),
     Shutdown(SyncSender<()>),
 }
@@ -101,9 +97,9 @@ struct Queue {
 }
 
 struct QueueState {
-    msgs: VecDeque<Msg>,
-    /// Events in `msgs` (control messages do not count toward capacity).
-    events: usize,
+    events: Vec<AuditEvent>,
+    /// Control messages with the number of events queued before each.
+    controls: Vec<(usize, Control)>,
     /// Set by the worker when it stops: later sends fail.
     closed: bool,
     consumer_waiting: bool,
@@ -112,19 +108,19 @@ struct QueueState {
 
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // The state is a deque and counters: a panic elsewhere cannot leave
-        // it inconsistent, so a poisoned lock is still usable.
+        // The state is vectors and flags: a panic elsewhere cannot leave it
+        // inconsistent, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an event; `Err` gives it back with the reason.
+    /// Queues an event (waiting for room when `block`).
     fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
         let mut st = self.lock();
         loop {
             if st.closed {
                 return Err(SinkError::Closed);
             }
-            if st.events < self.capacity {
+            if st.events.len() < self.capacity {
                 break;
             }
             if !block {
@@ -134,8 +130,7 @@ impl Queue {
             st = self.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
             st.producers_waiting -= 1;
         }
-        st.msgs.push_back(Msg::Event(event));
-        st.events += 1;
+        st.events.push(event);
         let wake = st.consumer_waiting;
         drop(st);
         if wake {
@@ -145,12 +140,13 @@ impl Queue {
     }
 
     /// Queues a control message behind everything queued (never blocks).
-    fn push_control(&self, msg: Msg) -> bool {
+    fn push_control(&self, msg: Control) -> bool {
         let mut st = self.lock();
         if st.closed {
             return false;
         }
-        st.msgs.push_back(msg);
+        let at = st.events.len();
+        st.controls.push((at, msg));
         let wake = st.consumer_waiting;
         drop(st);
         if wake {
@@ -159,16 +155,17 @@ impl Queue {
         true
     }
 
-    /// Worker side: waits for messages and moves all of them into `into`.
-    fn take_all(&self, into: &mut VecDeque<Msg>) {
+    /// Worker side: waits for work and swaps everything queued into the
+    /// (empty) vectors given, handing their capacity back to the queue.
+    fn take_all(&self, events: &mut Vec<AuditEvent>, controls: &mut Vec<(usize, Control)>) {
         let mut st = self.lock();
-        while st.msgs.is_empty() {
+        while st.events.is_empty() && st.controls.is_empty() {
             st.consumer_waiting = true;
             st = self.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
             st.consumer_waiting = false;
         }
-        std::mem::swap(&mut st.msgs, into);
-        st.events = 0;
+        std::mem::swap(&mut st.events, events);
+        std::mem::swap(&mut st.controls, controls);
         let wake = st.producers_waiting > 0;
         drop(st);
         if wake {
@@ -177,7 +174,8 @@ impl Queue {
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().msgs.is_empty()
+        let st = self.lock();
+        st.events.is_empty() && st.controls.is_empty()
     }
 
     fn close(&self) {
@@ -266,8 +264,8 @@ impl<S: Sink> NonBlockingBuilder<S> {
     pub fn build(self) -> NonBlocking {
         let queue = Arc::new(Queue {
             state: Mutex::new(QueueState {
-                msgs: VecDeque::with_capacity(self.capacity),
-                events: 0,
+                events: Vec::with_capacity(self.capacity),
+                controls: Vec::new(),
                 closed: false,
                 consumer_waiting: false,
                 producers_waiting: 0,
@@ -324,7 +322,7 @@ impl NonBlocking {
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         // The stop goes behind everything already queued.
-        let completed = if self.queue.push_control(Msg::Shutdown(ack_tx)) {
+        let completed = if self.queue.push_control(Control::Shutdown(ack_tx)) {
             match ack_rx.recv_timeout(timeout) {
                 Ok(()) => true,
                 Err(RecvTimeoutError::Timeout) => false,
@@ -380,7 +378,7 @@ impl Sink for NonBlocking {
 
     fn flush(&self) -> Result<(), SinkError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if !self.queue.push_control(Msg::Flush(ack_tx)) {
+        if !self.queue.push_control(Control::Flush(ack_tx)) {
             return Err(SinkError::Closed);
         }
         match ack_rx.recv() {
@@ -393,15 +391,12 @@ impl Sink for NonBlocking {
 impl Drop for NonBlocking {
     fn drop(&mut self) {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        if self.queue.push_control(Msg::Shutdown(ack_tx)) {
+        if self.queue.push_control(Control::Shutdown(ack_tx)) {
             let _ = ack_rx.recv();
         }
         self.join();
     }
 }
-
-/// Most events handed to the inner sink at once.
-const MAX_BATCH: usize = 1024;
 
 fn run_worker<S: Sink>(
     inner: S,
@@ -443,56 +438,58 @@ fn run_worker<S: Sink>(
             Err(SinkError::Other("sink panicked while flushing".into()))
         }
     };
-    let mut batch: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
-    let mut taken: VecDeque<Msg> = VecDeque::with_capacity(capacity);
+    let mut events: Vec<AuditEvent> = Vec::with_capacity(capacity);
+    let mut controls: Vec<(usize, Control)> = Vec::new();
     loop {
-        queue.take_all(&mut taken);
-        while let Some(msg) = taken.pop_front() {
-            match msg {
-                Msg::Event(e) => {
-                    batch.push(e);
-                    if batch.len() >= MAX_BATCH {
-                        write_batch(&mut batch);
-                    }
+        queue.take_all(&mut events, &mut controls);
+        if controls.is_empty() {
+            // The common case: one batch, handed over without moving events.
+            if !events.is_empty() {
+                write_batch(&mut events);
+            }
+        } else {
+            // Events before each control message go first, in order.
+            let mut written = 0;
+            for (at, ctl) in controls.drain(..) {
+                if at > written {
+                    let mut segment: Vec<AuditEvent> = events.drain(..at - written).collect();
+                    write_batch(&mut segment);
+                    written = at;
                 }
-                Msg::Flush(ack) => {
-                    if !batch.is_empty() {
-                        write_batch(&mut batch);
+                match ctl {
+                    Control::Flush(ack) => {
+                        let _ = ack.send(flush());
                     }
-                    let _ = ack.send(flush());
-                }
-                Msg::Shutdown(ack) => {
-                    if !batch.is_empty() {
-                        write_batch(&mut batch);
-                    }
-                    queue.close();
-                    // Anything queued behind the stop is written too: it was
-                    // accepted before `closed` was set.
-                    let mut rest = VecDeque::new();
-                    if !queue.is_empty() {
-                        queue.take_all(&mut rest);
-                    }
-                    for m in taken.drain(..).chain(rest) {
-                        match m {
-                            Msg::Event(e) => batch.push(e),
-                            Msg::Flush(a) => drop(a),
-                            Msg::Shutdown(a) => {
+                    Control::Shutdown(ack) => {
+                        queue.close();
+                        // Everything accepted before `closed` was set is
+                        // written too: what follows the stop here, and
+                        // whatever is still in the queue.
+                        let mut rest = Vec::new();
+                        let mut rest_controls = Vec::new();
+                        if !queue.is_empty() {
+                            queue.take_all(&mut rest, &mut rest_controls);
+                        }
+                        events.append(&mut rest);
+                        if !events.is_empty() {
+                            write_batch(&mut events);
+                        }
+                        let _ = flush();
+                        for (_, c) in rest_controls {
+                            if let Control::Shutdown(a) = c {
                                 let _ = a.send(());
                             }
                         }
+                        let _ = ack.send(());
+                        return;
                     }
-                    if !batch.is_empty() {
-                        write_batch(&mut batch);
-                    }
-                    let _ = flush();
-                    let _ = ack.send(());
-                    return;
                 }
             }
+            if !events.is_empty() {
+                write_batch(&mut events);
+            }
         }
-        if !batch.is_empty() {
-            write_batch(&mut batch);
-        }
+        events.clear();
         if queue.is_empty() {
             // Idle: push buffered lines to the medium.
             let _ = flush();
