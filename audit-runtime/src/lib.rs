@@ -15,6 +15,7 @@ pub mod event;
 mod ids;
 mod metadata;
 mod phi;
+pub mod report;
 pub mod sanitize;
 pub mod schema;
 pub mod sink;
@@ -41,6 +42,11 @@ pub use schema::DowngradePolicy;
 pub use sink::{
     FanOut, FullPolicy, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
     ShutdownReport, Sink, SinkError, StdoutSink, TracingSink, TRACING_TARGET,
+};
+#[cfg(feature = "postgres")]
+pub use sink::{
+    ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
+    PostgresStore, PurgeReport,
 };
 pub use stats::StatsSnapshot;
 pub use text::Text;

@@ -9,6 +9,8 @@ mod fanout;
 // mod file;
 mod memory;
 mod nonblocking;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod stdout;
 mod tracing_sink;
 
@@ -16,6 +18,11 @@ pub use fanout::FanOut;
 // pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 pub use memory::MemorySink;
 pub use nonblocking::{FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
+    PostgresStore, PurgeReport,
+};
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
@@ -93,6 +100,26 @@ pub trait Sink: Send + Sync + 'static {
     fn flush(&self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// The most events this sink wants in one [`Sink::write_batch`] call.
+    /// The default, 1, makes [`NonBlocking`] write event by event; a sink
+    /// with a per-batch cost (a database transaction) returns more, and the
+    /// worker then hands it whatever is already queued, up to this many.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Writes `events` in order, all or nothing: `Ok` means every event was
+    /// written, `Err` that none is to be counted as written. The default
+    /// writes them one by one with [`Sink::write_owned`] (stopping at the
+    /// first error), which is all-or-nothing only for one event; sinks that
+    /// return more than 1 from [`Sink::max_batch`] override it.
+    fn write_batch(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+        for e in events {
+            self.write_owned(e)?;
+        }
+        Ok(())
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Arc<S> {
@@ -105,6 +132,12 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()
     }
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
+    }
+    fn write_batch(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+        (**self).write_batch(events)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -116,5 +149,11 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()
+    }
+    fn max_batch(&self) -> usize {
+        (**self).max_batch()
+    }
+    fn write_batch(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+        (**self).write_batch(events)
     }
 }

@@ -314,6 +314,10 @@ impl Drop for NonBlocking {
 }
 
 fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report: bool) {
+    // Sinks that take batches get whatever is already queued, up to this many.
+    let max_batch = catch_unwind(AssertUnwindSafe(|| inner.max_batch()))
+        .unwrap_or(1)
+        .max(1);
     let write = |event: AuditEvent| {
         match catch_unwind(AssertUnwindSafe(|| inner.write_owned(event))) {
             Ok(Ok(())) => {
@@ -330,6 +334,27 @@ fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report:
                 counters.panics.fetch_add(1, Ordering::AcqRel);
                 if report {
                     tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing an event");
+                }
+            }
+        }
+    };
+    let write_batch = |batch: Vec<AuditEvent>| {
+        let n = batch.len() as u64;
+        match catch_unwind(AssertUnwindSafe(|| inner.write_batch(batch))) {
+            Ok(Ok(())) => {
+                counters.written.fetch_add(n, Ordering::AcqRel);
+            }
+            Ok(Err(e)) => {
+                counters.failed.fetch_add(n, Ordering::AcqRel);
+                if report {
+                    tracing::warn!(target: INTERNAL_TARGET, error = %e, events = n, "audit sink worker failed to write a batch");
+                }
+            }
+            Err(_) => {
+                counters.failed.fetch_add(n, Ordering::AcqRel);
+                counters.panics.fetch_add(1, Ordering::AcqRel);
+                if report {
+                    tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing a batch");
                 }
             }
         }
@@ -357,6 +382,30 @@ fn run_worker<S: Sink>(inner: S, rx: Receiver<Msg>, counters: &Counters, report:
                 let _ = ack.send(());
                 false
             }
+        }
+    };
+    // With batching, an event pulls in the events queued behind it; the first
+    // other message ends the batch and is handled right after it, in order.
+    let handle = |msg: Msg| -> bool {
+        match msg {
+            Msg::Event(first) if max_batch > 1 => {
+                let mut batch = Vec::with_capacity(max_batch.min(1024));
+                batch.push(first);
+                let mut next = None;
+                while batch.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(Msg::Event(e)) => batch.push(e),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                write_batch(batch);
+                next.is_none_or(&handle)
+            }
+            other => handle(other),
         }
     };
     while let Ok(msg) = rx.recv() {
