@@ -461,7 +461,7 @@ mod tests {
     fn stack_text_spills_long_messages_intact() {
         let mut t = StackText::new();
         let long = "é".repeat(200);
-        write!(t, "{}{}", "a", long).unwrap();
+        write!(t, "a{long}").unwrap();
         assert_eq!(t.into_text().as_str(), format!("a{long}"));
         let mut t = StackText::new();
         write!(t, "short").unwrap();

@@ -18,6 +18,7 @@ mod ids;
 pub mod integrity;
 mod metadata;
 mod phi;
+pub mod report;
 pub mod sanitize;
 pub mod schema;
 pub mod sink;
@@ -54,6 +55,11 @@ pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
     Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink, TRACING_TARGET,
+};
+#[cfg(feature = "postgres")]
+pub use sink::{
+    ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
+    PostgresStore, PurgeReport,
 };
 pub use stats::StatsSnapshot;
 pub use text::Text;

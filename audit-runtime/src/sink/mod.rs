@@ -10,6 +10,8 @@ mod file;
 mod ledger;
 mod memory;
 mod nonblocking;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod stdout;
 mod tracing_sink;
 
@@ -19,6 +21,11 @@ pub use ledger::{LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
 pub use memory::MemorySink;
 pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
+};
+#[cfg(feature = "postgres")]
+pub use postgres::{
+    ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
+    PostgresStore, PurgeReport,
 };
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};

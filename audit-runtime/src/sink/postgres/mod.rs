@@ -1,0 +1,737 @@
+//! [`PostgresSink`]: audit events into a PostgreSQL table (feature `postgres`),
+//! and [`PostgresStore`]: the access-review queries, chain read-back and
+//! retention purge over that table.
+//!
+//! The table (`<schema>.audit_events`) holds one row per event: the query
+//! dimensions as columns and the whole event as `jsonb`. It is append-only (a
+//! trigger refuses UPDATE, DELETE and TRUNCATE); rows leave only through
+//! `<schema>.purge_older_than(interval)`, which refuses anything under six
+//! years unless forced and records the purge as an audit event.
+//!
+//! Run the sink behind [`crate::NonBlocking`]: its worker hands the sink every
+//! event already queued (up to [`PostgresOptions::batch_size`]) and the sink
+//! inserts them in one transaction, `ON CONFLICT (event_id) DO NOTHING`, so a
+//! retried batch never duplicates. On connection loss it reconnects with
+//! backoff and retries the same batch; the queue's full policy (Block by
+//! default) applies meanwhile. Errors are counted ([`PostgresStats`]) and
+//! logged by kind and SQLSTATE, never with event content.
+//!
+//! ```no_run
+//! use audit_runtime::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
+//! use std::sync::Arc;
+//!
+//! let pg = Arc::new(PostgresSink::connect(
+//!     "postgres://audit@db.internal/app",
+//!     PostgresOptions::new().schema("audit").integrity(true),
+//! )?);
+//! let sink = NonBlocking::new(pg.clone());
+//! let dispatch = Dispatch::new(Config::new("chart-service").build()?, sink);
+//! // ... later: pg.stats() for counters.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use postgres::{Client, NoTls, Statement};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{BatchError, Sink, SinkError};
+use crate::config::INTERNAL_TARGET;
+use crate::event::{AuditEvent, HashAlg, Integrity};
+use crate::text::Text;
+
+mod chain;
+mod store;
+
+pub use store::{ChainReadback, ChainVerifyError, PostgresStore, PurgeReport};
+
+const MIGRATION_V1: &str = include_str!("migration_v1.sql");
+
+/// Why connecting, migrating or querying failed. Never contains event
+/// content: database errors are described by SQLSTATE and kind.
+#[derive(Debug)]
+pub enum PostgresError {
+    /// The schema name is not a plain lowercase identifier.
+    InvalidSchema(String),
+    /// The connection URL could not be parsed.
+    InvalidUrl(String),
+    /// Could not connect; check the URL, that the server runs, and credentials.
+    Connect(String),
+    /// The migration failed; the role needs CREATE on the database (first
+    /// run) or the schema was changed by hand.
+    Migration(String),
+    /// A statement failed.
+    Database(String),
+    /// The chain in the table does not verify.
+    Chain(ChainVerifyError),
+}
+
+impl fmt::Display for PostgresError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PostgresError::InvalidSchema(s) => write!(
+                f,
+                "invalid schema name {s:?}: use 1-63 characters of a-z, 0-9 and _, not starting with a digit"
+            ),
+            PostgresError::InvalidUrl(m) => write!(f, "invalid PostgreSQL URL: {m}"),
+            PostgresError::Connect(m) => write!(
+                f,
+                "cannot connect to PostgreSQL ({m}); check the URL, that the server is running and the credentials"
+            ),
+            PostgresError::Migration(m) => write!(
+                f,
+                "applying the phi-audit migration failed ({m}); the role needs CREATE on the database or schema"
+            ),
+            PostgresError::Database(m) => write!(f, "PostgreSQL error: {m}"),
+            PostgresError::Chain(e) => write!(f, "chain verification failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PostgresError {}
+
+/// Describes a client error without event content: SQLSTATE and, for the
+/// classes whose messages name only objects or connection state, the message.
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            let safe = ["08", "28", "3D", "3F", "42", "53", "55", "57", "P0"]
+                .iter()
+                .any(|p| code.starts_with(p));
+            if safe {
+                format!("SQLSTATE {code}: {}", db.message())
+            } else {
+                format!("SQLSTATE {code}")
+            }
+        }
+        None if e.is_closed() => "connection closed".to_owned(),
+        // I/O, TLS, protocol and parameter-type errors: no row data in them.
+        None => e.to_string(),
+    }
+}
+
+/// True for errors after which the same batch may succeed on a fresh
+/// connection: connection loss, server shutdown, resource shortage,
+/// serialization failure, deadlock.
+fn is_transient(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true,
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c.starts_with("53")
+                || c == "40001"
+                || c == "40P01"
+                || c == "55P03"
+        }
+    }
+}
+
+/// Options of [`PostgresSink::connect`].
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    schema: String,
+    integrity: bool,
+    batch_size: usize,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+    give_up_after: Option<Duration>,
+    connect_timeout: Duration,
+    report_errors: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "public".into(),
+            integrity: false,
+            batch_size: 1000,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            give_up_after: None,
+            connect_timeout: Duration::from_secs(5),
+            report_errors: true,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The defaults: schema `public`, no integrity, batches of 1000,
+    /// backoff 50 ms doubling to 5 s, retry forever, 5 s connect timeout,
+    /// errors logged.
+    pub fn new() -> PostgresOptions {
+        PostgresOptions::default()
+    }
+
+    /// Schema of the table (created if missing): 1-63 of `a-z`, `0-9`, `_`.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Hash-chain events per service (sha256, bh-audit-logger's rule). The
+    /// chain head is a row locked in each insert transaction, so any number
+    /// of processes can append to the same chain.
+    pub fn integrity(mut self, on: bool) -> Self {
+        self.integrity = on;
+        self
+    }
+
+    /// Most events per insert transaction (default 1000, at least 1).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// First and longest wait between reconnection attempts.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Stop retrying a batch after this long and report it failed (counted
+    /// by [`crate::NonBlocking`] as failed events). Default: retry forever,
+    /// which loses nothing but blocks the queue (and a shutdown without a
+    /// deadline) while the database is down.
+    pub fn give_up_after(mut self, limit: Option<Duration>) -> Self {
+        self.give_up_after = limit;
+        self
+    }
+
+    /// Connect timeout per attempt (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Log errors through `tracing` at [`crate::INTERNAL_TARGET`] (default on;
+    /// SQLSTATE and kind only).
+    pub fn report_errors(mut self, on: bool) -> Self {
+        self.report_errors = on;
+        self
+    }
+}
+
+/// The schema name quoted for SQL, after checking it is a plain identifier.
+pub(crate) fn quoted_schema(schema: &str) -> Result<String, PostgresError> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !schema.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(format!("\"{schema}\""))
+    } else {
+        Err(PostgresError::InvalidSchema(schema.to_owned()))
+    }
+}
+
+/// Creates the schema, table, indexes, trigger and purge function if they are
+/// missing. Idempotent and safe to run from several processes at once.
+pub(crate) fn migrate(client: &mut Client, schema: &str) -> Result<(), PostgresError> {
+    let q = quoted_schema(schema)?;
+    let err = |e: postgres::Error| PostgresError::Migration(describe(&e));
+    let mut tx = client.transaction().map_err(err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(1885434465, hashtext($1))",
+        &[&schema],
+    )
+    .map_err(err)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {q};
+         CREATE TABLE IF NOT EXISTS {q}.phi_audit_migrations (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now());"
+    ))
+    .map_err(err)?;
+    let done = tx
+        .query_opt(
+            &format!("SELECT 1 FROM {q}.phi_audit_migrations WHERE version = 1"),
+            &[],
+        )
+        .map_err(err)?;
+    if done.is_none() {
+        tx.batch_execute(&MIGRATION_V1.replace("{schema}", &q))
+            .map_err(err)?;
+        tx.execute(
+            &format!("INSERT INTO {q}.phi_audit_migrations (version) VALUES (1)"),
+            &[],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+/// Counters of a [`PostgresSink`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PostgresStats {
+    /// Transactions committed.
+    pub batches: u64,
+    /// Events inserted (rows new to the table).
+    pub inserted: u64,
+    /// Events skipped because their `event_id` was already in the table
+    /// (a retry after a commit whose acknowledgement was lost).
+    pub duplicates: u64,
+    /// Batch attempts that failed and were retried.
+    pub retries: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// Errors seen (each failed attempt or connect).
+    pub errors: u64,
+    /// Batches given up on (permanent error or [`PostgresOptions::give_up_after`]).
+    pub failed_batches: u64,
+    /// The last error, described without event content.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct Counters {
+    batches: AtomicU64,
+    inserted: AtomicU64,
+    duplicates: AtomicU64,
+    retries: AtomicU64,
+    reconnects: AtomicU64,
+    errors: AtomicU64,
+    failed_batches: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// A failed attempt: a client error, or a condition no retry fixes.
+enum Attempt {
+    Db(postgres::Error),
+    Permanent(&'static str),
+}
+
+impl From<postgres::Error> for Attempt {
+    fn from(e: postgres::Error) -> Self {
+        Attempt::Db(e)
+    }
+}
+
+type Connector = Box<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>;
+
+struct Conn {
+    client: Client,
+    insert: Statement,
+}
+
+/// Writes audit events into PostgreSQL. See the [module docs](self).
+///
+/// Wrap it in [`crate::NonBlocking`] (batches come from its queue); used
+/// directly, every [`Sink::write`] is one transaction.
+pub struct PostgresSink {
+    connector: Connector,
+    schema: String,
+    quoted: String,
+    options: PostgresOptions,
+    conn: Mutex<Option<Conn>>,
+    counters: Counters,
+}
+
+impl fmt::Debug for PostgresSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSink")
+            .field("schema", &self.schema)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One event ready to insert: columns extracted, JSON normalized.
+struct Row {
+    event_id: Uuid,
+    ts: SystemTime,
+    service: String,
+    cols: [Option<String>; 14],
+    phi_touched: Option<bool>,
+    /// The event without `integrity`, normalized (chained mode only).
+    value: Option<Value>,
+    /// The JSON to store (unchained mode; set after hashing in chained mode).
+    json: String,
+}
+
+fn system_time(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    let t = if ms >= 0 {
+        UNIX_EPOCH.checked_add(d)
+    } else {
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
+    let mut event = event;
+    // The event's own integrity block (from an upstream chaining sink) is
+    // replaced by this table's chain when chaining, kept otherwise.
+    if chained {
+        event.integrity = None;
+    }
+    let mut json = event.to_json();
+    let mut value = None;
+    if chained || json.contains("\\u0000") {
+        let mut v: Value = serde_json::from_str(&json)
+            .map_err(|_| SinkError::Other("event did not serialize to JSON".into()))?;
+        if chain::normalize_for_postgres(&mut v) {
+            // Columns must agree with the stored JSON: rebuild the event from it.
+            event = serde_json::from_value(v.clone())
+                .map_err(|_| SinkError::Other("normalized event does not parse back".into()))?;
+            json = event.to_json();
+        }
+        if chained {
+            value = Some(v);
+        }
+    }
+    let s = |t: &Option<Text>| t.as_ref().map(|t| t.as_str().to_owned());
+    let cols = [
+        Some(event.actor.subject_id.as_str().to_owned()),
+        Some(event.actor.subject_type.as_str().to_owned()),
+        s(&event.actor.org_id),
+        s(&event.actor.owner_org_id),
+        Some(event.action.kind.as_str().to_owned()),
+        s(&event.action.name),
+        event
+            .action
+            .data_classification
+            .map(|c| c.as_str().to_owned()),
+        Some(event.resource.kind.as_str().to_owned()),
+        s(&event.resource.id),
+        s(&event.resource.patient_id),
+        Some(event.outcome.status.as_str().to_owned()),
+        s(&event.outcome.error_type),
+        event.correlation.as_ref().and_then(|c| s(&c.request_id)),
+        event.http.as_ref().and_then(|h| s(&h.client_ip)),
+    ];
+    Ok(Row {
+        event_id: event.event_id,
+        ts: system_time(event.timestamp.unix_millis()),
+        service: event.service.name.as_str().to_owned(),
+        cols,
+        phi_touched: event.action.phi_touched,
+        value,
+        json,
+    })
+}
+
+fn insert_sql(q: &str) -> String {
+    format!(
+        "INSERT INTO {q}.audit_events (event_id, ts, service_name, actor_subject_id, actor_subject_type,
+             actor_org_id, owner_org_id, action_type, action_name, data_classification, resource_type,
+             resource_id, patient_id, outcome_status, error_type, request_id, client_ip, phi_touched,
+             chain_seq, event)
+         SELECT u.id, u.ts, u.svc, u.c0, u.c1, u.c2, u.c3, u.c4, u.c5, u.c6, u.c7, u.c8, u.c9, u.c10,
+                u.c11, u.c12, u.c13, u.phi, u.seq, u.ev::jsonb
+           FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                       $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
+                       $19::int8[], $20::text[])
+                AS u(id, ts, svc, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, phi, seq, ev)
+         ON CONFLICT (event_id) DO NOTHING"
+    )
+}
+
+impl PostgresSink {
+    /// Connects to `url` (`postgres://user@host:port/db`, or a key=value
+    /// string), applies the migration if needed, and returns the sink.
+    /// Plain TCP; for TLS use [`PostgresSink::connect_with`].
+    pub fn connect(url: &str, options: PostgresOptions) -> Result<PostgresSink, PostgresError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| PostgresError::InvalidUrl(e.to_string()))?;
+        config.connect_timeout(options.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("phi-audit");
+        }
+        PostgresSink::connect_with(move || config.connect(NoTls), options)
+    }
+
+    /// Like [`PostgresSink::connect`], with your own way to open a
+    /// connection (TLS, pooled credentials); called again on every
+    /// reconnection.
+    pub fn connect_with<F>(
+        connect: F,
+        options: PostgresOptions,
+    ) -> Result<PostgresSink, PostgresError>
+    where
+        F: Fn() -> Result<Client, postgres::Error> + Send + Sync + 'static,
+    {
+        let quoted = quoted_schema(&options.schema)?;
+        let mut client = connect().map_err(|e| PostgresError::Connect(describe(&e)))?;
+        migrate(&mut client, &options.schema)?;
+        let insert = client
+            .prepare(&insert_sql(&quoted))
+            .map_err(|e| PostgresError::Migration(describe(&e)))?;
+        Ok(PostgresSink {
+            connector: Box::new(connect),
+            schema: options.schema.clone(),
+            quoted,
+            options,
+            conn: Mutex::new(Some(Conn { client, insert })),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The schema this sink writes to.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PostgresStats {
+        let c = &self.counters;
+        PostgresStats {
+            batches: c.batches.load(Ordering::Acquire),
+            inserted: c.inserted.load(Ordering::Acquire),
+            duplicates: c.duplicates.load(Ordering::Acquire),
+            retries: c.retries.load(Ordering::Acquire),
+            reconnects: c.reconnects.load(Ordering::Acquire),
+            errors: c.errors.load(Ordering::Acquire),
+            failed_batches: c.failed_batches.load(Ordering::Acquire),
+            last_error: c
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    fn record_error(&self, what: &str, description: String) {
+        self.counters.errors.fetch_add(1, Ordering::AcqRel);
+        if self.options.report_errors {
+            tracing::warn!(target: INTERNAL_TARGET, error = %description, "{what}");
+        }
+        *self
+            .counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(description);
+    }
+
+    fn open(&self) -> Result<Conn, postgres::Error> {
+        let mut client = (self.connector)()?;
+        let insert = client.prepare(&insert_sql(&self.quoted))?;
+        Ok(Conn { client, insert })
+    }
+
+    /// Inserts `rows` in one transaction, retrying on transient errors with
+    /// backoff until committed (or given up).
+    fn insert_with_retry(&self, mut rows: Vec<Row>) -> Result<(), SinkError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let mut backoff = self.options.backoff_initial;
+        loop {
+            let attempt = match guard.as_mut() {
+                Some(conn) => self
+                    .insert_once(conn, &mut rows)
+                    .map_err(|e| (e, "audit batch insert failed")),
+                None => match self.open() {
+                    Ok(c) => {
+                        self.counters.reconnects.fetch_add(1, Ordering::AcqRel);
+                        let conn = guard.insert(c);
+                        self.insert_once(conn, &mut rows)
+                            .map_err(|e| (e, "audit batch insert failed"))
+                    }
+                    Err(e) => Err((Attempt::Db(e), "connecting to PostgreSQL failed")),
+                },
+            };
+            match attempt {
+                Ok((inserted, dups)) => {
+                    let c = &self.counters;
+                    c.batches.fetch_add(1, Ordering::AcqRel);
+                    c.inserted.fetch_add(inserted, Ordering::AcqRel);
+                    c.duplicates.fetch_add(dups, Ordering::AcqRel);
+                    return Ok(());
+                }
+                Err((e, what)) => {
+                    let (desc, transient) = match &e {
+                        Attempt::Db(e) => (describe(e), is_transient(e)),
+                        Attempt::Permanent(m) => ((*m).to_owned(), false),
+                    };
+                    self.record_error(what, desc.clone());
+                    if transient || guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+                        *guard = None;
+                    }
+                    let out_of_time = self
+                        .options
+                        .give_up_after
+                        .is_some_and(|l| started.elapsed() >= l);
+                    if !transient || out_of_time {
+                        self.counters.failed_batches.fetch_add(1, Ordering::AcqRel);
+                        return Err(SinkError::Other(format!(
+                            "PostgreSQL batch of {} event(s) not written: {desc}",
+                            rows.len()
+                        )));
+                    }
+                    self.counters.retries.fetch_add(1, Ordering::AcqRel);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.options.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// One transaction. Returns (inserted, duplicates).
+    fn insert_once(&self, conn: &mut Conn, rows: &mut [Row]) -> Result<(u64, u64), Attempt> {
+        let q = &self.quoted;
+        let mut tx = conn.client.transaction()?;
+        let n = rows.len() as u64;
+        // (index into rows, chain_seq) of the rows to insert.
+        let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
+        let mut take: Vec<bool> = vec![true; rows.len()];
+        if self.options.integrity {
+            // Skip events already stored (a retry after a lost commit
+            // acknowledgement) and repeated ids, so the chain has no gaps.
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+            let existing: std::collections::HashSet<Uuid> = tx
+                .query(
+                    &format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)"),
+                    &[&ids],
+                )?
+                .iter()
+                .map(|r| r.get::<_, Uuid>(0))
+                .collect();
+            let mut seen = std::collections::HashSet::with_capacity(rows.len());
+            for (i, r) in rows.iter().enumerate() {
+                take[i] = !existing.contains(&r.event_id) && seen.insert(r.event_id);
+            }
+            let mut services: Vec<&str> = rows
+                .iter()
+                .zip(&take)
+                .filter(|(_, t)| **t)
+                .map(|(r, _)| r.service.as_str())
+                .collect();
+            services.sort_unstable();
+            services.dedup();
+            let services: Vec<String> = services.into_iter().map(str::to_owned).collect();
+            // Lock heads in name order (no deadlocks between writers).
+            for svc in &services {
+                tx.execute(
+                    &format!("INSERT INTO {q}.audit_chain_heads (service_name) VALUES ($1) ON CONFLICT DO NOTHING"),
+                    &[svc],
+                )?;
+                let head = tx.query_one(
+                    &format!("SELECT last_seq, last_hash, hash_alg FROM {q}.audit_chain_heads WHERE service_name = $1 FOR UPDATE"),
+                    &[svc],
+                )?;
+                let mut seq: i64 = head.get(0);
+                let mut prev: Option<String> = head.get(1);
+                let alg: String = head.get(2);
+                if alg != HashAlg::Sha256.as_str() {
+                    return Err(Attempt::Permanent(
+                        "the chain head uses a hash algorithm this sink does not write (only sha256)",
+                    ));
+                }
+                for (i, r) in rows.iter_mut().enumerate() {
+                    if !take[i] || r.service != *svc {
+                        continue;
+                    }
+                    let Some(v) = r.value.as_ref() else { continue };
+                    let hash = chain::chain_hash(v, prev.as_deref());
+                    seq += 1;
+                    seqs[i] = Some(seq);
+                    let mut stored = v.clone();
+                    if let Value::Object(m) = &mut stored {
+                        let integrity = Integrity {
+                            event_hash: Some(Text::from(hash.as_str())),
+                            prev_event_hash: prev.as_deref().map(Text::from),
+                            hash_alg: Some(HashAlg::Sha256),
+                        };
+                        if let Ok(iv) = serde_json::to_value(&integrity) {
+                            m.insert("integrity".into(), iv);
+                        }
+                    }
+                    r.json = stored.to_string();
+                    prev = Some(hash);
+                }
+                tx.execute(
+                    &format!("UPDATE {q}.audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE service_name = $1"),
+                    &[svc, &seq, &prev],
+                )?;
+            }
+        }
+        let sel = |i: &usize| take[*i];
+        let idx: Vec<usize> = (0..rows.len()).filter(sel).collect();
+        let ids: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
+        let ts: Vec<SystemTime> = idx.iter().map(|&i| rows[i].ts).collect();
+        let svc: Vec<&str> = idx.iter().map(|&i| rows[i].service.as_str()).collect();
+        let col = |k: usize| -> Vec<Option<&str>> {
+            idx.iter().map(|&i| rows[i].cols[k].as_deref()).collect()
+        };
+        let (c0, c1, c2, c3, c4, c5, c6) = (col(0), col(1), col(2), col(3), col(4), col(5), col(6));
+        let (c7, c8, c9, c10, c11, c12, c13) =
+            (col(7), col(8), col(9), col(10), col(11), col(12), col(13));
+        let phi: Vec<Option<bool>> = idx.iter().map(|&i| rows[i].phi_touched).collect();
+        let seq: Vec<Option<i64>> = idx.iter().map(|&i| seqs[i]).collect();
+        let ev: Vec<&str> = idx.iter().map(|&i| rows[i].json.as_str()).collect();
+        let inserted = tx.execute(
+            &conn.insert,
+            &[
+                &ids, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10, &c11,
+                &c12, &c13, &phi, &seq, &ev,
+            ],
+        )?;
+        tx.commit()?;
+        Ok((inserted, n - inserted))
+    }
+}
+
+impl PostgresSink {
+    /// Inserts `events` in one transaction, all or nothing.
+    fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let chained = self.options.integrity;
+        let rows = events
+            .into_iter()
+            .map(|e| prepare_row(e, chained))
+            .collect::<Result<Vec<Row>, SinkError>>()?;
+        self.insert_with_retry(rows)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
+        self.insert_events(vec![event.clone()])
+    }
+
+    fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
+        self.insert_events(vec![event])
+    }
+
+    /// One transaction per `batch_size` events, each all or nothing.
+    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+        let size = self.options.batch_size.max(1);
+        let mut failed = 0;
+        let mut first = None;
+        while !events.is_empty() {
+            let n = size.min(events.len());
+            let chunk: Vec<AuditEvent> = events.drain(..n).collect();
+            if let Err(e) = self.insert_events(chunk) {
+                failed += n as u64;
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { failed, error }),
+        }
+    }
+
+    /// Nothing is buffered: every batch is committed before `write_batch`
+    /// returns.
+    fn flush(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
