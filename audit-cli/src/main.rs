@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use audit_runtime::checkpoint::checkpoint_path;
+use audit_runtime::report::{self, FailedLoginsByIp, Query};
 use audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
-use audit_runtime::{CheckpointVerifyingKey, SchemaVersion};
+use audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::progress::Progress;
@@ -38,12 +39,24 @@ enum Command {
   phi-audit verify audit.jsonl --public-key ledger.pub --format json
   phi-audit verify audit.jsonl.2 --anchor <last event_hash of audit.jsonl.1>
   cat audit.jsonl | phi-audit verify -
+  phi-audit verify --postgres postgres://audit@db/app --service chart-service
 
 Checkpoints are read from PATH.checkpoints when --public-key is given.
 Exit codes: 0 PASS, 1 FAIL, 2 ERROR (unreadable, not JSON lines).")]
     Verify {
-        /// Ledger file (JSON lines), or `-` for standard input.
-        path: String,
+        /// Ledger file (JSON lines), or `-` for standard input. Omit with --postgres.
+        #[arg(required_unless_present = "postgres")]
+        path: Option<String>,
+        /// Verify the chain of one service read back from a PostgreSQL table
+        /// written by `PostgresSink` (needs --service).
+        #[arg(long, value_name = "URL", requires = "service", conflicts_with_all = ["path", "public_key", "checkpoints", "anchor"])]
+        postgres: Option<String>,
+        /// Service whose chain to verify (with --postgres).
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Schema (namespace) of the audit table (with --postgres).
+        #[arg(long = "pg-schema", value_name = "SCHEMA", default_value = "public")]
+        pg_schema: String,
         /// Ed25519 public key file (32 raw bytes or 64 hex characters).
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
@@ -56,6 +69,51 @@ Exit codes: 0 PASS, 1 FAIL, 2 ERROR (unreadable, not JSON lines).")]
         /// Report format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Access-review reports over a JSONL file or the PostgreSQL table.
+    #[command(after_help = "Examples:
+  phi-audit report audit.jsonl --query patient --patient p-42 --since 2026-08-01T00:00:00Z
+  phi-audit report audit.jsonl --query failures --format csv
+  phi-audit report --postgres postgres://audit@db/app --query cross-org --format json
+  phi-audit report --postgres postgres://audit@db/app --query failed-logins --threshold 5
+
+Queries: all, patient (--patient), actor (--actor), exports, failures (FAILURE and DENIED),
+resource (--resource-type), phi-24h, cross-org, failed-logins (per client IP over --threshold).
+--since/--until (RFC 3339) narrow any query. Exit codes: 0 done, 2 unreadable input or bad arguments.")]
+    Report {
+        /// Event file (JSON lines), or `-` for standard input. Omit with --postgres.
+        #[arg(required_unless_present = "postgres")]
+        path: Option<String>,
+        /// Read from the PostgreSQL table written by `PostgresSink`.
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        postgres: Option<String>,
+        /// Schema (namespace) of the audit table (with --postgres).
+        #[arg(long = "pg-schema", value_name = "SCHEMA", default_value = "public")]
+        pg_schema: String,
+        /// Which report.
+        #[arg(long, value_enum)]
+        query: ReportQuery,
+        /// Patient id (for `patient`).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Actor subject id (for `actor`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Resource type (for `resource`).
+        #[arg(long = "resource-type")]
+        resource_type: Option<String>,
+        /// Only events at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Failed logins per IP above this count (for `failed-logins`).
+        #[arg(long, default_value_t = 5)]
+        threshold: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
     },
     /// Validate every event against bh-audit-schema.
     #[command(after_help = "Examples:
@@ -81,6 +139,37 @@ Exit codes: 0 all valid, 1 some invalid, 2 unreadable.")]
 enum Format {
     Text,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum ReportQuery {
+    All,
+    Patient,
+    Actor,
+    Exports,
+    Failures,
+    Resource,
+    #[value(name = "phi-24h")]
+    Phi24h,
+    CrossOrg,
+    FailedLogins,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Csv,
+}
+
+impl From<ReportFormat> for report::Format {
+    fn from(f: ReportFormat) -> report::Format {
+        match f {
+            ReportFormat::Text => report::Format::Text,
+            ReportFormat::Json => report::Format::Json,
+            ReportFormat::Csv => report::Format::Csv,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -113,12 +202,59 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Verify {
+            postgres: Some(url),
+            service,
+            pg_schema,
+            format,
+            ..
+        } => run_verify_postgres(
+            &url,
+            &pg_schema,
+            service.as_deref().unwrap_or_default(),
+            format,
+        ),
+        Command::Verify {
             path,
             public_key,
             checkpoints,
             anchor,
             format,
-        } => run_verify(&path, public_key, checkpoints, anchor, format),
+            ..
+        } => run_verify(
+            path.as_deref().unwrap_or("-"),
+            public_key,
+            checkpoints,
+            anchor,
+            format,
+        ),
+        Command::Report {
+            path,
+            postgres,
+            pg_schema,
+            query,
+            patient,
+            actor,
+            resource_type,
+            since,
+            until,
+            threshold,
+            format,
+        } => {
+            let source = match (&postgres, path) {
+                (Some(url), _) => Source::Postgres(url.clone(), pg_schema),
+                (None, p) => Source::File(p.unwrap_or_else(|| "-".into())),
+            };
+            let args = ReportArgs {
+                query,
+                patient,
+                actor,
+                resource_type,
+                since,
+                until,
+                threshold,
+            };
+            run_report(source, &args, format.into())
+        }
         Command::Validate {
             path,
             schema,
@@ -429,4 +565,181 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
     } else {
         EXIT_OK
     }
+}
+
+enum Source {
+    File(String),
+    Postgres(String, String),
+}
+
+struct ReportArgs {
+    query: ReportQuery,
+    patient: Option<String>,
+    actor: Option<String>,
+    resource_type: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    threshold: u64,
+}
+
+fn parse_time(flag: &str, v: &Option<String>) -> Result<Option<Timestamp>, String> {
+    match v {
+        None => Ok(None),
+        Some(s) => Timestamp::parse_rfc3339(s)
+            .map(Some)
+            .map_err(|e| format!("--{flag}: {e} (expected e.g. 2026-08-01T00:00:00Z)")),
+    }
+}
+
+fn build_query(a: &ReportArgs) -> Result<Query, String> {
+    let need = |v: &Option<String>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| format!("this query needs --{flag}"))
+    };
+    let mut q = match a.query {
+        ReportQuery::All | ReportQuery::FailedLogins => Query::all(),
+        ReportQuery::Patient => Query {
+            patient_id: Some(need(&a.patient, "patient")?),
+            ..Query::all()
+        },
+        ReportQuery::Actor => Query {
+            actor_subject_id: Some(need(&a.actor, "actor")?),
+            ..Query::all()
+        },
+        ReportQuery::Exports => Query::all().action(ActionType::Export),
+        ReportQuery::Failures => Query::failures_and_denials(),
+        ReportQuery::Resource => Query::resource_type(need(&a.resource_type, "resource-type")?),
+        ReportQuery::Phi24h => Query::phi_last_24h(Timestamp::now()),
+        ReportQuery::CrossOrg => Query::cross_org(),
+    };
+    if let Some(t) = parse_time("since", &a.since)? {
+        q = q.since(t);
+    }
+    if let Some(t) = parse_time("until", &a.until)? {
+        q = q.until(t);
+    }
+    Ok(q)
+}
+
+fn run_report(source: Source, a: &ReportArgs, format: report::Format) -> u8 {
+    let query = match build_query(a) {
+        Ok(q) => q,
+        Err(e) => return error(e),
+    };
+    let mut logins = FailedLoginsByIp::over(a.threshold);
+    logins.since = query.since;
+    logins.until = query.until;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result: Result<(), String> = match source {
+        Source::File(path) => {
+            let reader = match open_input(&path) {
+                Ok(r) => r,
+                Err(e) => return error(e),
+            };
+            if a.query == ReportQuery::FailedLogins {
+                report::failed_logins_jsonl(reader, &logins)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(groups, invalid)| {
+                        if invalid > 0 {
+                            eprintln!("phi-audit: warning: {invalid} line(s) were not valid events and were skipped");
+                        }
+                        report::render_groups(&groups, "client_ip", format, &mut out)
+                            .map_err(|e| e.to_string())
+                    })
+            } else {
+                let mut failure = None;
+                let rows = report::query_jsonl(reader, &query).map_while(|r| match r {
+                    Ok(row) => Some(row),
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        None
+                    }
+                });
+                let r = report::render(rows, format, &mut out).map_err(|e| e.to_string());
+                match failure {
+                    Some(f) => Err(f),
+                    None => r.map(|_| ()),
+                }
+            }
+        }
+        Source::Postgres(url, schema) => {
+            report_postgres(&url, &schema, a, &query, &logins, format, &mut out)
+        }
+    };
+    let flushed = out.flush().map_err(|e| e.to_string());
+    match result.and(flushed) {
+        Ok(()) => EXIT_OK,
+        Err(e) => error(e),
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn report_postgres(
+    url: &str,
+    schema: &str,
+    a: &ReportArgs,
+    query: &Query,
+    logins: &FailedLoginsByIp,
+    format: report::Format,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let mut store =
+        audit_runtime::PostgresStore::connect(url, schema).map_err(|e| e.to_string())?;
+    if a.query == ReportQuery::FailedLogins {
+        let groups = store
+            .failed_logins_by_ip(logins)
+            .map_err(|e| e.to_string())?;
+        report::render_groups(&groups, "client_ip", format, out).map_err(|e| e.to_string())
+    } else {
+        let rows = store.query(query).map_err(|e| e.to_string())?;
+        report::render(rows, format, out)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn report_postgres(
+    _url: &str,
+    _schema: &str,
+    _a: &ReportArgs,
+    _query: &Query,
+    _logins: &FailedLoginsByIp,
+    _format: report::Format,
+    _out: &mut dyn Write,
+) -> Result<(), String> {
+    Err("this phi-audit was built without the `postgres` feature".into())
+}
+
+#[cfg(feature = "postgres")]
+fn run_verify_postgres(url: &str, schema: &str, service: &str, format: Format) -> u8 {
+    let mut store = match audit_runtime::PostgresStore::connect(url, schema) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let chain = match store.read_chain(service) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let (result, code) = match chain.verify() {
+        Ok(n) => (
+            format!("PASS: {n} chained event(s) of service {service:?} verified"),
+            EXIT_OK,
+        ),
+        Err(e) => (format!("FAIL: {e}"), EXIT_FAIL),
+    };
+    match format {
+        Format::Text => println!("{result}"),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({"source": "postgres", "service": service, "result": if code == EXIT_OK { "PASS" } else { "FAIL" }, "message": result})
+        ),
+    }
+    code
+}
+
+#[cfg(not(feature = "postgres"))]
+fn run_verify_postgres(_url: &str, _schema: &str, _service: &str, _format: Format) -> u8 {
+    error("this phi-audit was built without the `postgres` feature")
 }
