@@ -456,7 +456,17 @@ impl PostgresStore {
                 ),
                 &[&age, &force],
             )
-            .map_err(pg)?;
+            .map_err(|e| match e.code().map(|c| c.code()) {
+                Some("22023") => PostgresError::Database(
+                    "purge refused: audit events must be kept six years (HIPAA, 45 CFR 164.530(j)); \
+                     pass force = true only if your retention policy allows less"
+                        .into(),
+                ),
+                Some("22007") | Some("22P02") => PostgresError::Database(format!(
+                    "{age:?} is not a PostgreSQL interval; write e.g. \"6 years\" or \"2200 days\""
+                )),
+                _ => pg(e),
+            })?;
         let removed: i64 = row.try_get(0).map_err(pg)?;
         Ok(PurgeReport {
             removed: u64::try_from(removed).unwrap_or(0),
