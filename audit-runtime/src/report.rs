@@ -66,7 +66,11 @@ impl Query {
     }
 
     /// All access to patient `patient_id` in `[since, until)`.
-    pub fn patient_access(patient_id: impl Into<String>, since: Timestamp, until: Timestamp) -> Query {
+    pub fn patient_access(
+        patient_id: impl Into<String>,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Query {
         Query {
             patient_id: Some(patient_id.into()),
             since: Some(since),
@@ -76,7 +80,11 @@ impl Query {
     }
 
     /// All actions by actor `subject_id` in `[since, until)`.
-    pub fn actor_activity(subject_id: impl Into<String>, since: Timestamp, until: Timestamp) -> Query {
+    pub fn actor_activity(
+        subject_id: impl Into<String>,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Query {
         Query {
             actor_subject_id: Some(subject_id.into()),
             since: Some(since),
@@ -110,8 +118,12 @@ impl Query {
     pub fn phi_last_24h(now: Timestamp) -> Query {
         Query {
             phi_only: true,
-            since: Some(Timestamp::from_unix_millis(now.unix_millis().saturating_sub(DAY_MS))),
-            until: Some(Timestamp::from_unix_millis(now.unix_millis().saturating_add(1))),
+            since: Some(Timestamp::from_unix_millis(
+                now.unix_millis().saturating_sub(DAY_MS),
+            )),
+            until: Some(Timestamp::from_unix_millis(
+                now.unix_millis().saturating_add(1),
+            )),
             ..Query::default()
         }
     }
@@ -183,7 +195,8 @@ impl Query {
 }
 
 fn touches_phi(e: &AuditEvent) -> bool {
-    e.action.phi_touched == Some(true) || e.action.data_classification == Some(DataClassification::Phi)
+    e.action.phi_touched == Some(true)
+        || e.action.data_classification == Some(DataClassification::Phi)
 }
 
 fn is_cross_org(e: &AuditEvent) -> bool {
@@ -219,7 +232,10 @@ impl FailedLoginsByIp {
     /// True when `e` is a failed login in the time range with a client IP.
     pub fn counts(&self, e: &AuditEvent) -> bool {
         e.action.kind == ActionType::Login
-            && matches!(e.outcome.status, OutcomeStatus::Failure | OutcomeStatus::Denied)
+            && matches!(
+                e.outcome.status,
+                OutcomeStatus::Failure | OutcomeStatus::Denied
+            )
             && e.http.as_ref().is_some_and(|h| h.client_ip.is_some())
             && self.since.is_none_or(|s| e.timestamp >= s)
             && self.until.is_none_or(|u| e.timestamp < u)
@@ -370,7 +386,10 @@ impl fmt::Display for ReportError {
         match self {
             ReportError::Io(e) => write!(f, "report I/O error: {e}"),
             ReportError::InvalidLine { line } => {
-                write!(f, "line {line} is not a valid audit event (JSON of bh-audit-schema)")
+                write!(
+                    f,
+                    "line {line} is not a valid audit event (JSON of bh-audit-schema)"
+                )
             }
             ReportError::Database(m) => write!(f, "report query failed: {m}"),
         }
@@ -447,7 +466,11 @@ impl<R: BufRead> Iterator for JsonlQuery<'_, R> {
 }
 
 /// Next non-blank line parsed as an event; `Ok(None)` at the end.
-fn next_event<R: BufRead>(r: &mut R, buf: &mut String, line: &mut u64) -> Result<Option<AuditEvent>, ReportError> {
+fn next_event<R: BufRead>(
+    r: &mut R,
+    buf: &mut String,
+    line: &mut u64,
+) -> Result<Option<AuditEvent>, ReportError> {
     loop {
         buf.clear();
         if r.read_line(buf)? == 0 {
@@ -611,7 +634,12 @@ pub fn render_groups<W: Write + ?Sized>(
             out.write_all(b"\n")?;
         }
         Format::Text => {
-            let w = groups.iter().map(|g| g.key.chars().count()).max().unwrap_or(0).max(key_name.len());
+            let w = groups
+                .iter()
+                .map(|g| g.key.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(key_name.len());
             writeln!(out, "{key_name:<w$}  count")?;
             for g in groups {
                 writeln!(out, "{:<w$}  {}", g.key, g.count)?;
@@ -653,8 +681,15 @@ mod tests {
     #[test]
     fn csv_quotes_and_defuses_formulas() {
         let mut out = Vec::new();
-        write_csv_record(&mut out, [Some("a,b"), None, Some("=1+1"), Some("q\"x"), Some("plain")].into_iter()).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a,b\",,\"'=1+1\",\"q\"\"x\",plain\r\n");
+        write_csv_record(
+            &mut out,
+            [Some("a,b"), None, Some("=1+1"), Some("q\"x"), Some("plain")].into_iter(),
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a,b\",,\"'=1+1\",\"q\"\"x\",plain\r\n"
+        );
     }
 
     #[test]

@@ -69,7 +69,13 @@ impl TestSchema {
 
     fn count(&self, sql_where: &str) -> i64 {
         self.client()
-            .query_one(&format!("SELECT count(*) FROM {}.audit_events {sql_where}", self.name), &[])
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}.audit_events {sql_where}",
+                    self.name
+                ),
+                &[],
+            )
             .unwrap()
             .get(0)
     }
@@ -84,7 +90,10 @@ impl Drop for TestSchema {
 }
 
 fn dispatch(service: &str) -> Dispatch {
-    Dispatch::new(Config::new(service.to_owned()).build().unwrap(), MemorySink::new())
+    Dispatch::new(
+        Config::new(service.to_owned()).build().unwrap(),
+        MemorySink::new(),
+    )
 }
 
 /// The synthetic data set: event `n` of a fixed pattern, timestamps from
@@ -116,14 +125,18 @@ fn make_event(d: &Dispatch, n: u64, base: Timestamp) -> AuditEvent {
     let mut b = EventBuilder::new(action, resource)
         .actor(actor)
         .outcome(outcome)
-        .timestamp(Timestamp::from_unix_millis(base.unix_millis() + n as i64 * 1500))
+        .timestamp(Timestamp::from_unix_millis(
+            base.unix_millis() + n as i64 * 1500,
+        ))
         .correlation(Correlation {
             request_id: Some(format!("req-{n}").into()),
             ..Correlation::default()
         })
         .metadata("n", n);
     if action != ActionType::Login {
-        b = b.resource_id(format!("r-{n}")).patient_id(format!("pat-{}", n % 200));
+        b = b
+            .resource_id(format!("r-{n}"))
+            .patient_id(format!("pat-{}", n % 200));
         if n % 4 != 0 {
             b = b.phi_touched(true);
         } else if n % 8 == 0 {
@@ -144,27 +157,40 @@ type Ids = BTreeSet<Uuid>;
 /// predicates (independent of `Query::matches` and of the SQL).
 fn expected_queries(events: &[AuditEvent], now: Timestamp, base: Timestamp) -> Vec<(Query, Ids)> {
     let t = |n: i64| Timestamp::from_unix_millis(base.unix_millis() + n * 1500);
-    let ids = |f: &dyn Fn(&AuditEvent) -> bool| -> Ids { events.iter().filter(|e| f(e)).map(|e| e.event_id).collect() };
+    let ids = |f: &dyn Fn(&AuditEvent) -> bool| -> Ids {
+        events.iter().filter(|e| f(e)).map(|e| e.event_id).collect()
+    };
     let (from, to) = (t(10_000), t(60_000));
     vec![
         (
             Query::patient_access("pat-5", from, to),
-            ids(&|e| e.resource.patient_id.as_deref() == Some("pat-5") && e.timestamp >= from && e.timestamp < to),
+            ids(&|e| {
+                e.resource.patient_id.as_deref() == Some("pat-5")
+                    && e.timestamp >= from
+                    && e.timestamp < to
+            }),
         ),
         (
             Query::actor_activity("user-7", from, to),
             ids(&|e| &*e.actor.subject_id == "user-7" && e.timestamp >= from && e.timestamp < to),
         ),
-        (Query::exports(), ids(&|e| e.action.kind == ActionType::Export)),
+        (
+            Query::exports(),
+            ids(&|e| e.action.kind == ActionType::Export),
+        ),
         (
             Query::failures_and_denials(),
             ids(&|e| e.outcome.status != OutcomeStatus::Success),
         ),
-        (Query::resource_type("Note"), ids(&|e| &*e.resource.kind == "Note")),
+        (
+            Query::resource_type("Note"),
+            ids(&|e| &*e.resource.kind == "Note"),
+        ),
         (
             Query::phi_last_24h(now),
             ids(&|e| {
-                (e.action.phi_touched == Some(true) || e.action.data_classification == Some(DataClassification::Phi))
+                (e.action.phi_touched == Some(true)
+                    || e.action.data_classification == Some(DataClassification::Phi))
                     && e.timestamp.unix_millis() >= now.unix_millis() - 24 * HOUR_MS
                     && e.timestamp <= now
             }),
@@ -178,9 +204,11 @@ fn expected_queries(events: &[AuditEvent], now: Timestamp, base: Timestamp) -> V
         ),
         (
             Query::exports().outcome(OutcomeStatus::Denied).limit(3),
-            ids(&|e| e.action.kind == ActionType::Export && e.outcome.status == OutcomeStatus::Denied)
-                .into_iter()
-                .collect(),
+            ids(&|e| {
+                e.action.kind == ActionType::Export && e.outcome.status == OutcomeStatus::Denied
+            })
+            .into_iter()
+            .collect(),
         ),
     ]
 }
@@ -203,7 +231,10 @@ fn check_limit(q: &Query, want: &Ids, got: &Ids, events: &[AuditEvent]) {
         Some(l) => {
             // The first `l` by (timestamp, id) for PostgreSQL, by file order for
             // JSONL: both are the earliest here (file order is time order).
-            let mut all: Vec<&AuditEvent> = events.iter().filter(|e| want.contains(&e.event_id)).collect();
+            let mut all: Vec<&AuditEvent> = events
+                .iter()
+                .filter(|e| want.contains(&e.event_id))
+                .collect();
             all.sort_by_key(|e| (e.timestamp, e.event_id));
             let first: Ids = all.iter().take(l as usize).map(|e| e.event_id).collect();
             assert_eq!(got, &first, "query {q:?}");
@@ -228,7 +259,10 @@ fn jsonl_report_queries_without_postgres() {
     }
     file.extend_from_slice(b"\nnot json\n");
     for (q, want) in expected_queries(&events, now, base) {
-        assert!(!want.is_empty() || q.limit.is_some(), "empty expectation for {q:?}");
+        assert!(
+            !want.is_empty() || q.limit.is_some(),
+            "empty expectation for {q:?}"
+        );
         let mut bad = 0;
         let got: Ids = report::query_jsonl(BufReader::new(&file[..]), &q)
             .filter_map(|r| match r {
@@ -246,7 +280,8 @@ fn jsonl_report_queries_without_postgres() {
             assert_eq!(bad, 1);
         }
     }
-    let (groups, invalid) = report::failed_logins_jsonl(&file[..], &FailedLoginsByIp::over(5)).unwrap();
+    let (groups, invalid) =
+        report::failed_logins_jsonl(&file[..], &FailedLoginsByIp::over(5)).unwrap();
     assert_eq!(invalid, 1);
     let got: BTreeMap<String, u64> = groups.into_iter().map(|g| (g.key, g.count)).collect();
     let want = expected_failed_logins(&events, 5);
@@ -262,12 +297,21 @@ fn render_text_json_csv() {
     e.actor.subject_id = "=cmd|' /C calc'!A0".into();
     let row = report::ReportRow::from_event(&e);
     let mut csv = Vec::new();
-    assert_eq!(report::render([row.clone()], Format::Csv, &mut csv).unwrap(), 1);
+    assert_eq!(
+        report::render([row.clone()], Format::Csv, &mut csv).unwrap(),
+        1
+    );
     let csv = String::from_utf8(csv).unwrap();
     let mut lines = csv.split("\r\n");
     assert_eq!(lines.next().unwrap(), report::COLUMNS.join(","));
     let line = lines.next().unwrap();
-    assert!(line.starts_with(&format!("{},2023-11-14T22:13:35.000Z,svc,\"'=cmd|' /C calc'!A0\",human,", e.event_id)), "{line}");
+    assert!(
+        line.starts_with(&format!(
+            "{},2023-11-14T22:13:35.000Z,svc,\"'=cmd|' /C calc'!A0\",human,",
+            e.event_id
+        )),
+        "{line}"
+    );
     let mut json = Vec::new();
     report::render([row.clone(), row.clone()], Format::Json, &mut json).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
@@ -277,19 +321,31 @@ fn render_text_json_csv() {
     let mut text = Vec::new();
     report::render([row], Format::Text, &mut text).unwrap();
     let text = String::from_utf8(text).unwrap();
-    assert!(text.contains("EXPORT") && text.ends_with("1 event(s)\n"), "{text}");
+    assert!(
+        text.contains("EXPORT") && text.ends_with("1 event(s)\n"),
+        "{text}"
+    );
     let mut empty = Vec::new();
     report::render(std::iter::empty(), Format::Json, &mut empty).unwrap();
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&empty).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&empty).unwrap(),
+        serde_json::json!([])
+    );
     let mut g = Vec::new();
     report::render_groups(
-        &[report::GroupCount { key: "10.0.0.1".into(), count: 7 }],
+        &[report::GroupCount {
+            key: "10.0.0.1".into(),
+            count: 7,
+        }],
         "client_ip",
         Format::Csv,
         &mut g,
     )
     .unwrap();
-    assert_eq!(String::from_utf8(g).unwrap(), "client_ip,count\r\n10.0.0.1,7\r\n");
+    assert_eq!(
+        String::from_utf8(g).unwrap(),
+        "client_ip,count\r\n10.0.0.1,7\r\n"
+    );
 }
 
 #[test]
@@ -298,7 +354,8 @@ fn hundred_thousand_events_from_four_threads_land_once_and_queries_match() {
     let schema = TestSchema::new(&url, "bulk");
     let now = Timestamp::now();
     let (events, base) = dataset(100_000, now);
-    let pg = Arc::new(PostgresSink::connect(&url, PostgresOptions::new().schema(&schema.name)).unwrap());
+    let pg =
+        Arc::new(PostgresSink::connect(&url, PostgresOptions::new().schema(&schema.name)).unwrap());
     // A second connect migrates nothing and succeeds (idempotent).
     drop(PostgresSink::connect(&url, PostgresOptions::new().schema(&schema.name)).unwrap());
     let sink = Arc::new(NonBlocking::builder(pg.clone()).capacity(8192).build());
@@ -318,7 +375,10 @@ fn hundred_thousand_events_from_four_threads_land_once_and_queries_match() {
     let st = sink.stats();
     assert_eq!((st.written, st.failed, st.dropped), (100_000, 0, 0));
     let ps = pg.stats();
-    assert_eq!((ps.inserted, ps.duplicates, ps.failed_batches), (100_000, 0, 0));
+    assert_eq!(
+        (ps.inserted, ps.duplicates, ps.failed_batches),
+        (100_000, 0, 0)
+    );
     eprintln!(
         "100000 events in {elapsed:?} ({:.0} events/s, {} batches)",
         100_000.0 / elapsed.as_secs_f64(),
@@ -334,7 +394,13 @@ fn hundred_thousand_events_from_four_threads_land_once_and_queries_match() {
     // The stored JSON is the event.
     let mut c = schema.client();
     let v: serde_json::Value = c
-        .query_one(&format!("SELECT event FROM {}.audit_events WHERE event_id = $1", schema.name), &[&events[42].event_id])
+        .query_one(
+            &format!(
+                "SELECT event FROM {}.audit_events WHERE event_id = $1",
+                schema.name
+            ),
+            &[&events[42].event_id],
+        )
         .unwrap()
         .get(0);
     assert_eq!(serde_json::from_value::<AuditEvent>(v).unwrap(), events[42]);
@@ -347,19 +413,26 @@ fn hundred_thousand_events_from_four_threads_land_once_and_queries_match() {
         assert_eq!(got.len(), rows.len(), "duplicate rows for {q:?}");
         check_limit(&q, &want, &got, &events);
         // Rows carry the right columns and come in time order.
-        assert!(rows.windows(2).all(|w| (w[0].timestamp, w[0].event_id) <= (w[1].timestamp, w[1].event_id)));
+        assert!(rows
+            .windows(2)
+            .all(|w| (w[0].timestamp, w[0].event_id) <= (w[1].timestamp, w[1].event_id)));
         let by_id: HashMap<Uuid, &AuditEvent> = events.iter().map(|e| (e.event_id, e)).collect();
         for r in rows.iter().take(50) {
             assert_eq!(r, &report::ReportRow::from_event(by_id[&r.event_id]));
         }
     }
-    let groups = store.failed_logins_by_ip(&FailedLoginsByIp::over(5)).unwrap();
+    let groups = store
+        .failed_logins_by_ip(&FailedLoginsByIp::over(5))
+        .unwrap();
     let got: BTreeMap<String, u64> = groups.into_iter().map(|g| (g.key, g.count)).collect();
     let want = expected_failed_logins(&events, 5);
     assert!(!want.is_empty());
     assert_eq!(got, want);
     // A threshold above every count leaves nothing.
-    assert!(store.failed_logins_by_ip(&FailedLoginsByIp::over(1_000_000)).unwrap().is_empty());
+    assert!(store
+        .failed_logins_by_ip(&FailedLoginsByIp::over(1_000_000))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -436,8 +509,14 @@ fn connection_killed_repeatedly_loses_and_duplicates_nothing() {
     });
     let st = sink.stats();
     let ps = pg.stats();
-    eprintln!("fault test: {} backends terminated; sink {st:?}; postgres {ps:?}", kills.load(Ordering::Acquire));
-    assert!(kills.load(Ordering::Acquire) >= 3, "the killer must have hit the sink");
+    eprintln!(
+        "fault test: {} backends terminated; sink {st:?}; postgres {ps:?}",
+        kills.load(Ordering::Acquire)
+    );
+    assert!(
+        kills.load(Ordering::Acquire) >= 3,
+        "the killer must have hit the sink"
+    );
     assert!(ps.reconnects >= 3 && ps.retries >= 3);
     assert_eq!((st.written, st.failed), (total, 0));
     assert_eq!(ps.inserted + ps.duplicates, total);
@@ -455,7 +534,10 @@ fn connection_killed_repeatedly_loses_and_duplicates_nothing() {
         .get(0);
     assert_eq!(missing, 0);
     // The chain survived the retries without gaps or forks.
-    assert_eq!(schema.store().verify_chain("fault-svc").unwrap(), total as usize);
+    assert_eq!(
+        schema.store().verify_chain("fault-svc").unwrap(),
+        total as usize
+    );
 }
 
 fn sqlstate(e: &postgres::Error) -> &str {
@@ -483,7 +565,10 @@ fn update_delete_truncate_refused_and_purge_guarded() {
         format!("UPDATE {s}.audit_events SET actor_subject_id = 'x'"),
         format!("UPDATE {s}.audit_events SET event = event WHERE false"),
         format!("DELETE FROM {s}.audit_events"),
-        format!("DELETE FROM {s}.audit_events WHERE event_id = '{}'", events[0].event_id),
+        format!(
+            "DELETE FROM {s}.audit_events WHERE event_id = '{}'",
+            events[0].event_id
+        ),
         format!("TRUNCATE {s}.audit_events"),
     ] {
         let e = c.batch_execute(&sql).expect_err(&sql);
@@ -497,34 +582,58 @@ fn update_delete_truncate_refused_and_purge_guarded() {
          LANGUAGE plpgsql AS $$ BEGIN DELETE FROM {s}.audit_events; RETURN 0; END $$;"
     ))
     .unwrap();
-    let e = c.query_one(&format!("SELECT {s}_x.purge_older_than('1 day')"), &[]).unwrap_err();
-    c.batch_execute(&format!("DROP SCHEMA {s}_x CASCADE")).unwrap();
+    let e = c
+        .query_one(&format!("SELECT {s}_x.purge_older_than('1 day')"), &[])
+        .unwrap_err();
+    c.batch_execute(&format!("DROP SCHEMA {s}_x CASCADE"))
+        .unwrap();
     assert_eq!(sqlstate(&e), "42501");
     assert_eq!(schema.count(""), 50);
 
     // Purge under six years is refused, also through the store.
-    let e = c.query_one(&format!("SELECT {s}.purge_older_than('5 years 11 months')"), &[]).unwrap_err();
+    let e = c
+        .query_one(
+            &format!("SELECT {s}.purge_older_than('5 years 11 months')"),
+            &[],
+        )
+        .unwrap_err();
     assert_eq!(sqlstate(&e), "22023");
     let mut store = schema.store();
-    let err = store.purge_older_than("1 year", false).unwrap_err().to_string();
+    let err = store
+        .purge_older_than("1 year", false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("six years"), "{err}");
     assert_eq!(schema.count(""), 50);
 
     // Six years: the 40 old events go, the purge is itself audited, and the
     // rest of the chain still verifies from the recorded anchor.
-    assert_eq!(store.purge_older_than("6 years", false).unwrap().removed, 40);
+    assert_eq!(
+        store.purge_older_than("6 years", false).unwrap().removed,
+        40
+    );
     assert_eq!(schema.count("WHERE service_name = 'guard-svc'"), 10);
     let purge_events = store
-        .query(&Query::all().service("phi-audit-retention").action(ActionType::Delete))
+        .query(
+            &Query::all()
+                .service("phi-audit-retention")
+                .action(ActionType::Delete),
+        )
         .unwrap();
     assert_eq!(purge_events.len(), 1);
     let v: serde_json::Value = c
-        .query_one(&format!("SELECT event FROM {s}.audit_events WHERE service_name = 'phi-audit-retention'"), &[])
+        .query_one(
+            &format!(
+                "SELECT event FROM {s}.audit_events WHERE service_name = 'phi-audit-retention'"
+            ),
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(v["metadata"]["purged_events"], 40);
     assert_eq!(v["action"]["type"], "DELETE");
-    let purge_event: AuditEvent = serde_json::from_value(v).expect("the purge event is a valid event");
+    let purge_event: AuditEvent =
+        serde_json::from_value(v).expect("the purge event is a valid event");
     assert_eq!(purge_event.resource.kind, "AuditEvent");
     let chain = store.read_chain("guard-svc").unwrap();
     assert!(chain.anchor.is_some());
@@ -546,7 +655,14 @@ fn chain_child_writer() {
     ) else {
         panic!("run by chain_written_by_two_processes_verifies only");
     };
-    let pg = PostgresSink::connect(&url, PostgresOptions::new().schema(&schema).integrity(true).batch_size(50)).unwrap();
+    let pg = PostgresSink::connect(
+        &url,
+        PostgresOptions::new()
+            .schema(&schema)
+            .integrity(true)
+            .batch_size(50),
+    )
+    .unwrap();
     let sink = Arc::new(NonBlocking::new(pg));
     let d = dispatch("shared-svc");
     let now = Timestamp::now();
@@ -596,17 +712,27 @@ fn chain_written_by_two_processes_verifies() {
         assert!(c.wait().unwrap().success(), "child writer failed");
     }
     let mut store = schema.store();
-    assert_eq!(store.chained_services().unwrap(), vec!["shared-svc".to_owned()]);
+    assert_eq!(
+        store.chained_services().unwrap(),
+        vec!["shared-svc".to_owned()]
+    );
     let chain = store.read_chain("shared-svc").unwrap();
     assert_eq!(chain.events.len(), 6000);
     assert_eq!(chain.anchor, None);
     assert_eq!(chain.verify().unwrap(), 6000);
     // Both processes appended to the one chain, interleaved.
-    let writers: Vec<&str> = chain.events.iter().map(|e| e["metadata"]["writer"].as_str().unwrap()).collect();
+    let writers: Vec<&str> = chain
+        .events
+        .iter()
+        .map(|e| e["metadata"]["writer"].as_str().unwrap())
+        .collect();
     let switches = writers.windows(2).filter(|w| w[0] != w[1]).count();
     assert!(switches >= 1, "writers never interleaved");
     // NUL became U+FFFD, consistently in the column-free JSON and the hash.
-    assert!(chain.events.iter().any(|e| e["metadata"]["nul"] == "a\u{fffd}b"));
+    assert!(chain
+        .events
+        .iter()
+        .any(|e| e["metadata"]["nul"] == "a\u{fffd}b"));
 
     // Tampering is detected: edit one event with the trigger disabled.
     let mut c = schema.client();
@@ -618,16 +744,36 @@ fn chain_written_by_two_processes_verifies() {
          ALTER TABLE {s}.audit_events ENABLE TRIGGER audit_events_append_only;"
     ))
     .unwrap();
-    let err = store.read_chain("shared-svc").unwrap().verify().unwrap_err();
-    assert_eq!(err, audit_runtime::ChainVerifyError::HashMismatch { index: 1233 });
+    let err = store
+        .read_chain("shared-svc")
+        .unwrap()
+        .verify()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        audit_runtime::ChainVerifyError::HashMismatch { index: 1233 }
+    );
 }
 
 #[test]
 fn bad_schema_names_are_rejected_without_touching_the_database() {
-    for bad in ["", "Public", "a-b", "1abc", "x; DROP TABLE y", &"a".repeat(64)] {
-        let e = PostgresSink::connect("postgres://nobody@127.0.0.1:1/none", PostgresOptions::new().schema(bad))
-            .unwrap_err();
-        assert!(matches!(e, audit_runtime::PostgresError::InvalidSchema(_)), "{bad}: {e}");
+    for bad in [
+        "",
+        "Public",
+        "a-b",
+        "1abc",
+        "x; DROP TABLE y",
+        &"a".repeat(64),
+    ] {
+        let e = PostgresSink::connect(
+            "postgres://nobody@127.0.0.1:1/none",
+            PostgresOptions::new().schema(bad),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, audit_runtime::PostgresError::InvalidSchema(_)),
+            "{bad}: {e}"
+        );
     }
     let e = PostgresSink::connect(
         "postgres://nobody@127.0.0.1:1/none",
@@ -643,7 +789,11 @@ fn retried_batch_after_lost_commit_acknowledgement_keeps_chain_whole() {
     // lost: the same batch comes again, with new events behind it.
     let Some(url) = pg_url() else { return };
     let schema = TestSchema::new(&url, "retry");
-    let pg = PostgresSink::connect(&url, PostgresOptions::new().schema(&schema.name).integrity(true)).unwrap();
+    let pg = PostgresSink::connect(
+        &url,
+        PostgresOptions::new().schema(&schema.name).integrity(true),
+    )
+    .unwrap();
     let d = dispatch("retry-svc");
     let now = Timestamp::now();
     let events: Vec<AuditEvent> = (0..30).map(|n| make_event(&d, n, now)).collect();
@@ -656,7 +806,11 @@ fn retried_batch_after_lost_commit_acknowledgement_keeps_chain_whole() {
     assert_eq!(schema.count(""), 30);
     let chain = schema.store().read_chain("retry-svc").unwrap();
     assert_eq!(chain.verify().unwrap(), 30);
-    let order: Vec<String> = chain.events.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect();
+    let order: Vec<String> = chain
+        .events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
     let want: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
     assert_eq!(order, want);
 }

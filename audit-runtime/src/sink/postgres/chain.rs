@@ -183,7 +183,7 @@ pub(crate) fn normalize_for_postgres(v: &mut Value) -> bool {
                     if f.is_finite() && f.fract() == 0.0 && f.abs() >= 1e16 {
                         let as_int = if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
                             Some(Number::from(f as u64))
-                        } else if f < 0.0 && f >= -9_223_372_036_854_775_808.0 {
+                        } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
                             Some(Number::from(f as i64))
                         } else {
                             None
@@ -197,7 +197,9 @@ pub(crate) fn normalize_for_postgres(v: &mut Value) -> bool {
             }
             false
         }
-        Value::Array(a) => a.iter_mut().fold(false, |acc, x| normalize_for_postgres(x) | acc),
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |acc, x| normalize_for_postgres(x) | acc),
         Value::Object(m) => normalize_map(m),
         Value::Null | Value::Bool(_) => false,
     }
@@ -254,7 +256,10 @@ mod tests {
     #[test]
     fn canonical_sorts_keys_and_escapes_like_python() {
         let v = json!({"b": 1, "a": {"z": [true, null], "é": "x\"\\\n\u{1}ü"}});
-        assert_eq!(canon(&v), "{\"a\":{\"z\":[true,null],\"é\":\"x\\\"\\\\\\n\\u0001ü\"},\"b\":1}");
+        assert_eq!(
+            canon(&v),
+            "{\"a\":{\"z\":[true,null],\"é\":\"x\\\"\\\\\\n\\u0001ü\"},\"b\":1}"
+        );
     }
 
     #[test]
@@ -276,7 +281,10 @@ mod tests {
     fn normalization_replaces_nul_and_big_integral_floats() {
         let mut v = json!({"k\u{0}": "a\u{0}b", "f": 1e16, "g": 1.5, "h": -1e17, "i": 1e300});
         assert!(normalize_for_postgres(&mut v));
-        assert_eq!(v, json!({"k\u{fffd}": "a\u{fffd}b", "f": 10000000000000000u64, "g": 1.5, "h": -100000000000000000i64, "i": 1e300}));
+        assert_eq!(
+            v,
+            json!({"k\u{fffd}": "a\u{fffd}b", "f": 10000000000000000u64, "g": 1.5, "h": -100000000000000000i64, "i": 1e300})
+        );
         assert!(!normalize_for_postgres(&mut v));
     }
 }

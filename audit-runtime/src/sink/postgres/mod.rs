@@ -243,8 +243,11 @@ pub(crate) fn migrate(client: &mut Client, schema: &str) -> Result<(), PostgresE
     let q = quoted_schema(schema)?;
     let err = |e: postgres::Error| PostgresError::Migration(describe(&e));
     let mut tx = client.transaction().map_err(err)?;
-    tx.execute("SELECT pg_advisory_xact_lock(1885434465, hashtext($1))", &[&schema])
-        .map_err(err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(1885434465, hashtext($1))",
+        &[&schema],
+    )
+    .map_err(err)?;
     tx.batch_execute(&format!(
         "CREATE SCHEMA IF NOT EXISTS {q};
          CREATE TABLE IF NOT EXISTS {q}.phi_audit_migrations (
@@ -253,12 +256,19 @@ pub(crate) fn migrate(client: &mut Client, schema: &str) -> Result<(), PostgresE
     ))
     .map_err(err)?;
     let done = tx
-        .query_opt(&format!("SELECT 1 FROM {q}.phi_audit_migrations WHERE version = 1"), &[])
+        .query_opt(
+            &format!("SELECT 1 FROM {q}.phi_audit_migrations WHERE version = 1"),
+            &[],
+        )
         .map_err(err)?;
     if done.is_none() {
-        tx.batch_execute(&MIGRATION_V1.replace("{schema}", &q)).map_err(err)?;
-        tx.execute(&format!("INSERT INTO {q}.phi_audit_migrations (version) VALUES (1)"), &[])
+        tx.batch_execute(&MIGRATION_V1.replace("{schema}", &q))
             .map_err(err)?;
+        tx.execute(
+            &format!("INSERT INTO {q}.phi_audit_migrations (version) VALUES (1)"),
+            &[],
+        )
+        .map_err(err)?;
     }
     tx.commit().map_err(err)
 }
@@ -391,7 +401,10 @@ fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
         s(&event.actor.owner_org_id),
         Some(event.action.kind.as_str().to_owned()),
         s(&event.action.name),
-        event.action.data_classification.map(|c| c.as_str().to_owned()),
+        event
+            .action
+            .data_classification
+            .map(|c| c.as_str().to_owned()),
         Some(event.resource.kind.as_str().to_owned()),
         s(&event.resource.id),
         s(&event.resource.patient_id),
@@ -446,7 +459,10 @@ impl PostgresSink {
     /// Like [`PostgresSink::connect`], with your own way to open a
     /// connection (TLS, pooled credentials); called again on every
     /// reconnection.
-    pub fn connect_with<F>(connect: F, options: PostgresOptions) -> Result<PostgresSink, PostgresError>
+    pub fn connect_with<F>(
+        connect: F,
+        options: PostgresOptions,
+    ) -> Result<PostgresSink, PostgresError>
     where
         F: Fn() -> Result<Client, postgres::Error> + Send + Sync + 'static,
     {
@@ -482,7 +498,11 @@ impl PostgresSink {
             reconnects: c.reconnects.load(Ordering::Acquire),
             errors: c.errors.load(Ordering::Acquire),
             failed_batches: c.failed_batches.load(Ordering::Acquire),
-            last_error: c.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            last_error: c
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -491,7 +511,11 @@ impl PostgresSink {
         if self.options.report_errors {
             tracing::warn!(target: INTERNAL_TARGET, error = %description, "{what}");
         }
-        *self.counters.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(description);
+        *self
+            .counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(description);
     }
 
     fn open(&self) -> Result<Conn, postgres::Error> {
@@ -508,12 +532,15 @@ impl PostgresSink {
         let mut backoff = self.options.backoff_initial;
         loop {
             let attempt = match guard.as_mut() {
-                Some(conn) => self.insert_once(conn, &mut rows).map_err(|e| (e, "audit batch insert failed")),
+                Some(conn) => self
+                    .insert_once(conn, &mut rows)
+                    .map_err(|e| (e, "audit batch insert failed")),
                 None => match self.open() {
                     Ok(c) => {
                         self.counters.reconnects.fetch_add(1, Ordering::AcqRel);
                         let conn = guard.insert(c);
-                        self.insert_once(conn, &mut rows).map_err(|e| (e, "audit batch insert failed"))
+                        self.insert_once(conn, &mut rows)
+                            .map_err(|e| (e, "audit batch insert failed"))
                     }
                     Err(e) => Err((Attempt::Db(e), "connecting to PostgreSQL failed")),
                 },
@@ -535,7 +562,10 @@ impl PostgresSink {
                     if transient || guard.as_ref().is_some_and(|c| c.client.is_closed()) {
                         *guard = None;
                     }
-                    let out_of_time = self.options.give_up_after.is_some_and(|l| started.elapsed() >= l);
+                    let out_of_time = self
+                        .options
+                        .give_up_after
+                        .is_some_and(|l| started.elapsed() >= l);
                     if !transient || out_of_time {
                         self.counters.failed_batches.fetch_add(1, Ordering::AcqRel);
                         return Err(SinkError::Other(format!(
@@ -564,7 +594,10 @@ impl PostgresSink {
             // acknowledgement) and repeated ids, so the chain has no gaps.
             let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
             let existing: std::collections::HashSet<Uuid> = tx
-                .query(&format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)"), &[&ids])?
+                .query(
+                    &format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)"),
+                    &[&ids],
+                )?
                 .iter()
                 .map(|r| r.get::<_, Uuid>(0))
                 .collect();
@@ -632,17 +665,20 @@ impl PostgresSink {
         let ids: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
         let ts: Vec<SystemTime> = idx.iter().map(|&i| rows[i].ts).collect();
         let svc: Vec<&str> = idx.iter().map(|&i| rows[i].service.as_str()).collect();
-        let col = |k: usize| -> Vec<Option<&str>> { idx.iter().map(|&i| rows[i].cols[k].as_deref()).collect() };
+        let col = |k: usize| -> Vec<Option<&str>> {
+            idx.iter().map(|&i| rows[i].cols[k].as_deref()).collect()
+        };
         let (c0, c1, c2, c3, c4, c5, c6) = (col(0), col(1), col(2), col(3), col(4), col(5), col(6));
-        let (c7, c8, c9, c10, c11, c12, c13) = (col(7), col(8), col(9), col(10), col(11), col(12), col(13));
+        let (c7, c8, c9, c10, c11, c12, c13) =
+            (col(7), col(8), col(9), col(10), col(11), col(12), col(13));
         let phi: Vec<Option<bool>> = idx.iter().map(|&i| rows[i].phi_touched).collect();
         let seq: Vec<Option<i64>> = idx.iter().map(|&i| seqs[i]).collect();
         let ev: Vec<&str> = idx.iter().map(|&i| rows[i].json.as_str()).collect();
         let inserted = tx.execute(
             &conn.insert,
             &[
-                &ids, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10, &c11, &c12, &c13, &phi,
-                &seq, &ev,
+                &ids, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10, &c11,
+                &c12, &c13, &phi, &seq, &ev,
             ],
         )?;
         tx.commit()?;

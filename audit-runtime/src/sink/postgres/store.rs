@@ -31,7 +31,9 @@ pub struct PostgresStore {
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore").field("schema", &self.quoted).finish_non_exhaustive()
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.quoted)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +120,11 @@ impl ChainReadback {
                 .and_then(|i| i.get("event_hash"))
                 .and_then(Value::as_str)
                 .ok_or(ChainVerifyError::MissingIntegrity { index })?;
-            if integrity.and_then(|i| i.get("hash_alg")).and_then(Value::as_str) != Some("sha256") {
+            if integrity
+                .and_then(|i| i.get("hash_alg"))
+                .and_then(Value::as_str)
+                != Some("sha256")
+            {
                 return Err(ChainVerifyError::UnsupportedAlgorithm { index });
             }
             let claimed_prev = integrity
@@ -196,7 +202,12 @@ fn where_clause(q: &Query) -> (String, Params) {
         conds.push(bind("patient_id", "=", Box::new(p.clone()), &mut params));
     }
     if let Some(a) = &q.actor_subject_id {
-        conds.push(bind("actor_subject_id", "=", Box::new(a.clone()), &mut params));
+        conds.push(bind(
+            "actor_subject_id",
+            "=",
+            Box::new(a.clone()),
+            &mut params,
+        ));
     }
     if let Some(r) = &q.resource_type {
         conds.push(bind("resource_type", "=", Box::new(r.clone()), &mut params));
@@ -211,7 +222,10 @@ fn where_clause(q: &Query) -> (String, Params) {
         conds.push(bind("ts", "<", Box::new(to_system_time(t)), &mut params));
     }
     let list = |vals: Vec<&'static str>| -> String {
-        vals.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ")
+        vals.iter()
+            .map(|v| format!("'{v}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     if !q.action_types.is_empty() {
         conds.push(format!(
@@ -302,7 +316,10 @@ impl PostgresStore {
         }
         let mut it = self
             .client
-            .query_raw(sql.as_str(), params.iter().map(|p| p.as_ref() as &dyn ToSql))
+            .query_raw(
+                sql.as_str(),
+                params.iter().map(|p| p.as_ref() as &dyn ToSql),
+            )
             .map_err(db)?;
         let mut n = 0u64;
         while let Some(r) = it.next().map_err(db)? {
@@ -314,7 +331,10 @@ impl PostgresStore {
 
     /// Failed logins per client IP over the threshold, by count (descending)
     /// then IP.
-    pub fn failed_logins_by_ip(&mut self, q: &FailedLoginsByIp) -> Result<Vec<GroupCount>, ReportError> {
+    pub fn failed_logins_by_ip(
+        &mut self,
+        q: &FailedLoginsByIp,
+    ) -> Result<Vec<GroupCount>, ReportError> {
         let mut params: Params = Vec::new();
         let mut sql = format!(
             "SELECT client_ip, count(*) FROM {}.audit_events
@@ -330,7 +350,10 @@ impl PostgresStore {
             sql.push_str(&format!(" AND ts < ${}", params.len()));
         }
         params.push(Box::new(i64::try_from(q.threshold).unwrap_or(i64::MAX)));
-        sql.push_str(&format!(" GROUP BY client_ip HAVING count(*) > ${}", params.len()));
+        sql.push_str(&format!(
+            " GROUP BY client_ip HAVING count(*) > ${}",
+            params.len()
+        ));
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
         let mut groups = self
             .client
@@ -354,7 +377,10 @@ impl PostgresStore {
         let rows = self
             .client
             .query(
-                &format!("SELECT service_name FROM {}.audit_chain_heads ORDER BY service_name", self.quoted),
+                &format!(
+                    "SELECT service_name FROM {}.audit_chain_heads ORDER BY service_name",
+                    self.quoted
+                ),
                 &[],
             )
             .map_err(pg)?;
@@ -409,12 +435,18 @@ impl PostgresStore {
     /// Reads the chain of `service` and verifies it; returns the number of
     /// events verified.
     pub fn verify_chain(&mut self, service: &str) -> Result<usize, PostgresError> {
-        self.read_chain(service)?.verify().map_err(PostgresError::Chain)
+        self.read_chain(service)?
+            .verify()
+            .map_err(PostgresError::Chain)
     }
 
     /// Runs `purge_older_than(age, force)`: `age` is a PostgreSQL interval
     /// (`"7 years"`). Refused under six years unless `force`.
-    pub fn purge_older_than(&mut self, age: &str, force: bool) -> Result<PurgeReport, PostgresError> {
+    pub fn purge_older_than(
+        &mut self,
+        age: &str,
+        force: bool,
+    ) -> Result<PurgeReport, PostgresError> {
         let row = self
             .client
             .query_one(
