@@ -453,4 +453,52 @@ mod tests {
         assert_eq!(r.stats.pending(), 3);
         assert_eq!(r.lost(), 6);
     }
+
+    /// A sink taking batches of up to 8; batches holding event 13 fail.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<usize>>);
+
+    impl Sink for Batches {
+        fn write(&self, _: &AuditEvent) -> Result<(), SinkError> {
+            Err(SinkError::Other("batching sink got a single write".into()))
+        }
+        fn max_batch(&self) -> usize {
+            8
+        }
+        fn write_batch(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(events.len());
+            if events.iter().any(|e| {
+                e.metadata
+                    .get("n")
+                    .is_some_and(|v| format!("{v:?}").contains("13"))
+            }) {
+                return Err(SinkError::Other("refused".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batching_sink_gets_queued_events_in_batches_and_counts_per_event() {
+        let inner = Arc::new(Batches::default());
+        let sink = NonBlocking::builder(inner.clone()).capacity(64).build();
+        let d = crate::Dispatch::new(
+            crate::Config::new("svc").build().unwrap(),
+            crate::MemorySink::new(),
+        );
+        for n in 0..40u64 {
+            let e = crate::EventBuilder::new(crate::ActionType::Read, "Patient")
+                .metadata("n", n)
+                .build(&d);
+            sink.write_owned(e).unwrap();
+        }
+        sink.flush().unwrap();
+        let sizes = inner.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.iter().all(|&s| (1..=8).contains(&s)));
+        let st = sink.stats();
+        let failed_batch = st.failed;
+        assert!((1..=8).contains(&failed_batch), "{st:?}");
+        assert_eq!(st.written + st.failed, 40);
+    }
 }
