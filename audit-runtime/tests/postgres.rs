@@ -653,7 +653,10 @@ fn chain_child_writer() {
         std::env::var("PHI_AUDIT_CHILD_SCHEMA"),
         std::env::var("PHI_AUDIT_CHILD_WRITER"),
     ) else {
-        panic!("run by chain_written_by_two_processes_verifies only");
+        eprintln!(
+            "chain_child_writer only runs as the child of chain_written_by_two_processes_verifies"
+        );
+        return;
     };
     let pg = PostgresSink::connect(
         &url,
@@ -813,4 +816,59 @@ fn retried_batch_after_lost_commit_acknowledgement_keeps_chain_whole() {
         .collect();
     let want: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
     assert_eq!(order, want);
+}
+
+#[test]
+fn database_gone_for_good_gives_up_after_the_limit_and_counts_the_loss() {
+    let Some(url) = pg_url() else { return };
+    let schema = TestSchema::new(&url, "gone");
+    let first = AtomicBool::new(true);
+    let app = format!("phi_audit_gone_{}", schema.name);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let good = format!("{url}{sep}application_name={app}");
+    let pg = PostgresSink::connect_with(
+        move || {
+            // The first connection works; every reconnection finds nobody.
+            let target = if first.swap(false, Ordering::AcqRel) {
+                good.as_str()
+            } else {
+                "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
+            };
+            postgres::Client::connect(target, postgres::NoTls)
+        },
+        PostgresOptions::new()
+            .schema(&schema.name)
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .give_up_after(Some(Duration::from_millis(400)))
+            .report_errors(false),
+    )
+    .unwrap();
+    let pg = Arc::new(pg);
+    let sink = NonBlocking::new(pg.clone());
+    let d = dispatch("gone-svc");
+    let now = Timestamp::now();
+    sink.write_owned(make_event(&d, 1, now)).unwrap();
+    sink.flush().unwrap();
+    assert_eq!(schema.count(""), 1);
+    // Kill the sink's connection: the reconnections fail until the limit.
+    let mut admin = schema.client();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap();
+    let started = Instant::now();
+    for n in 2..5 {
+        sink.write_owned(make_event(&d, n, now)).unwrap(); // never raised into callers
+    }
+    sink.flush().unwrap();
+    let st = sink.stats();
+    let ps = pg.stats();
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(st.written, 1, "{st:?} {ps:?}");
+    assert_eq!(st.failed, 3, "{st:?} {ps:?}");
+    assert!(ps.failed_batches >= 1 && ps.retries >= 2, "{ps:?}");
+    assert!(ps.last_error.is_some());
+    assert_eq!(schema.count(""), 1);
 }

@@ -500,6 +500,7 @@ fn run_worker<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::BatchError;
 
     #[test]
     fn report_counts_lost_events() {
@@ -515,5 +516,52 @@ mod tests {
         };
         assert_eq!(r.stats.pending(), 3);
         assert_eq!(r.lost(), 6);
+    }
+
+    /// A batching sink; a batch holding event 13 fails as a whole.
+    #[derive(Default)]
+    struct Batches(Mutex<Vec<usize>>);
+
+    impl Sink for Batches {
+        fn write(&self, _: &AuditEvent) -> Result<(), SinkError> {
+            Err(SinkError::Other("batching sink got a single write".into()))
+        }
+        fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+            self.0.lock().unwrap().push(events.len());
+            let bad = events.iter().any(|e| {
+                e.metadata
+                    .get("n")
+                    .is_some_and(|v| *v == crate::MetaValue::Int(13))
+            });
+            if bad {
+                return Err(BatchError::all(events, SinkError::Other("refused".into())));
+            }
+            events.clear();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batching_sink_gets_queued_events_in_batches_and_counts_per_event() {
+        let inner = Arc::new(Batches::default());
+        let sink = NonBlocking::builder(inner.clone()).capacity(64).build();
+        let d = crate::Dispatch::new(
+            crate::Config::new("svc").build().unwrap(),
+            crate::MemorySink::new(),
+        );
+        for n in 0..40u64 {
+            let e = crate::EventBuilder::new(crate::ActionType::Read, "Patient")
+                .metadata("n", n)
+                .build(&d);
+            sink.write_owned(e).unwrap();
+        }
+        sink.flush().unwrap();
+        let sizes = inner.0.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        let st = sink.stats();
+        // Exactly the batch holding event 13 failed, counted per event.
+        assert!(sizes.contains(&(st.failed as usize)), "{st:?} {sizes:?}");
+        assert!(st.failed >= 1);
+        assert_eq!(st.written + st.failed, 40);
     }
 }
