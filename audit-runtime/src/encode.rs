@@ -26,10 +26,64 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
-/// Writes `s` as a JSON string.
-pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
+/// Repeats a byte across a word.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+const LOW: u64 = splat(0x01);
+const HIGH: u64 = splat(0x80);
+
+/// True if a byte of `x` is a control character, `"` or `\\` (the bytes JSON
+/// escapes). Exact for the question "any?", which is all that is asked.
+#[inline(always)]
+fn word_needs_escape(x: u64) -> bool {
+    let zero_in = |v: u64| v.wrapping_sub(LOW) & !v & HIGH;
+    let control = x.wrapping_sub(splat(0x20)) & !x & HIGH;
+    (control | zero_in(x ^ splat(b'"')) | zero_in(x ^ splat(b'\\'))) != 0
+}
+
+/// True if `bytes` hold anything JSON must escape; eight bytes at a time.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        if word_needs_escape(u64::from_ne_bytes(w)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| ESCAPE[b as usize] != 0)
+}
+
+/// Writes a string known to need no escaping (the schema's enum names).
+#[inline]
+fn raw(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(!needs_escape(s.as_bytes()));
+    out.reserve(s.len() + 2);
     out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// Writes `s` as a JSON string.
+#[inline]
+pub(crate) fn str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    if !needs_escape(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    escaped(out, bytes);
+}
+
+#[cold]
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let esc = ESCAPE[b as usize];
@@ -168,13 +222,15 @@ fn delegation(out: &mut Vec<u8>, d: &Delegation) {
 
 /// Appends the compact JSON of `e` to `out`.
 pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
+    // One reservation for the usual event; the pieces below then only check.
+    out.reserve(768);
     out.extend_from_slice(b"{\"schema_version\":");
-    str(out, e.schema_version.as_str());
+    raw(out, e.schema_version.as_str());
     out.extend_from_slice(b",\"event_id\":\"");
     let mut id = [0u8; 36];
     out.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut id).as_bytes());
     out.extend_from_slice(b"\",\"timestamp\":\"");
-    out.extend_from_slice(&e.timestamp.rfc3339_bytes());
+    out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
     out.extend_from_slice(b"\",\"service\":{\"name\":");
     str(out, &e.service.name);
     let mut f = false;
@@ -185,7 +241,7 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     let a = &e.actor;
     str(out, &a.subject_id);
     out.extend_from_slice(b",\"subject_type\":");
-    str(out, a.subject_type.as_str());
+    raw(out, a.subject_type.as_str());
     opt(out, &mut f, "org_id", &a.org_id);
     opt(out, &mut f, "owner_org_id", &a.owner_org_id);
     if let Some(roles) = &a.roles {
@@ -201,7 +257,7 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     }
 
     out.extend_from_slice(b"},\"action\":{\"type\":");
-    str(out, e.action.kind.as_str());
+    raw(out, e.action.kind.as_str());
     opt(out, &mut f, "name", &e.action.name);
     if let Some(p) = e.action.phi_touched {
         key(out, &mut f, "phi_touched");
@@ -209,7 +265,7 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     }
     if let Some(c) = e.action.data_classification {
         key(out, &mut f, "data_classification");
-        str(out, c.as_str());
+        raw(out, c.as_str());
     }
 
     out.extend_from_slice(b"},\"resource\":{\"type\":");
@@ -218,7 +274,7 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     opt(out, &mut f, "patient_id", &e.resource.patient_id);
 
     out.extend_from_slice(b"},\"outcome\":{\"status\":");
-    str(out, e.outcome.status.as_str());
+    raw(out, e.outcome.status.as_str());
     opt(out, &mut f, "error_type", &e.outcome.error_type);
     opt(out, &mut f, "error_message", &e.outcome.error_message);
     out.push(b'}');
@@ -393,4 +449,46 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
     out.extend_from_slice(&e.timestamp.rfc3339_bytes());
     out.push(b'"');
     out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_check_agrees_with_the_table_for_every_byte_in_every_position() {
+        for b in 0..=255u8 {
+            for pos in 0..19 {
+                let mut v = vec![b'a'; 19];
+                v[pos] = b;
+                assert_eq!(needs_escape(&v[..pos + 1]), ESCAPE[b as usize] != 0);
+                assert_eq!(needs_escape(&v), ESCAPE[b as usize] != 0, "{b} at {pos}");
+            }
+        }
+        // Neighbours that borrow across bytes in the word arithmetic.
+        for (a, b) in [(0x00u8, 0x21u8), (0x21, 0x00), (0x80, 0x1f), (0xff, 0x20)] {
+            let v = [a, b, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41];
+            let want = ESCAPE[a as usize] != 0 || ESCAPE[b as usize] != 0;
+            assert_eq!(needs_escape(&v), want);
+        }
+    }
+
+    #[test]
+    fn strings_encode_as_serde_json_does() {
+        let samples = [
+            "",
+            "plain",
+            "exactly8",
+            "sixteen bytes ok",
+            "quote\"inside a longer string",
+            "back\\slash",
+            "tab\tand\nnewline and \u{1} and \u{7f}",
+            "é ü 漢字 emoji 😀",
+        ];
+        for s in samples {
+            let mut out = Vec::new();
+            str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! [`Timestamp`]: UTC instants with millisecond precision, written as RFC 3339
 //! (`2026-11-22T08:15:30.123Z`) by a hand-written formatter.
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -64,6 +65,36 @@ impl Timestamp {
     /// Writes the RFC 3339 form into `out` (exactly 24 bytes for years 0..=9999).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.rfc3339_bytes());
+    }
+
+    /// [`Timestamp::rfc3339_bytes`], reusing this thread's last date and time
+    /// of day when the second is the same (the encoders' hot path: a busy
+    /// worker writes thousands of events per second).
+    pub(crate) fn rfc3339_bytes_cached(self) -> [u8; 24] {
+        thread_local! {
+            static LAST: Cell<(i64, [u8; 24])> = const { Cell::new((i64::MIN, [0; 24])) };
+        }
+        // Years 0000..=9999; outside, the clamped forms are not cached.
+        const FIRST: i64 = -62_167_219_200;
+        const END: i64 = 253_402_300_800;
+        let secs = self.0.div_euclid(1000);
+        if !(FIRST..END).contains(&secs) {
+            return self.rfc3339_bytes();
+        }
+        let ms = self.0.rem_euclid(1000) as u32;
+        LAST.try_with(|last| {
+            let (s, mut b) = last.get();
+            if s != secs {
+                b = self.rfc3339_bytes();
+                last.set((secs, b));
+                return b;
+            }
+            b[20] = b'0' + (ms / 100) as u8;
+            b[21] = b'0' + (ms / 10 % 10) as u8;
+            b[22] = b'0' + (ms % 10) as u8;
+            b
+        })
+        .unwrap_or_else(|_| self.rfc3339_bytes())
     }
 
     /// The RFC 3339 form as ASCII bytes, on the stack.
@@ -251,6 +282,42 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_form_equals_the_computed_one() {
+        // Walk through same-second runs, second and day changes, negative
+        // times and both clamps, in an order that makes the cache both hit
+        // and miss.
+        let mut ms = vec![
+            0,
+            999,
+            1000,
+            1_700_000_000_123,
+            1_700_000_000_999,
+            1_700_000_001_000,
+            -1,
+            -1000,
+            -1001,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MIN,
+            i64::MAX,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ms.push(1_700_000_000_000 + (x % 5_000) as i64);
+            ms.push(x as i64);
+        }
+        for &m in ms.iter().chain(ms.iter().rev()) {
+            let t = Timestamp::from_unix_millis(m);
+            assert_eq!(t.rfc3339_bytes_cached(), t.rfc3339_bytes(), "{m}");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {
