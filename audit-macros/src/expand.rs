@@ -66,6 +66,35 @@ impl ToTokens for MaybeItemFn {
     }
 }
 
+/// The contents of a braced body, split into its leading inner attributes
+/// (`#![..]`, returned as the outer `#[..]` of the same scope) and the rest.
+fn split_inner_attributes(body: TokenStream) -> (TokenStream, TokenStream) {
+    let contents = match body.into_iter().next() {
+        Some(TokenTree::Group(g)) => g.stream(),
+        Some(other) => return (TokenStream::new(), other.into_token_stream()),
+        None => return (TokenStream::new(), TokenStream::new()),
+    };
+    let tokens: Vec<TokenTree> = contents.into_iter().collect();
+    let mut i = 0;
+    while let [TokenTree::Punct(hash), TokenTree::Punct(bang), TokenTree::Group(g), ..] =
+        &tokens[i..]
+    {
+        if hash.as_char() != '#'
+            || bang.as_char() != '!'
+            || g.delimiter() != proc_macro2::Delimiter::Bracket
+        {
+            break;
+        }
+        i += 3;
+    }
+    let attrs = tokens[..i]
+        .chunks(3)
+        .flat_map(|a| [a[0].clone(), a[2].clone()])
+        .collect();
+    let rest = tokens[i..].iter().cloned().collect();
+    (attrs, rest)
+}
+
 /// Whether `ty` mentions `impl Trait` (which cannot be written in a `let`).
 fn has_impl_trait(ty: &Type) -> bool {
     struct Finder(bool);
@@ -239,7 +268,12 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
             }
         }
     };
-    let body = f.body.clone().unwrap_or_default();
+    // The body's contents go into the closure's (or async block's) own
+    // braces: a body nested as a block would trip `unused_braces` in the
+    // user's crate when it is a single expression. Its inner attributes
+    // (`#![allow(..)]`, which a closure body cannot hold) become outer
+    // attributes of the function: the same scope.
+    let (inner_attrs, body) = split_inner_attributes(f.body.clone().unwrap_or_default());
 
     // Spanned on the return type: what rustc names as "return type inferred
     // here" when the body returns the wrong type.
@@ -278,6 +312,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     let sig = &f.sig;
     quote! {
         #(#attrs)*
+        #inner_attrs
         #vis #sig {
             static #site: #pv::CallSite = #pv::CallSite {
                 action: #pv::ActionType::#action,

@@ -80,9 +80,28 @@ pub fn update(id: u64, name: Phi<String>) -> usize {
     name.expose().len()
 }
 
+/// A one-expression body on one line (no `unused_braces` from the wrapper).
+#[audited(action = "READ", resource = "Patient", id = id)]
+pub fn one_line(id: &str) -> Result<usize, ChartError> { Ok(id.len()) }
+
+/// The same, async.
+#[audited(action = "READ", resource = "Patient", id = id)]
+pub async fn one_line_async(id: String) -> usize { id.len() }
+
+/// Inner attributes of the body still apply to the whole body.
+#[audited(action = "READ", resource = "Patient", id = id)]
+pub fn inner_attributes(id: &str) -> usize {
+    #![allow(unused_variables)]
+    let not_used = 1;
+    id.len()
+}
+
 fn main() {
     let s = Session { user: "u1".into(), name: "front desk".into() };
     let _ = read_chart(&s, "p1", "Jane Doe", "123-45-6789", "treatment", 1);
     drop(export("mrn-1".into(), 3));
     let _ = update(1, Phi::new("Jane".into()));
+    let _ = one_line("p1");
+    drop(one_line_async("p1".into()));
+    let _ = inner_attributes("p1");
 }
