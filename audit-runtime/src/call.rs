@@ -401,7 +401,7 @@ impl<T: ?Sized> ViaValue for Probe<'_, T> {
 }
 
 /// Formats into a stack buffer, spilling to the heap only for long text, so
-/// an error message costs at most one allocation (none up to 22 bytes).
+/// an error message costs at most one allocation (none up to 23 bytes).
 struct StackText {
     buf: [u8; 256],
     len: usize,

@@ -446,7 +446,7 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
 
     key(out, &mut f, "timestamp");
     out.push(b'"');
-    out.extend_from_slice(&e.timestamp.rfc3339_bytes());
+    out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
     out.push(b'"');
     out.push(b'}');
 }

@@ -12,7 +12,53 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-const INLINE_CAP: usize = 22;
+const INLINE_CAP: usize = 23;
+
+/// Generates [`InlineLen`], whose unused values (24..=255) give `Repr` room
+/// for its tag, so 23 bytes fit inline in a 24-byte `Text`.
+macro_rules! inline_len {
+    ($($v:ident = $n:literal),* $(,)?) => {
+        /// The length of an inline text: 0 to [`INLINE_CAP`].
+        #[derive(Clone, Copy)]
+        #[repr(u8)]
+        enum InlineLen { $($v = $n),* }
+
+        impl InlineLen {
+            const ALL: [InlineLen; INLINE_CAP + 1] = [$(InlineLen::$v),*];
+        }
+    };
+}
+
+inline_len!(
+    L0 = 0,
+    L1 = 1,
+    L2 = 2,
+    L3 = 3,
+    L4 = 4,
+    L5 = 5,
+    L6 = 6,
+    L7 = 7,
+    L8 = 8,
+    L9 = 9,
+    L10 = 10,
+    L11 = 11,
+    L12 = 12,
+    L13 = 13,
+    L14 = 14,
+    L15 = 15,
+    L16 = 16,
+    L17 = 17,
+    L18 = 18,
+    L19 = 19,
+    L20 = 20,
+    L21 = 21,
+    L22 = 22,
+    L23 = 23,
+);
+
+// The point of `InlineLen`: the tag costs no byte of its own.
+const _: () = assert!(std::mem::size_of::<Text>() == 24);
+const _: () = assert!(std::mem::size_of::<Option<Text>>() == 24);
 
 /// An immutable, cheaply clonable string used for every text field of an event.
 ///
@@ -29,7 +75,10 @@ pub struct Text(Repr);
 #[derive(Clone)]
 enum Repr {
     Static(&'static str),
-    Inline { len: u8, buf: [u8; INLINE_CAP] },
+    Inline {
+        buf: [u8; INLINE_CAP],
+        len: InlineLen,
+    },
     Shared(Arc<str>),
 }
 
@@ -42,13 +91,13 @@ impl Text {
         Text(Repr::Static(s))
     }
 
-    /// Copies `s`: inline (no allocation) up to 22 bytes, shared above that.
+    /// Copies `s`: inline (no allocation) up to 23 bytes, shared above that.
     pub fn new(s: &str) -> Text {
         if s.len() <= INLINE_CAP {
             let mut buf = [0u8; INLINE_CAP];
             buf[..s.len()].copy_from_slice(s.as_bytes());
             Text(Repr::Inline {
-                len: s.len() as u8,
+                len: InlineLen::ALL[s.len()],
                 buf,
             })
         } else {
@@ -233,6 +282,19 @@ mod tests {
         let long = Text::new(&"x".repeat(40));
         assert!(matches!(short.0, Repr::Inline { .. }));
         assert!(matches!(long.0, Repr::Shared(_)));
+        // Every length up to the inline capacity stays inline and intact,
+        // multi-byte characters included; one more byte is shared.
+        for n in 0..=INLINE_CAP {
+            let s = "é".repeat(n / 2) + &"x".repeat(n % 2);
+            let t = Text::new(&s);
+            assert!(matches!(t.0, Repr::Inline { .. }), "{n}");
+            assert_eq!(t.as_str(), s);
+            assert_eq!(Some(t.clone()).as_deref(), Some(s.as_str()));
+        }
+        assert!(matches!(
+            Text::new(&"x".repeat(INLINE_CAP + 1)).0,
+            Repr::Shared(_)
+        ));
         assert_eq!(short, Text::from_static("abc"));
         assert_eq!(long.len(), 40);
         assert_eq!(std::mem::size_of::<Text>(), 24);
