@@ -294,6 +294,12 @@ impl Queue {
 /// - [`NonBlocking::shutdown`] drains with a deadline and reports what, if
 ///   anything, was not written; dropping the sink drains without a deadline.
 /// - Inner-sink errors and panics are counted, never propagated to callers.
+/// - Batching: when the worker finds only a few events queued it waits up to
+///   20 µs for more (a batch of 64 is taken at once, and a flush or shutdown
+///   never waits), and before parking it watches the queue for a few
+///   microseconds. Under load callers then hand over events without waking
+///   the worker and without moving the queue between cores per event; when
+///   idle the worker sleeps.
 ///
 /// ```
 /// use audit_runtime::{FullPolicy, MemorySink, NonBlocking};
