@@ -60,26 +60,14 @@ pub(crate) fn mark_sink_thread() {
     let _ = IN_SINK.try_with(|c| c.set(true));
 }
 
-/// Marks this thread as inside sink code until dropped (also when the sink
-/// unwinds), restoring the outer mark.
-struct SinkMark(bool);
-
-impl SinkMark {
-    #[inline]
-    fn enter() -> SinkMark {
-        SinkMark(IN_SINK.try_with(|c| c.replace(true)).unwrap_or(false))
-    }
-}
-
-impl Drop for SinkMark {
-    #[inline]
-    fn drop(&mut self) {
-        let _ = IN_SINK.try_with(|c| c.set(self.0));
-    }
-}
-
 fn in_sink<R>(f: impl FnOnce() -> R) -> R {
-    let _mark = SinkMark::enter();
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = IN_SINK.try_with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_SINK.try_with(|c| c.replace(true)).unwrap_or(false));
     f()
 }
 
@@ -274,11 +262,7 @@ impl Dispatch {
                 }
             }
         }
-        // Not through `in_sink`: a closure would move the event once more.
-        let mark = SinkMark::enter();
-        let written = inner.sink.write_owned(event);
-        drop(mark);
-        match written {
+        match in_sink(|| inner.sink.write_owned(event)) {
             Ok(()) => inner.stats.add_emitted(),
             Err(e) => {
                 inner.stats.add_failed();
