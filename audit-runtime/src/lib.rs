@@ -54,7 +54,8 @@ pub use schema::{
 pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
-    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink, TRACING_TARGET,
+    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink,
+    DEFAULT_PREALLOCATE, TRACING_TARGET,
 };
 #[cfg(feature = "postgres")]
 pub use sink::{

@@ -97,6 +97,7 @@ fn rotation_never_splits_or_loses_a_line() {
         fsync: FsyncPolicy::Never,
         rotate_bytes: Some(2000),
         buffer_capacity: 1500,
+        ..JsonlOptions::default()
     };
     let s = JsonlFileSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..100 {
@@ -132,4 +133,97 @@ fn an_unterminated_foreign_line_does_not_swallow_ours() {
     let text = fs::read_to_string(&p).unwrap();
     let last = text.lines().last().unwrap();
     assert!(serde_json::from_str::<AuditEvent>(last).is_ok());
+}
+
+/// Bytes of disk the file holds (blocks, not length).
+#[cfg(target_os = "linux")]
+fn disk_bytes(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(p).unwrap().blocks() * 512
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = JsonlOptions {
+        fsync: FsyncPolicy::Never,
+        rotate_bytes: Some(3 * MIB),
+        ..JsonlOptions::default()
+    };
+    assert_eq!(opts.preallocate, DEFAULT_PREALLOCATE);
+    let s = JsonlFileSink::open_with(&p, opts).unwrap();
+    for i in 0..10 {
+        s.write(&common::event(i)).unwrap();
+    }
+    s.flush().unwrap();
+    // The length shows whole lines only; the disk holds the reservation.
+    let len = fs::metadata(&p).unwrap().len();
+    assert_eq!(len, fs::read(&p).unwrap().len() as u64);
+    assert_eq!(read_all_lines(dir.path()).len(), 10);
+    assert!(len < 8192, "ten lines: {len} bytes");
+    assert!(disk_bytes(&p) >= MIB, "{} bytes reserved", disk_bytes(&p));
+    // Enough lines to rotate twice: every file lets go of its reservation.
+    for i in 10..20_000 {
+        s.write(&common::event(i)).unwrap();
+    }
+    s.close().unwrap();
+    assert!(s.rotations() >= 2);
+    let lines = read_all_lines(dir.path());
+    assert_eq!(lines.len(), 20_000);
+    for f in fs::read_dir(dir.path()).unwrap() {
+        let f = f.unwrap().path();
+        let len = fs::metadata(&f).unwrap().len();
+        assert!(
+            disk_bytes(&f) <= len.next_multiple_of(4096) + 4096,
+            "{} keeps {} bytes of disk for {len} bytes",
+            f.display(),
+            disk_bytes(&f)
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn preallocation_off_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = JsonlOptions {
+        fsync: FsyncPolicy::Never,
+        preallocate: 0,
+        ..JsonlOptions::default()
+    };
+    let s = JsonlFileSink::open_with(&p, opts).unwrap();
+    for i in 0..10 {
+        s.write(&common::event(i)).unwrap();
+    }
+    s.flush().unwrap();
+    assert!(disk_bytes(&p) <= 8192, "{} bytes on disk", disk_bytes(&p));
+    drop(s);
+    assert_eq!(read_all_lines(dir.path()).len(), 10);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reservation_is_kept_rather_than_cut_a_line_someone_else_appended() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let opts = JsonlOptions {
+        fsync: FsyncPolicy::Never,
+        ..JsonlOptions::default()
+    };
+    let s = JsonlFileSink::open_with(&p, opts).unwrap();
+    s.write(&common::event(1)).unwrap();
+    s.flush().unwrap();
+    let other = serde_json::to_string(&common::event(2)).unwrap();
+    let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    writeln!(f, "{other}").unwrap();
+    drop(f);
+    s.close().unwrap();
+    let lines = read_all_lines(dir.path());
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1], other);
 }

@@ -28,6 +28,10 @@ pub struct LedgerOptions {
     pub checkpoint_every: u64,
     /// Size of the in-memory batch buffer in bytes (default 64 KiB).
     pub buffer_capacity: usize,
+    /// Disk space reserved ahead of the writes, in bytes (default
+    /// [`DEFAULT_PREALLOCATE`](crate::sink::DEFAULT_PREALLOCATE); `0` turns
+    /// it off).
+    pub preallocate: u64,
 }
 
 impl Default for LedgerOptions {
@@ -38,6 +42,7 @@ impl Default for LedgerOptions {
             signer: None,
             checkpoint_every: 1000,
             buffer_capacity: 64 * 1024,
+            preallocate: crate::sink::DEFAULT_PREALLOCATE,
         }
     }
 }
@@ -188,7 +193,13 @@ impl LedgerSink {
         } else {
             0
         };
-        let w = LineWriter::open(&path, options.fsync, None, options.buffer_capacity)?;
+        let w = LineWriter::open(
+            &path,
+            options.fsync,
+            None,
+            options.buffer_capacity,
+            options.preallocate,
+        )?;
         let state = State {
             w,
             canon: Canonicalizer::new(),

@@ -16,7 +16,7 @@ mod stdout;
 mod tracing_sink;
 
 pub use fanout::FanOut;
-pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions, DEFAULT_PREALLOCATE};
 pub use ledger::{LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
 pub use memory::MemorySink;
 pub use nonblocking::{
