@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Sink, SinkError};
 use crate::config::INTERNAL_TARGET;
@@ -101,35 +101,50 @@ impl<T> std::ops::Deref for CacheLine<T> {
     }
 }
 
-/// Low half of the `queued` word: events; high half: control messages.
-const EVENTS_MASK: u64 = u32::MAX as u64;
-
-fn queued_word(st: &QueueState) -> u64 {
-    (st.events.len() as u64).min(EVENTS_MASK) | (st.controls.len() as u64) << 32
+/// Asks the CPU to fetch the first slot of `spare` for writing now, in the
+/// background, rather than when the next event is stored there: the slot's
+/// lines were last read by the worker, on another core, and taking them back
+/// stalls the store that releases the queue's lock (measured: most of a
+/// push's time).
+#[inline(always)]
+fn prefetch_for_write<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(slot) = spare.first_mut() {
+        let base = slot.as_mut_ptr().cast::<i8>();
+        let mut off = 0;
+        while off < std::mem::size_of::<T>() {
+            // SAFETY: PREFETCHW is a hint: it changes no register or memory
+            // the program sees and never faults (processors without it run
+            // it as a no-op); every address is inside the slot.
+            unsafe {
+                std::arch::asm!(
+                    "prefetchw [{p}]",
+                    p = in(reg) base.add(off),
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = spare;
 }
 
-/// How long the worker waits for a small batch to grow ([`Queue::linger`]).
+/// How long the worker lets a small batch grow ([`Queue::take_all`]).
 const LINGER: Duration = Duration::from_micros(20);
-/// Events that make a batch worth taking without lingering.
+/// Events that make a batch worth taking at once.
 const LINGER_BATCH: usize = 64;
-/// Spin hints between two looks at the queue while lingering.
-const LINGER_SPIN: u32 = 32;
 
-/// Backoff steps the worker spends looking for work before parking: the
-/// first [`SPIN_ONLY_STEPS`] spin 1, 2, 4, .. times, the rest yield.
-const SPIN_STEPS: u32 = 10;
-const SPIN_ONLY_STEPS: u32 = 7;
-
-/// The bounded queue between callers and the worker: a mutex-guarded deque
+/// The bounded queue between callers and the worker: a mutex-guarded vector
 /// the worker swaps out whole, so it takes everything queued with one lock,
 /// and wakes blocked callers once per batch rather than once per event.
+///
+/// The worker never polls: between batches it naps on a timed wait, so the
+/// queue's cache lines stay with the callers while they fill a batch, and
+/// callers wake it (a system call) only when it sleeps for good, when a
+/// control message arrives, or when the queue is half full.
 struct Queue {
     state: CacheLine<Mutex<QueueState>>,
-    /// What is queued, as [`queued_word`] packs it: written under the lock,
-    /// read without it by the worker while it spins. On a cache line of its
-    /// own: the spinning worker must not pull the mutex's line away from the
-    /// callers.
-    queued: CacheLine<AtomicU64>,
     not_empty: Condvar,
     not_full: Condvar,
     capacity: usize,
@@ -145,8 +160,17 @@ struct QueueState {
     closed: bool,
     /// Events accepted, ever (kept under the lock the push takes anyway).
     enqueued: u64,
+    /// The worker sleeps until woken.
     consumer_waiting: bool,
+    /// The worker naps for a short time; wake it only for something urgent.
+    consumer_napping: bool,
     producers_waiting: usize,
+}
+
+impl QueueState {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.controls.is_empty()
+    }
 }
 
 impl Queue {
@@ -176,8 +200,9 @@ impl Queue {
         }
         st.events.push(event);
         st.enqueued += 1;
-        self.queued.store(queued_word(&st), Ordering::Release);
-        let wake = st.consumer_waiting;
+        prefetch_for_write(st.events.spare_capacity_mut());
+        let wake = st.consumer_waiting
+            || (st.consumer_napping && st.events.len() >= self.capacity.div_ceil(2));
         drop(st);
         if wake {
             self.not_empty.notify_one();
@@ -193,8 +218,7 @@ impl Queue {
         }
         let at = st.events.len();
         st.controls.push((at, msg));
-        self.queued.store(queued_word(&st), Ordering::Release);
-        let wake = st.consumer_waiting;
+        let wake = st.consumer_waiting || st.consumer_napping;
         drop(st);
         if wake {
             self.not_empty.notify_one();
@@ -202,22 +226,51 @@ impl Queue {
         true
     }
 
+    /// Sleeps up to `time` or until woken for something urgent.
+    fn nap<'a>(
+        &'a self,
+        st: MutexGuard<'a, QueueState>,
+        time: Duration,
+    ) -> MutexGuard<'a, QueueState> {
+        let mut st = st;
+        st.consumer_napping = true;
+        let (mut st, _) = self
+            .not_empty
+            .wait_timeout(st, time)
+            .unwrap_or_else(|p| p.into_inner());
+        st.consumer_napping = false;
+        st
+    }
+
     /// Worker side: waits for work and swaps everything queued into the
     /// (empty) vectors given, handing their capacity back to the queue.
-    fn take_all(&self, events: &mut Vec<AuditEvent>, controls: &mut Vec<(usize, Control)>) {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            self.spin_for_work();
-        }
-        self.linger();
+    ///
+    /// A small batch without a control message first gets [`LINGER`] to
+    /// grow. An empty queue gets one nap of [`LINGER`] (work tends to follow
+    /// work); if it is still empty, `idle` runs (the worker flushes its
+    /// sink) and the worker sleeps until a caller wakes it.
+    fn take_all(
+        &self,
+        events: &mut Vec<AuditEvent>,
+        controls: &mut Vec<(usize, Control)>,
+        idle: &mut dyn FnMut(),
+    ) {
         let mut st = self.lock();
-        while st.events.is_empty() && st.controls.is_empty() {
-            st.consumer_waiting = true;
-            st = self.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.consumer_waiting = false;
+        if st.controls.is_empty() && st.events.len() < self.linger_batch {
+            st = self.nap(st, LINGER);
+        }
+        if st.is_empty() {
+            drop(st);
+            idle();
+            st = self.lock();
+            while st.is_empty() {
+                st.consumer_waiting = true;
+                st = self.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
+                st.consumer_waiting = false;
+            }
         }
         std::mem::swap(&mut st.events, events);
         std::mem::swap(&mut st.controls, controls);
-        self.queued.store(0, Ordering::Release);
         let wake = st.producers_waiting > 0;
         drop(st);
         if wake {
@@ -225,56 +278,8 @@ impl Queue {
         }
     }
 
-    /// Before parking, watches the queue for a few microseconds (spinning,
-    /// then yielding): under load the next event arrives within that time,
-    /// and callers then never pay for waking the worker with a system call.
-    fn spin_for_work(&self) {
-        for step in 0..SPIN_STEPS {
-            if step < SPIN_ONLY_STEPS {
-                for _ in 0..1u32 << step {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
-            if self.queued.load(Ordering::Acquire) > 0 {
-                return;
-            }
-        }
-    }
-
-    /// With a few events queued and no control message, gives callers a few
-    /// more microseconds to add to the batch before it is taken. Under load
-    /// this turns one hand-over per event (each moving the queue's cache
-    /// lines between cores, and a write per event) into one per batch; a
-    /// lone event waits at most [`LINGER`].
-    fn linger(&self) {
-        let ready = |q: u64| (q & EVENTS_MASK) as usize >= self.linger_batch || q > EVENTS_MASK;
-        let q = self.queued.load(Ordering::Acquire);
-        if q == 0 || ready(q) {
-            return;
-        }
-        let start = Instant::now();
-        let mut round = 0u32;
-        loop {
-            for _ in 0..LINGER_SPIN {
-                std::hint::spin_loop();
-            }
-            let q = self.queued.load(Ordering::Acquire);
-            if ready(q) || start.elapsed() >= LINGER {
-                return;
-            }
-            round += 1;
-            if round % 4 == 0 {
-                // Lets callers run if they share this core.
-                std::thread::yield_now();
-            }
-        }
-    }
-
     fn is_empty(&self) -> bool {
-        let st = self.lock();
-        st.events.is_empty() && st.controls.is_empty()
+        self.lock().is_empty()
     }
 
     fn close(&self) {
@@ -294,12 +299,13 @@ impl Queue {
 /// - [`NonBlocking::shutdown`] drains with a deadline and reports what, if
 ///   anything, was not written; dropping the sink drains without a deadline.
 /// - Inner-sink errors and panics are counted, never propagated to callers.
-/// - Batching: when the worker finds only a few events queued it waits up to
-///   20 µs for more (a batch of 64 is taken at once, and a flush or shutdown
-///   never waits), and before parking it watches the queue for a few
-///   microseconds. Under load callers then hand over events without waking
-///   the worker and without moving the queue between cores per event; when
-///   idle the worker sleeps.
+/// - Batching: when the worker finds fewer than 64 events queued it naps
+///   about 20 µs (a timed sleep, not polling) to let the batch grow, and
+///   naps once more before it sleeps for good on an empty queue; a flush or
+///   shutdown wakes it at once. Under load callers hand over events without
+///   waking the worker, and the queue's cache lines stay with them while
+///   they fill a batch; a lone event reaches the inner sink within about
+///   0.1 ms.
 ///
 /// ```
 /// use audit_runtime::{FullPolicy, MemorySink, NonBlocking};
@@ -374,9 +380,9 @@ impl<S: Sink> NonBlockingBuilder<S> {
                 closed: false,
                 enqueued: 0,
                 consumer_waiting: false,
+                consumer_napping: false,
                 producers_waiting: 0,
             })),
-            queued: CacheLine(AtomicU64::new(0)),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             capacity: self.capacity,
@@ -547,8 +553,12 @@ fn run_worker<S: Sink>(
     };
     let mut events: Vec<AuditEvent> = Vec::with_capacity(capacity);
     let mut controls: Vec<(usize, Control)> = Vec::new();
+    let mut idle = || {
+        // Nothing queued: push buffered lines to the medium.
+        let _ = flush();
+    };
     loop {
-        queue.take_all(&mut events, &mut controls);
+        queue.take_all(&mut events, &mut controls, &mut idle);
         if controls.is_empty() {
             // The common case: one batch, handed over without moving events.
             if !events.is_empty() {
@@ -575,7 +585,7 @@ fn run_worker<S: Sink>(
                         let mut rest = Vec::new();
                         let mut rest_controls = Vec::new();
                         if !queue.is_empty() {
-                            queue.take_all(&mut rest, &mut rest_controls);
+                            queue.take_all(&mut rest, &mut rest_controls, &mut || {});
                         }
                         events.append(&mut rest);
                         if !events.is_empty() {
@@ -597,10 +607,6 @@ fn run_worker<S: Sink>(
             }
         }
         events.clear();
-        if queue.is_empty() {
-            // Idle: push buffered lines to the medium.
-            let _ = flush();
-        }
     }
 }
 
@@ -608,6 +614,7 @@ fn run_worker<S: Sink>(
 mod tests {
     use super::*;
     use crate::sink::BatchError;
+    use std::time::Instant;
 
     #[test]
     fn report_counts_lost_events() {
@@ -695,23 +702,5 @@ mod tests {
             // Long enough for the worker to park between rounds.
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    #[test]
-    fn queued_word_keeps_events_and_controls_apart() {
-        let mut st = QueueState {
-            events: Vec::new(),
-            controls: Vec::new(),
-            closed: false,
-            enqueued: 0,
-            consumer_waiting: false,
-            producers_waiting: 0,
-        };
-        assert_eq!(queued_word(&st), 0);
-        let (tx, _rx) = mpsc::sync_channel(1);
-        st.controls.push((0, Control::Flush(tx)));
-        let w = queued_word(&st);
-        assert_eq!(w & EVENTS_MASK, 0);
-        assert!(w > EVENTS_MASK, "a control message must show as urgent");
     }
 }
