@@ -9,6 +9,7 @@
 mod builder;
 mod call;
 pub mod checkpoint;
+mod clock;
 mod config;
 mod context;
 mod dispatch;

@@ -34,9 +34,15 @@ impl fmt::Display for TimestampError {
 impl std::error::Error for TimestampError {}
 
 impl Timestamp {
-    /// The current time from the system clock.
+    /// The current time from the system clock, truncated to milliseconds.
+    ///
+    /// On x86-64 Linux with an invariant time-stamp counter that the kernel
+    /// keeps time with, most reads come from the counter: each thread reads
+    /// the system clock once per millisecond and answers from the counter
+    /// until the next millisecond is due (stopping short of it, so the
+    /// millisecond is always the one the system clock would give).
     pub fn now() -> Timestamp {
-        Timestamp::from_system_time(SystemTime::now())
+        Timestamp(crate::clock::now_millis())
     }
 
     /// Converts a [`SystemTime`], truncating to milliseconds.
