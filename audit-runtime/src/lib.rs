@@ -19,6 +19,7 @@ mod ids;
 pub mod integrity;
 mod metadata;
 mod phi;
+mod prefetch;
 pub mod report;
 pub mod sanitize;
 pub mod schema;

@@ -101,35 +101,6 @@ impl<T> std::ops::Deref for CacheLine<T> {
     }
 }
 
-/// Asks the CPU to fetch the first slot of `spare` for writing now, in the
-/// background, rather than when the next event is stored there: the slot's
-/// lines were last read by the worker, on another core, and taking them back
-/// stalls the store that releases the queue's lock (measured: most of a
-/// push's time).
-#[inline(always)]
-fn prefetch_for_write<T>(spare: &mut [std::mem::MaybeUninit<T>]) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(slot) = spare.first_mut() {
-        let base = slot.as_mut_ptr().cast::<i8>();
-        let mut off = 0;
-        while off < std::mem::size_of::<T>() {
-            // SAFETY: PREFETCHW is a hint: it changes no register or memory
-            // the program sees and never faults (processors without it run
-            // it as a no-op); every address is inside the slot.
-            unsafe {
-                std::arch::asm!(
-                    "prefetchw [{p}]",
-                    p = in(reg) base.add(off),
-                    options(nostack, preserves_flags, readonly)
-                );
-            }
-            off += 64;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = spare;
-}
-
 /// How long the worker lets a small batch grow ([`Queue::take_all`]).
 const LINGER: Duration = Duration::from_micros(20);
 /// Events that make a batch worth taking at once.
@@ -200,7 +171,12 @@ impl Queue {
         }
         st.events.push(event);
         st.enqueued += 1;
-        prefetch_for_write(st.events.spare_capacity_mut());
+        // The next event goes there: its lines were last read by the worker, on
+        // another core, and taking them back at the store would stall the
+        // lock's release (measured: most of a push's time).
+        if let Some(slot) = st.events.spare_capacity_mut().first_mut() {
+            crate::prefetch::for_write(slot.as_mut_ptr());
+        }
         let wake = st.consumer_waiting
             || (st.consumer_napping && st.events.len() >= self.capacity.div_ceil(2));
         drop(st);
