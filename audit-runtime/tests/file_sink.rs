@@ -135,13 +135,6 @@ fn an_unterminated_foreign_line_does_not_swallow_ours() {
     assert!(serde_json::from_str::<AuditEvent>(last).is_ok());
 }
 
-/// Bytes of disk the file holds (blocks, not length).
-#[cfg(target_os = "linux")]
-fn disk_bytes(p: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(p).unwrap().blocks() * 512
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
@@ -164,7 +157,11 @@ fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
     assert_eq!(len, fs::read(&p).unwrap().len() as u64);
     assert_eq!(read_all_lines(dir.path()).len(), 10);
     assert!(len < 8192, "ten lines: {len} bytes");
-    assert!(disk_bytes(&p) >= MIB, "{} bytes reserved", disk_bytes(&p));
+    assert!(
+        common::disk_bytes(&p) >= MIB,
+        "{} bytes reserved",
+        common::disk_bytes(&p)
+    );
     // Enough lines to rotate twice: every file lets go of its reservation.
     for i in 10..20_000 {
         s.write(&common::event(i)).unwrap();
@@ -177,10 +174,10 @@ fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
         let f = f.unwrap().path();
         let len = fs::metadata(&f).unwrap().len();
         assert!(
-            disk_bytes(&f) <= len.next_multiple_of(4096) + 4096,
+            common::disk_bytes(&f) <= len.next_multiple_of(4096) + 4096,
             "{} keeps {} bytes of disk for {len} bytes",
             f.display(),
-            disk_bytes(&f)
+            common::disk_bytes(&f)
         );
     }
 }
@@ -200,7 +197,11 @@ fn preallocation_off_reserves_nothing() {
         s.write(&common::event(i)).unwrap();
     }
     s.flush().unwrap();
-    assert!(disk_bytes(&p) <= 8192, "{} bytes on disk", disk_bytes(&p));
+    assert!(
+        common::disk_bytes(&p) <= 8192,
+        "{} bytes on disk",
+        common::disk_bytes(&p)
+    );
     drop(s);
     assert_eq!(read_all_lines(dir.path()).len(), 10);
 }

@@ -113,3 +113,10 @@ pub fn arb_event() -> impl Strategy<Value = AuditEvent> {
             e
         })
 }
+
+/// Bytes of disk a file holds (its blocks, not its length).
+#[cfg(target_os = "linux")]
+pub fn disk_bytes(p: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().blocks() * 512
+}
