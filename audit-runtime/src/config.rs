@@ -87,6 +87,17 @@ pub(crate) struct Inner {
     pub(crate) clock: Option<Clock>,
     pub(crate) ids: Option<IdSource>,
     pub(crate) pseudonym_key: Option<PseudonymKey>,
+    /// The service and default actor as JSON, rendered by `build`.
+    pub(crate) fragments: Fragments,
+}
+
+/// Parts of an event's JSON that come from the config, rendered once.
+#[derive(Clone, Default)]
+pub(crate) struct Fragments {
+    /// `,"service":{..}`
+    pub(crate) service: Box<[u8]>,
+    /// `,"actor":{..}` of the default actor.
+    pub(crate) default_actor: Box<[u8]>,
 }
 
 impl Clone for Inner {
@@ -106,6 +117,7 @@ impl Clone for Inner {
             clock: self.clock.clone(),
             ids: self.ids.clone(),
             pseudonym_key: self.pseudonym_key.clone(),
+            fragments: self.fragments.clone(),
         }
     }
 }
@@ -174,6 +186,7 @@ impl Config {
                 clock: None,
                 ids: None,
                 pseudonym_key: None,
+                fragments: Fragments::default(),
             },
         }
     }
@@ -421,6 +434,13 @@ impl ConfigBuilder {
                 "must be at least 1",
             ));
         }
-        Ok(Config(Arc::new(self.inner)))
+        let mut inner = self.inner;
+        inner.fragments = Fragments {
+            service: crate::encode::rendered(|out| crate::encode::service(out, &inner.service)),
+            default_actor: crate::encode::rendered(|out| {
+                crate::encode::actor(out, &inner.default_actor)
+            }),
+        };
+        Ok(Config(Arc::new(inner)))
     }
 }

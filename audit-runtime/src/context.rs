@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
 use crate::event::{Actor, Correlation, Http};
@@ -38,6 +38,33 @@ struct Inner {
     actor: Option<Actor>,
     correlation: Option<Correlation>,
     http: Option<Http>,
+    fragments: FragmentCell,
+}
+
+/// Parts of an event's JSON that come from a context, rendered the first
+/// time a record needs them.
+pub(crate) struct Fragments {
+    /// `,"actor":{..}` when the context names the actor.
+    pub(crate) actor: Option<Box<[u8]>>,
+    /// `,"correlation":{..},"http":{..}` (each when present; may be empty).
+    pub(crate) tail: Box<[u8]>,
+}
+
+/// Holds a context's [`Fragments`] once rendered. A copy starts empty: the
+/// builder methods edit a copy, and its fragments must be rendered anew.
+#[derive(Default)]
+struct FragmentCell(OnceLock<Fragments>);
+
+impl Clone for FragmentCell {
+    fn clone(&self) -> Self {
+        FragmentCell::default()
+    }
+}
+
+impl std::fmt::Debug for FragmentCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 thread_local! {
@@ -51,8 +78,28 @@ impl AuditContext {
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Inner)) -> AuditContext {
-        f(Arc::make_mut(&mut self.0));
+        let inner = Arc::make_mut(&mut self.0);
+        f(inner);
+        inner.fragments = FragmentCell::default();
         self
+    }
+
+    /// This context's parts of an event's JSON (rendered on first use).
+    pub(crate) fn fragments(&self) -> &Fragments {
+        self.0.fragments.0.get_or_init(|| Fragments {
+            actor: self
+                .0
+                .actor
+                .as_ref()
+                .map(|a| crate::encode::rendered(|out| crate::encode::actor(out, a))),
+            tail: crate::encode::rendered(|out| {
+                crate::encode::context_tail(
+                    out,
+                    self.0.correlation.as_ref().filter(|c| !c.is_empty()),
+                    self.0.http.as_ref(),
+                )
+            }),
+        })
     }
 
     /// Sets the actor.

@@ -13,9 +13,10 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
+use crate::call::CallRecord;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
-use crate::event::{AuditEvent, OutcomeStatus};
-use crate::metadata::MetaValue;
+use crate::event::{AuditEvent, Outcome, OutcomeStatus};
+use crate::metadata::{MetaValue, Metadata};
 use crate::sink::{Sink, SinkError};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::text::Text;
@@ -271,6 +272,26 @@ impl Dispatch {
         }
     }
 
+    /// Emits a finished call. When its JSON is the event as it is (see
+    /// [`CallRecord::writes_as_is`]) and the sink takes records, the record
+    /// goes to the sink after the limits; otherwise it becomes an event and
+    /// takes [`Dispatch::emit`]'s way. Never panics; counted like `emit`.
+    pub(crate) fn emit_record(&self, mut record: CallRecord) {
+        let inner = &*self.0;
+        if !inner.sink.__takes_records() || !record.writes_as_is() {
+            self.emit(record.into_event());
+            return;
+        }
+        self.limit_parts(&mut record.metadata, &mut record.outcome);
+        match in_sink(|| inner.sink.__write_record(record)) {
+            Ok(()) => inner.stats.add_emitted(),
+            Err(e) => {
+                inner.stats.add_failed();
+                self.report_sink_error(&e);
+            }
+        }
+    }
+
     fn report_sink_error(&self, e: &SinkError) {
         if self.0.config.inner().sink_failure == SinkFailurePolicy::Report {
             tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink failed to take an event");
@@ -280,13 +301,18 @@ impl Dispatch {
     /// Metadata allowlist and limits, non-finite floats, error message
     /// sanitization and caps.
     fn apply_limits(&self, event: &mut AuditEvent) {
+        self.limit_parts(&mut event.metadata, &mut event.outcome);
+    }
+
+    /// [`Dispatch::apply_limits`] on the parts of an event it touches.
+    fn limit_parts(&self, metadata: &mut Metadata, outcome: &mut Outcome) {
         let cfg = self.0.config.inner();
         let stats = &self.0.stats;
-        if !event.metadata.is_empty() {
+        if !metadata.is_empty() {
             let max = cfg.max_metadata_string;
             let mut truncated = 0;
             let mut kept = 0usize;
-            let removed = event.metadata.retain(|k, v| {
+            let removed = metadata.retain(|k, v| {
                 if let Some(list) = &cfg.allowlist {
                     if !list.contains(k.as_str()) {
                         return false;
@@ -307,7 +333,7 @@ impl Dispatch {
             stats.add_metadata_dropped(removed as u64);
             stats.add_truncated(truncated);
         }
-        let o = &mut event.outcome;
+        let o = outcome;
         if o.status != OutcomeStatus::Success {
             let ty = o.error_type.get_or_insert(Text::from_static("Error"));
             if ty.is_empty() {

@@ -2,7 +2,15 @@
 //! path. Its output is byte for byte what `serde_json::to_vec(&event)` writes
 //! (field order, escapes, number forms); a test holds it to that.
 
-use crate::event::{AuditEvent, Correlation, Delegation, Http, Integrity};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::call::{CallRecord, CallSite};
+use crate::context::AuditContext;
+use crate::event::{
+    Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
+};
 use crate::metadata::{MetaValue, Metadata};
 use crate::text::Text;
 
@@ -226,22 +234,61 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     out.reserve(768);
     out.extend_from_slice(b"{\"schema_version\":");
     raw(out, e.schema_version.as_str());
-    out.extend_from_slice(b",\"event_id\":\"");
-    let mut id = [0u8; 36];
-    out.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.extend_from_slice(b"\",\"timestamp\":\"");
-    out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
-    out.extend_from_slice(b"\",\"service\":{\"name\":");
-    str(out, &e.service.name);
-    let mut f = false;
-    opt(out, &mut f, "environment", &e.service.environment);
-    opt(out, &mut f, "version", &e.service.version);
+    id_and_time(out, &e.event_id, e.timestamp);
+    service(out, &e.service);
+    actor(out, &e.actor);
+    action(out, &e.action);
+    resource_type(out, &e.resource.kind);
+    resource_ids(out, &e.resource.id, &e.resource.patient_id);
+    outcome(out, &e.outcome);
+    context_tail(out, e.correlation.as_ref(), e.http.as_ref());
+    if let Some(d) = &e.delegation {
+        out.extend_from_slice(b",\"delegation\":");
+        delegation(out, d);
+    }
+    if !e.metadata.is_empty() {
+        out.extend_from_slice(b",\"metadata\":");
+        metadata(out, &e.metadata);
+    }
+    if let Some(i) = &e.integrity {
+        out.extend_from_slice(b",\"integrity\":");
+        integrity(out, i);
+    }
+    out.push(b'}');
+}
 
-    out.extend_from_slice(b"},\"actor\":{\"subject_id\":");
-    let a = &e.actor;
+// The pieces of an event, in order. The record encoder (`record`) writes the
+// same pieces, some of them rendered once and reused, so both forms agree
+// byte for byte by construction.
+
+/// `,"event_id":"..","timestamp":".."`
+#[inline]
+pub(crate) fn id_and_time(out: &mut Vec<u8>, id: &uuid::Uuid, t: crate::Timestamp) {
+    out.extend_from_slice(b",\"event_id\":\"");
+    let mut buf = [0u8; 36];
+    out.extend_from_slice(id.hyphenated().encode_lower(&mut buf).as_bytes());
+    out.extend_from_slice(b"\",\"timestamp\":\"");
+    out.extend_from_slice(&t.rfc3339_bytes_cached());
+    out.push(b'"');
+}
+
+/// `,"service":{..}`
+pub(crate) fn service(out: &mut Vec<u8>, s: &Service) {
+    out.extend_from_slice(b",\"service\":{\"name\":");
+    str(out, &s.name);
+    let mut f = false;
+    opt(out, &mut f, "environment", &s.environment);
+    opt(out, &mut f, "version", &s.version);
+    out.push(b'}');
+}
+
+/// `,"actor":{..}`
+pub(crate) fn actor(out: &mut Vec<u8>, a: &Actor) {
+    out.extend_from_slice(b",\"actor\":{\"subject_id\":");
     str(out, &a.subject_id);
     out.extend_from_slice(b",\"subject_type\":");
     raw(out, a.subject_type.as_str());
+    let mut f = false;
     opt(out, &mut f, "org_id", &a.org_id);
     opt(out, &mut f, "owner_org_id", &a.owner_org_id);
     if let Some(roles) = &a.roles {
@@ -255,49 +302,159 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
         }
         out.push(b']');
     }
+    out.push(b'}');
+}
 
-    out.extend_from_slice(b"},\"action\":{\"type\":");
-    raw(out, e.action.kind.as_str());
-    opt(out, &mut f, "name", &e.action.name);
-    if let Some(p) = e.action.phi_touched {
+/// `,"action":{..}`
+pub(crate) fn action(out: &mut Vec<u8>, a: &Action) {
+    out.extend_from_slice(b",\"action\":{\"type\":");
+    raw(out, a.kind.as_str());
+    let mut f = false;
+    opt(out, &mut f, "name", &a.name);
+    if let Some(p) = a.phi_touched {
         key(out, &mut f, "phi_touched");
         out.extend_from_slice(if p { b"true" } else { b"false" });
     }
-    if let Some(c) = e.action.data_classification {
+    if let Some(c) = a.data_classification {
         key(out, &mut f, "data_classification");
         raw(out, c.as_str());
     }
-
-    out.extend_from_slice(b"},\"resource\":{\"type\":");
-    str(out, &e.resource.kind);
-    opt(out, &mut f, "id", &e.resource.id);
-    opt(out, &mut f, "patient_id", &e.resource.patient_id);
-
-    out.extend_from_slice(b"},\"outcome\":{\"status\":");
-    raw(out, e.outcome.status.as_str());
-    opt(out, &mut f, "error_type", &e.outcome.error_type);
-    opt(out, &mut f, "error_message", &e.outcome.error_message);
     out.push(b'}');
+}
 
-    if let Some(c) = &e.correlation {
+/// `,"resource":{"type":..` (left open for the ids)
+pub(crate) fn resource_type(out: &mut Vec<u8>, kind: &str) {
+    out.extend_from_slice(b",\"resource\":{\"type\":");
+    str(out, kind);
+}
+
+/// `,"id":..,"patient_id":..}` (closes the resource)
+#[inline]
+pub(crate) fn resource_ids(out: &mut Vec<u8>, id: &Option<Text>, patient_id: &Option<Text>) {
+    let mut f = false;
+    opt(out, &mut f, "id", id);
+    opt(out, &mut f, "patient_id", patient_id);
+    out.push(b'}');
+}
+
+/// `,"outcome":{..}`
+#[inline]
+pub(crate) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
+    out.extend_from_slice(b",\"outcome\":{\"status\":");
+    raw(out, o.status.as_str());
+    let mut f = false;
+    opt(out, &mut f, "error_type", &o.error_type);
+    opt(out, &mut f, "error_message", &o.error_message);
+    out.push(b'}');
+}
+
+/// `,"correlation":{..},"http":{..}` (each when present)
+pub(crate) fn context_tail(out: &mut Vec<u8>, c: Option<&Correlation>, h: Option<&Http>) {
+    if let Some(c) = c {
         out.extend_from_slice(b",\"correlation\":");
         correlation(out, c);
     }
-    if let Some(h) = &e.http {
+    if let Some(h) = h {
         out.extend_from_slice(b",\"http\":");
         http(out, h);
     }
-    if let Some(d) = &e.delegation {
-        out.extend_from_slice(b",\"delegation\":");
-        delegation(out, d);
+}
+
+/// What `write` appends, as a boxed slice (for fragments rendered once).
+pub(crate) fn rendered(write: impl FnOnce(&mut Vec<u8>)) -> Box<[u8]> {
+    let mut out = Vec::new();
+    write(&mut out);
+    out.into_boxed_slice()
+}
+
+/// `,"action":{..},"resource":{"type":..` of a call site.
+fn site(out: &mut Vec<u8>, site: &CallSite) {
+    action(
+        out,
+        &Action {
+            kind: site.action,
+            name: Some(Text::from_static(site.name)),
+            phi_touched: site.phi_touched,
+            data_classification: site.classification,
+        },
+    );
+    resource_type(out, site.resource);
+}
+
+/// Copies the rendered [`site`] of `s` to `out`, rendering it the first
+/// time this thread sees the site (call sites are statics: their address is
+/// their identity, for the life of the program).
+fn site_cached(out: &mut Vec<u8>, s: &'static CallSite) {
+    thread_local! {
+        static SITES: RefCell<SiteCache> = RefCell::new(SiteCache::default());
     }
-    if !e.metadata.is_empty() {
+    let hit = SITES.try_with(|c| {
+        let mut c = c.borrow_mut();
+        let key = s as *const CallSite as usize;
+        let frag = c.map.entry(key).or_insert_with(|| rendered(|o| site(o, s)));
+        out.extend_from_slice(frag);
+    });
+    if hit.is_err() {
+        site(out, s);
+    }
+}
+
+/// Rendered call sites by address.
+#[derive(Default)]
+struct SiteCache {
+    map: HashMap<usize, Box<[u8]>, BuildHasherDefault<AddrHasher>>,
+}
+
+/// Hashes a static's address: spread the bits a multiply mixes well.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+}
+
+/// Appends the compact JSON of a finished call: what
+/// `encode::event(record.into_event())` writes, for a record that
+/// `writes_as_is`. The constant parts are copied pre-rendered.
+pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
+    out.reserve(768);
+    out.extend_from_slice(b"{\"schema_version\":\"1.1\"");
+    id_and_time(out, &r.event_id, r.started);
+    let cfg = r.config.get().inner();
+    out.extend_from_slice(&cfg.fragments.service);
+    let ctx = r.context.as_ref().map(AuditContext::fragments);
+    match (&r.actor, ctx.and_then(|f| f.actor.as_deref())) {
+        (Some(a), _) => actor(out, a),
+        (None, Some(f)) => out.extend_from_slice(f),
+        (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
+    }
+    site_cached(out, r.site);
+    resource_ids(out, &r.resource_id, &r.patient_id);
+    outcome(out, &r.outcome);
+    if let Some(f) = ctx {
+        out.extend_from_slice(&f.tail);
+    }
+    metadata_and_close(out, &r.metadata);
+}
+
+/// `,"metadata":{..}` when there is any, and the closing brace.
+#[inline]
+pub(crate) fn metadata_and_close(out: &mut Vec<u8>, m: &Metadata) {
+    if !m.is_empty() {
         out.extend_from_slice(b",\"metadata\":");
-        metadata(out, &e.metadata);
-    }
-    if let Some(i) = &e.integrity {
-        out.extend_from_slice(b",\"integrity\":");
-        integrity(out, i);
+        metadata(out, m);
     }
     out.push(b'}');
 }

@@ -5,6 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::call::CallRecord;
 use crate::event::AuditEvent;
 use crate::sink::{BatchError, Sink, SinkError};
 
@@ -519,6 +520,44 @@ impl JsonlFileSink {
     }
 }
 
+impl JsonlFileSink {
+    /// Writes one line per item, as one batch (one write, one sync as the
+    /// policy says), encoding in place, and empties `items`.
+    fn write_lines<T>(
+        &self,
+        items: &mut Vec<T>,
+        encode: impl Fn(&T, &mut Vec<u8>),
+    ) -> Result<(), BatchError> {
+        let mut w = match self.lock() {
+            Ok(w) if !w.is_closed() => w,
+            Ok(_) => return Err(BatchError::all(items, SinkError::Closed)),
+            Err(error) => return Err(BatchError::all(items, error)),
+        };
+        w.begin_batch();
+        let mut failed = 0;
+        let mut first = None;
+        for item in items.iter() {
+            let buf = w.buffer();
+            let mark = buf.len();
+            encode(item, buf);
+            buf.push(b'\n');
+            if let Err(e) = w.commit_line(mark) {
+                failed += 1;
+                first.get_or_insert(SinkError::Io(e));
+            }
+        }
+        items.clear();
+        if let Err((n, e)) = w.end_batch() {
+            failed += n;
+            first.get_or_insert(SinkError::Io(e));
+        }
+        match first {
+            None => Ok(()),
+            Some(error) => Err(BatchError { failed, error }),
+        }
+    }
+}
+
 impl Sink for JsonlFileSink {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
         let mut w = self.lock()?;
@@ -533,34 +572,27 @@ impl Sink for JsonlFileSink {
     }
 
     fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
-        let mut w = match self.lock() {
-            Ok(w) if !w.is_closed() => w,
-            Ok(_) => return Err(BatchError::all(events, SinkError::Closed)),
-            Err(error) => return Err(BatchError::all(events, error)),
-        };
-        w.begin_batch();
-        let mut failed = 0;
-        let mut first = None;
-        // Encode in place (no move of each event out of the vector).
-        for event in events.iter() {
-            let buf = w.buffer();
-            let mark = buf.len();
-            event.write_json(buf);
-            buf.push(b'\n');
-            if let Err(e) = w.commit_line(mark) {
-                failed += 1;
-                first.get_or_insert(SinkError::Io(e));
-            }
+        self.write_lines(events, AuditEvent::write_json)
+    }
+
+    fn __takes_records(&self) -> bool {
+        true
+    }
+
+    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+        let mut w = self.lock()?;
+        if w.is_closed() {
+            return Err(SinkError::Closed);
         }
-        events.clear();
-        if let Err((n, e)) = w.end_batch() {
-            failed += n;
-            first.get_or_insert(SinkError::Io(e));
-        }
-        match first {
-            None => Ok(()),
-            Some(error) => Err(BatchError { failed, error }),
-        }
+        let buf = w.buffer();
+        let mark = buf.len();
+        record.write_json(buf);
+        buf.push(b'\n');
+        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+    }
+
+    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
+        self.write_lines(records, CallRecord::write_json)
     }
 
     fn flush(&self) -> Result<(), SinkError> {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::call::CallRecord;
 use crate::event::AuditEvent;
 
 mod fanout;
@@ -95,8 +96,8 @@ impl std::error::Error for BatchError {
 }
 
 impl BatchError {
-    /// Fails every event of `events` (clearing it) with `error`.
-    pub(crate) fn all(events: &mut Vec<AuditEvent>, error: SinkError) -> BatchError {
+    /// Fails every item of `events` (clearing it) with `error`.
+    pub(crate) fn all<T>(events: &mut Vec<T>, error: SinkError) -> BatchError {
         let failed = events.len() as u64;
         events.clear();
         BatchError { failed, error }
@@ -160,6 +161,29 @@ pub trait Sink: Send + Sync + 'static {
     fn flush(&self) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Whether [`Sink::__write_record`] is worth calling: the crate's queue
+    /// and JSON-lines sinks say yes. Not part of the public API.
+    #[doc(hidden)]
+    fn __takes_records(&self) -> bool {
+        false
+    }
+
+    /// Writes a finished audited call (by default as its event). Not part of
+    /// the public API.
+    #[doc(hidden)]
+    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+        self.write_owned(record.into_event())
+    }
+
+    /// Writes finished audited calls in order, draining the vector (by
+    /// default as events, through [`Sink::write_batch`]). Not part of the
+    /// public API.
+    #[doc(hidden)]
+    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
+        let mut events: Vec<AuditEvent> = records.drain(..).map(CallRecord::into_event).collect();
+        self.write_batch(&mut events)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Arc<S> {
@@ -175,6 +199,15 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()
     }
+    fn __takes_records(&self) -> bool {
+        (**self).__takes_records()
+    }
+    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+        (**self).__write_record(record)
+    }
+    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
+        (**self).__write_records(records)
+    }
 }
 
 impl<S: Sink + ?Sized> Sink for Box<S> {
@@ -189,5 +222,14 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn flush(&self) -> Result<(), SinkError> {
         (**self).flush()
+    }
+    fn __takes_records(&self) -> bool {
+        (**self).__takes_records()
+    }
+    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+        (**self).__write_record(record)
+    }
+    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
+        (**self).__write_records(records)
     }
 }
