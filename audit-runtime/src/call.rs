@@ -236,13 +236,12 @@ impl Call {
         };
         let record = CallRecord {
             site: self.site,
-            event_id: d.config().new_event_id(),
             config,
             context: self.context.take(),
             started: self.started,
             resource_id: self.resource_id.take(),
             patient_id: self.patient_id.take(),
-            actor: self.actor.take(),
+            actor: self.actor.take().map(Box::new),
             outcome,
             metadata: std::mem::take(&mut self.metadata),
         };
@@ -274,18 +273,19 @@ impl ConfigRef {
 /// about half the bytes of an event, and a sink that writes JSON lines can
 /// copy the constant parts as pre-rendered text. Any sink can turn it into
 /// the event with [`CallRecord::into_event`]: both forms produce the same
-/// JSON, byte for byte. Sinks receive records only through the hidden
+/// JSON, byte for byte. The event id is drawn (from the config's source)
+/// when the record is written or turned into the event, which happens once. Sinks receive records only through the hidden
 /// `Sink` methods used by the crate's own sinks.
 pub struct CallRecord {
     pub(crate) site: &'static CallSite,
     pub(crate) config: ConfigRef,
     pub(crate) context: Option<AuditContext>,
     pub(crate) started: Timestamp,
-    pub(crate) event_id: uuid::Uuid,
     pub(crate) resource_id: Option<Text>,
     pub(crate) patient_id: Option<Text>,
-    /// The actor named in the attribute, over the context's.
-    pub(crate) actor: Option<Actor>,
+    /// The actor named in the attribute, over the context's (boxed: rare,
+    /// and it would double the record).
+    pub(crate) actor: Option<Box<Actor>>,
     pub(crate) outcome: Outcome,
     pub(crate) metadata: Metadata,
 }
@@ -308,7 +308,7 @@ impl CallRecord {
         let site = self.site;
         let ctx = self.context.as_ref();
         let actor = match self.actor {
-            Some(a) => a,
+            Some(a) => *a,
             None => match ctx.and_then(AuditContext::actor_ref) {
                 Some(a) => a.clone(),
                 None => cfg.default_actor().clone(),
@@ -316,7 +316,7 @@ impl CallRecord {
         };
         AuditEvent {
             schema_version: SchemaVersion::V1_1,
-            event_id: self.event_id,
+            event_id: cfg.new_event_id(),
             timestamp: self.started,
             service: Service::clone(cfg.service()),
             actor,
@@ -743,6 +743,26 @@ mod tests {
                 any::<u128>(),
                 -62_000_000_000_000i64..250_000_000_000_000,
             )
+                .prop_map(|mut p| {
+                    p.1 = with_id(&p.1, p.8);
+                    p
+                })
+        }
+
+        /// `cfg` with every event id `id` (ids are drawn when a record is
+        /// written, so two writes of one record compare equal).
+        fn with_id(cfg: &Config, id: u128) -> Config {
+            let i = cfg.inner();
+            let mut b = Config::new(i.service.name.clone())
+                .default_actor(i.default_actor.clone())
+                .id_source(move || uuid::Uuid::from_u128(id));
+            if let Some(e) = &i.service.environment {
+                b = b.environment(e.clone());
+            }
+            if let Some(v) = &i.service.version {
+                b = b.version(v.clone());
+            }
+            b.build().unwrap()
         }
 
         fn record(p: &Parts) -> CallRecord {
@@ -755,10 +775,9 @@ mod tests {
                 config: ConfigRef::Shared(p.1.clone()),
                 context: p.2.clone(),
                 started: Timestamp::from_unix_millis(p.9),
-                event_id: uuid::Uuid::from_u128(p.8),
                 resource_id: p.3.as_deref().map(Text::from),
                 patient_id: p.4.as_deref().map(Text::from),
-                actor: p.5.clone(),
+                actor: p.5.clone().map(Box::new),
                 outcome: p.6.clone(),
                 metadata,
             }

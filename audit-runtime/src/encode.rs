@@ -431,8 +431,9 @@ impl Hasher for AddrHasher {
 pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     out.reserve(768);
     out.extend_from_slice(b"{\"schema_version\":\"1.1\"");
-    id_and_time(out, &r.event_id, r.started);
-    let cfg = r.config.get().inner();
+    let config = r.config.get();
+    id_and_time(out, &config.new_event_id(), r.started);
+    let cfg = config.inner();
     out.extend_from_slice(&cfg.fragments.service);
     let ctx = r.context.as_ref().map(AuditContext::fragments);
     match (&r.actor, ctx.and_then(|f| f.actor.as_deref())) {

@@ -5,7 +5,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::{Sink, SinkError};
+use super::{BatchError, Sink, SinkError};
+use crate::call::CallRecord;
 use crate::config::INTERNAL_TARGET;
 use crate::event::AuditEvent;
 
@@ -57,6 +58,16 @@ impl ShutdownReport {
     pub fn lost(&self) -> u64 {
         self.stats.pending() + self.stats.failed + self.stats.dropped
     }
+}
+
+/// What callers queue: an event, or a finished audited call that becomes
+/// one (or is written as its JSON) on the worker.
+// Unboxed: callers write only the variant they queue (a record is about
+// half an event), and boxing events would allocate for each.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Event(AuditEvent),
+    Record(CallRecord),
 }
 
 /// A control message, ordered among the events by its position.
@@ -124,7 +135,7 @@ struct Queue {
 }
 
 struct QueueState {
-    events: Vec<AuditEvent>,
+    events: Vec<Item>,
     /// Control messages with the number of events queued before each.
     controls: Vec<(usize, Control)>,
     /// Set by the worker when it stops: later sends fail.
@@ -153,7 +164,7 @@ impl Queue {
 
     /// Queues an event (waiting for room when `block`).
     #[inline]
-    fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
+    fn push_event(&self, event: Item, block: bool) -> Result<(), SinkError> {
         let mut st = self.lock();
         loop {
             if st.closed {
@@ -227,7 +238,7 @@ impl Queue {
     /// sink) and the worker sleeps until a caller wakes it.
     fn take_all(
         &self,
-        events: &mut Vec<AuditEvent>,
+        events: &mut Vec<Item>,
         controls: &mut Vec<(usize, Control)>,
         idle: &mut dyn FnMut(),
     ) {
@@ -441,7 +452,7 @@ impl NonBlocking {
     }
 
     #[inline]
-    fn enqueue(&self, event: AuditEvent) -> Result<(), SinkError> {
+    fn enqueue(&self, event: Item) -> Result<(), SinkError> {
         let r = self
             .queue
             .push_event(event, self.policy == FullPolicy::Block);
@@ -458,11 +469,19 @@ impl NonBlocking {
 
 impl Sink for NonBlocking {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        self.enqueue(event.clone())
+        self.enqueue(Item::Event(event.clone()))
     }
 
     fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
-        self.enqueue(event)
+        self.enqueue(Item::Event(event))
+    }
+
+    fn __takes_records(&self) -> bool {
+        true
+    }
+
+    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+        self.enqueue(Item::Record(record))
     }
 
     fn flush(&self) -> Result<(), SinkError> {
@@ -495,30 +514,70 @@ fn run_worker<S: Sink>(
     report: bool,
 ) {
     crate::dispatch::mark_sink_thread();
-    let write_batch = |batch: &mut Vec<AuditEvent>| {
+    // Counts what the inner sink made of `n` items.
+    let count = |n: u64, r: std::thread::Result<Result<(), BatchError>>| match r {
+        Ok(Ok(())) => {
+            counters.written.fetch_add(n, Ordering::AcqRel);
+        }
+        Ok(Err(e)) => {
+            let failed = e.failed.min(n);
+            counters.written.fetch_add(n - failed, Ordering::AcqRel);
+            counters.failed.fetch_add(failed, Ordering::AcqRel);
+            if report {
+                tracing::warn!(target: INTERNAL_TARGET, error = %e.error, failed, "audit sink worker failed to write events");
+            }
+        }
+        Err(_) => {
+            // Which events of the batch made it is unknown: count them all.
+            counters.failed.fetch_add(n, Ordering::AcqRel);
+            counters.panics.fetch_add(1, Ordering::AcqRel);
+            if report {
+                tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing events");
+            }
+        }
+    };
+    let write_events = |batch: &mut Vec<AuditEvent>| {
         let n = batch.len() as u64;
-        match catch_unwind(AssertUnwindSafe(|| inner.write_batch(batch))) {
-            Ok(Ok(())) => {
-                counters.written.fetch_add(n, Ordering::AcqRel);
-            }
-            Ok(Err(e)) => {
-                let failed = e.failed.min(n);
-                counters.written.fetch_add(n - failed, Ordering::AcqRel);
-                counters.failed.fetch_add(failed, Ordering::AcqRel);
-                if report {
-                    tracing::warn!(target: INTERNAL_TARGET, error = %e.error, failed, "audit sink worker failed to write events");
+        count(
+            n,
+            catch_unwind(AssertUnwindSafe(|| inner.write_batch(batch))),
+        );
+        batch.clear();
+    };
+    let write_records = |batch: &mut Vec<CallRecord>| {
+        let n = batch.len() as u64;
+        count(
+            n,
+            catch_unwind(AssertUnwindSafe(|| inner.__write_records(batch))),
+        );
+        batch.clear();
+    };
+    // Events and records go to the inner sink in order, as runs of each.
+    let mut event_run: Vec<AuditEvent> = Vec::new();
+    let mut record_run: Vec<CallRecord> = Vec::new();
+    let mut write = |items: &mut dyn Iterator<Item = Item>| {
+        for item in items {
+            match item {
+                Item::Event(e) => {
+                    if !record_run.is_empty() {
+                        write_records(&mut record_run);
+                    }
+                    event_run.push(e);
                 }
-            }
-            Err(_) => {
-                // Which events of the batch made it is unknown: count them all.
-                counters.failed.fetch_add(n, Ordering::AcqRel);
-                counters.panics.fetch_add(1, Ordering::AcqRel);
-                if report {
-                    tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing events");
+                Item::Record(r) => {
+                    if !event_run.is_empty() {
+                        write_events(&mut event_run);
+                    }
+                    record_run.push(r);
                 }
             }
         }
-        batch.clear();
+        if !event_run.is_empty() {
+            write_events(&mut event_run);
+        }
+        if !record_run.is_empty() {
+            write_records(&mut record_run);
+        }
     };
     let flush = || match catch_unwind(AssertUnwindSafe(|| inner.flush())) {
         Ok(r) => r,
@@ -527,69 +586,55 @@ fn run_worker<S: Sink>(
             Err(SinkError::Other("sink panicked while flushing".into()))
         }
     };
-    let mut events: Vec<AuditEvent> = Vec::with_capacity(capacity);
+    let mut items: Vec<Item> = Vec::with_capacity(capacity);
     let mut controls: Vec<(usize, Control)> = Vec::new();
     let mut idle = || {
         // Nothing queued: push buffered lines to the medium.
         let _ = flush();
     };
     loop {
-        queue.take_all(&mut events, &mut controls, &mut idle);
-        if controls.is_empty() {
-            // The common case: one batch, handed over without moving events.
-            if !events.is_empty() {
-                write_batch(&mut events);
+        queue.take_all(&mut items, &mut controls, &mut idle);
+        // Items before each control message go first, in order.
+        let mut written = 0;
+        for (at, ctl) in controls.drain(..) {
+            if at > written {
+                write(&mut items.drain(..at - written));
+                written = at;
             }
-        } else {
-            // Events before each control message go first, in order.
-            let mut written = 0;
-            for (at, ctl) in controls.drain(..) {
-                if at > written {
-                    let mut segment: Vec<AuditEvent> = events.drain(..at - written).collect();
-                    write_batch(&mut segment);
-                    written = at;
+            match ctl {
+                Control::Flush(ack) => {
+                    let _ = ack.send(flush());
                 }
-                match ctl {
-                    Control::Flush(ack) => {
-                        let _ = ack.send(flush());
+                Control::Shutdown(ack) => {
+                    queue.close();
+                    // Everything accepted before `closed` was set is
+                    // written too: what follows the stop here, and
+                    // whatever is still in the queue.
+                    let mut rest = Vec::new();
+                    let mut rest_controls = Vec::new();
+                    if !queue.is_empty() {
+                        queue.take_all(&mut rest, &mut rest_controls, &mut || {});
                     }
-                    Control::Shutdown(ack) => {
-                        queue.close();
-                        // Everything accepted before `closed` was set is
-                        // written too: what follows the stop here, and
-                        // whatever is still in the queue.
-                        let mut rest = Vec::new();
-                        let mut rest_controls = Vec::new();
-                        if !queue.is_empty() {
-                            queue.take_all(&mut rest, &mut rest_controls, &mut || {});
+                    items.append(&mut rest);
+                    write(&mut items.drain(..));
+                    let _ = flush();
+                    for (_, c) in rest_controls {
+                        if let Control::Shutdown(a) = c {
+                            let _ = a.send(());
                         }
-                        events.append(&mut rest);
-                        if !events.is_empty() {
-                            write_batch(&mut events);
-                        }
-                        let _ = flush();
-                        for (_, c) in rest_controls {
-                            if let Control::Shutdown(a) = c {
-                                let _ = a.send(());
-                            }
-                        }
-                        let _ = ack.send(());
-                        return;
                     }
+                    let _ = ack.send(());
+                    return;
                 }
-            }
-            if !events.is_empty() {
-                write_batch(&mut events);
             }
         }
-        events.clear();
+        write(&mut items.drain(..));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::BatchError;
     use std::time::Instant;
 
     #[test]
