@@ -60,16 +60,6 @@ impl ShutdownReport {
     }
 }
 
-/// What callers queue: an event, or a finished audited call that becomes
-/// one (or is written as its JSON) on the worker.
-// Unboxed: callers write only the variant they queue (a record is about
-// half an event), and boxing events would allocate for each.
-#[allow(clippy::large_enum_variant)]
-enum Item {
-    Event(AuditEvent),
-    Record(CallRecord),
-}
-
 /// A control message, ordered among the events by its position.
 enum Control {
     Flush(SyncSender<Result<(), SinkError>>),
@@ -135,9 +125,7 @@ struct Queue {
 }
 
 struct QueueState {
-    events: Vec<Item>,
-    /// Control messages with the number of events queued before each.
-    controls: Vec<(usize, Control)>,
+    queued: Queued,
     /// Set by the worker when it stops: later sends fail.
     closed: bool,
     /// Events accepted, ever (kept under the lock the push takes anyway).
@@ -151,7 +139,52 @@ struct QueueState {
 
 impl QueueState {
     fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.controls.is_empty()
+        self.queued.is_empty()
+    }
+}
+
+/// What is queued, in order. Audited calls (nearly everything) sit in one
+/// vector the worker hands to the inner sink as it is; events written
+/// directly, and control messages, note where among the records they were
+/// queued.
+#[derive(Default)]
+struct Queued {
+    records: Vec<CallRecord>,
+    /// Each event comes before the record at its index.
+    events: Vec<(usize, AuditEvent)>,
+    /// Each message comes after this many records and events.
+    controls: Vec<(usize, usize, Control)>,
+}
+
+impl Queued {
+    fn with_capacity(n: usize) -> Queued {
+        Queued {
+            records: Vec::with_capacity(n),
+            ..Queued::default()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len() + self.events.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0 && self.controls.is_empty()
+    }
+
+    /// Appends `later` (taken after `self`) behind what `self` holds.
+    fn append(&mut self, later: &mut Queued) {
+        let base = self.records.len();
+        self.events
+            .extend(later.events.drain(..).map(|(at, e)| (at + base, e)));
+        let events = self.events.len();
+        self.controls.extend(
+            later
+                .controls
+                .drain(..)
+                .map(|(r, e, c)| (r + base, e + events, c)),
+        );
+        self.records.append(&mut later.records);
     }
 }
 
@@ -162,15 +195,16 @@ impl Queue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an event (waiting for room when `block`).
+    /// Queues what `put` adds (one record or event), waiting for room when
+    /// `block`.
     #[inline]
-    fn push_event(&self, event: Item, block: bool) -> Result<(), SinkError> {
+    fn push(&self, block: bool, put: impl FnOnce(&mut Queued)) -> Result<(), SinkError> {
         let mut st = self.lock();
         loop {
             if st.closed {
                 return Err(SinkError::Closed);
             }
-            if st.events.len() < self.capacity {
+            if st.queued.len() < self.capacity {
                 break;
             }
             if !block {
@@ -180,21 +214,33 @@ impl Queue {
             st = self.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
             st.producers_waiting -= 1;
         }
-        st.events.push(event);
+        put(&mut st.queued);
+        let len = st.queued.len();
         st.enqueued += 1;
-        // The next event goes there: its lines were last read by the worker, on
-        // another core, and taking them back at the store would stall the
-        // lock's release (measured: most of a push's time).
-        if let Some(slot) = st.events.spare_capacity_mut().first_mut() {
-            crate::prefetch::for_write(slot.as_mut_ptr());
-        }
-        let wake = st.consumer_waiting
-            || (st.consumer_napping && st.events.len() >= self.capacity.div_ceil(2));
+        let wake = st.consumer_waiting || (st.consumer_napping && len >= self.capacity.div_ceil(2));
         drop(st);
         if wake {
             self.not_empty.notify_one();
         }
         Ok(())
+    }
+
+    #[inline]
+    fn push_record(&self, record: CallRecord, block: bool) -> Result<(), SinkError> {
+        self.push(block, |q| {
+            q.records.push(record);
+            // The next record goes there: its lines were last read by the
+            // worker, on another core, and taking them back at the store
+            // would stall the lock's release (measured: most of a push's
+            // time).
+            if let Some(slot) = q.records.spare_capacity_mut().first_mut() {
+                crate::prefetch::for_write(slot.as_mut_ptr());
+            }
+        })
+    }
+
+    fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
+        self.push(block, |q| q.events.push((q.records.len(), event)))
     }
 
     /// Queues a control message behind everything queued (never blocks).
@@ -203,8 +249,8 @@ impl Queue {
         if st.closed {
             return false;
         }
-        let at = st.events.len();
-        st.controls.push((at, msg));
+        let q = &mut st.queued;
+        q.controls.push((q.records.len(), q.events.len(), msg));
         let wake = st.consumer_waiting || st.consumer_napping;
         drop(st);
         if wake {
@@ -236,14 +282,9 @@ impl Queue {
     /// grow. An empty queue gets one nap of [`LINGER`] (work tends to follow
     /// work); if it is still empty, `idle` runs (the worker flushes its
     /// sink) and the worker sleeps until a caller wakes it.
-    fn take_all(
-        &self,
-        events: &mut Vec<Item>,
-        controls: &mut Vec<(usize, Control)>,
-        idle: &mut dyn FnMut(),
-    ) {
+    fn take_all(&self, into: &mut Queued, idle: &mut dyn FnMut()) {
         let mut st = self.lock();
-        if st.controls.is_empty() && st.events.len() < self.linger_batch {
+        if st.queued.controls.is_empty() && st.queued.len() < self.linger_batch {
             st = self.nap(st, LINGER);
         }
         if st.is_empty() {
@@ -256,8 +297,7 @@ impl Queue {
                 st.consumer_waiting = false;
             }
         }
-        std::mem::swap(&mut st.events, events);
-        std::mem::swap(&mut st.controls, controls);
+        std::mem::swap(&mut st.queued, into);
         let wake = st.producers_waiting > 0;
         drop(st);
         if wake {
@@ -362,8 +402,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
     pub fn build(self) -> NonBlocking {
         let queue = Arc::new(Queue {
             state: CacheLine(Mutex::new(QueueState {
-                events: Vec::with_capacity(self.capacity),
-                controls: Vec::new(),
+                queued: Queued::with_capacity(self.capacity),
                 closed: false,
                 enqueued: 0,
                 consumer_waiting: false,
@@ -451,29 +490,27 @@ impl NonBlocking {
         }
     }
 
+    /// Counts a drop for a full queue.
     #[inline]
-    fn enqueue(&self, event: Item) -> Result<(), SinkError> {
-        let r = self
-            .queue
-            .push_event(event, self.policy == FullPolicy::Block);
-        match &r {
-            Ok(()) => {}
-            Err(SinkError::QueueFull) => {
-                self.counters.dropped.fetch_add(1, Ordering::AcqRel);
-            }
-            Err(_) => {}
+    fn counted(&self, r: Result<(), SinkError>) -> Result<(), SinkError> {
+        if let Err(SinkError::QueueFull) = &r {
+            self.counters.dropped.fetch_add(1, Ordering::AcqRel);
         }
         r
+    }
+
+    fn blocks(&self) -> bool {
+        self.policy == FullPolicy::Block
     }
 }
 
 impl Sink for NonBlocking {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        self.enqueue(Item::Event(event.clone()))
+        self.counted(self.queue.push_event(event.clone(), self.blocks()))
     }
 
     fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
-        self.enqueue(Item::Event(event))
+        self.counted(self.queue.push_event(event, self.blocks()))
     }
 
     fn __takes_records(&self) -> bool {
@@ -481,7 +518,7 @@ impl Sink for NonBlocking {
     }
 
     fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
-        self.enqueue(Item::Record(record))
+        self.counted(self.queue.push_record(record, self.blocks()))
     }
 
     fn flush(&self) -> Result<(), SinkError> {
@@ -552,33 +589,6 @@ fn run_worker<S: Sink>(
         );
         batch.clear();
     };
-    // Events and records go to the inner sink in order, as runs of each.
-    let mut event_run: Vec<AuditEvent> = Vec::new();
-    let mut record_run: Vec<CallRecord> = Vec::new();
-    let mut write = |items: &mut dyn Iterator<Item = Item>| {
-        for item in items {
-            match item {
-                Item::Event(e) => {
-                    if !record_run.is_empty() {
-                        write_records(&mut record_run);
-                    }
-                    event_run.push(e);
-                }
-                Item::Record(r) => {
-                    if !event_run.is_empty() {
-                        write_events(&mut event_run);
-                    }
-                    record_run.push(r);
-                }
-            }
-        }
-        if !event_run.is_empty() {
-            write_events(&mut event_run);
-        }
-        if !record_run.is_empty() {
-            write_records(&mut record_run);
-        }
-    };
     let flush = || match catch_unwind(AssertUnwindSafe(|| inner.flush())) {
         Ok(r) => r,
         Err(_) => {
@@ -586,21 +596,50 @@ fn run_worker<S: Sink>(
             Err(SinkError::Other("sink panicked while flushing".into()))
         }
     };
-    let mut items: Vec<Item> = Vec::with_capacity(capacity);
-    let mut controls: Vec<(usize, Control)> = Vec::new();
+    // Writes, in order, the records before index `records` and the events
+    // before index `events` (indices in the batch as taken); `done` counts
+    // what was written before. Records go as one run between events (the
+    // whole vector, unmoved, when no event falls inside it).
+    let write_upto = |q: &mut Queued, done: &mut (usize, usize), records: usize, events: usize| loop {
+        let due = q
+            .events
+            .iter()
+            .take(events - done.1)
+            .take_while(|(at, _)| *at <= done.0)
+            .count();
+        if due > 0 {
+            let mut run: Vec<AuditEvent> = q.events.drain(..due).map(|(_, e)| e).collect();
+            write_events(&mut run);
+            done.1 += due;
+            continue;
+        }
+        if done.0 >= records {
+            break;
+        }
+        let until = match q.events.first() {
+            Some((at, _)) if done.1 < events => (*at).min(records),
+            _ => records,
+        };
+        let n = until - done.0;
+        if n == q.records.len() {
+            write_records(&mut q.records);
+        } else {
+            let mut run: Vec<CallRecord> = q.records.drain(..n).collect();
+            write_records(&mut run);
+        }
+        done.0 = until;
+    };
+    let mut batch = Queued::with_capacity(capacity);
     let mut idle = || {
         // Nothing queued: push buffered lines to the medium.
         let _ = flush();
     };
     loop {
-        queue.take_all(&mut items, &mut controls, &mut idle);
-        // Items before each control message go first, in order.
-        let mut written = 0;
-        for (at, ctl) in controls.drain(..) {
-            if at > written {
-                write(&mut items.drain(..at - written));
-                written = at;
-            }
+        queue.take_all(&mut batch, &mut idle);
+        let mut done = (0, 0);
+        let controls = std::mem::take(&mut batch.controls);
+        for (records, events, ctl) in controls {
+            write_upto(&mut batch, &mut done, records, events);
             match ctl {
                 Control::Flush(ack) => {
                     let _ = ack.send(flush());
@@ -610,15 +649,26 @@ fn run_worker<S: Sink>(
                     // Everything accepted before `closed` was set is
                     // written too: what follows the stop here, and
                     // whatever is still in the queue.
-                    let mut rest = Vec::new();
-                    let mut rest_controls = Vec::new();
+                    let mut rest = Queued::default();
                     if !queue.is_empty() {
-                        queue.take_all(&mut rest, &mut rest_controls, &mut || {});
+                        queue.take_all(&mut rest, &mut || {});
                     }
-                    items.append(&mut rest);
-                    write(&mut items.drain(..));
+                    let acks = std::mem::take(&mut rest.controls);
+                    // Indices in `batch` count from what is left of it.
+                    let mut left = Queued {
+                        records: std::mem::take(&mut batch.records),
+                        events: batch
+                            .events
+                            .drain(..)
+                            .map(|(at, e)| (at - done.0, e))
+                            .collect(),
+                        controls: Vec::new(),
+                    };
+                    left.append(&mut rest);
+                    let (r, e) = (left.records.len(), left.events.len());
+                    write_upto(&mut left, &mut (0, 0), r, e);
                     let _ = flush();
-                    for (_, c) in rest_controls {
+                    for (_, _, c) in acks {
                         if let Control::Shutdown(a) = c {
                             let _ = a.send(());
                         }
@@ -628,7 +678,8 @@ fn run_worker<S: Sink>(
                 }
             }
         }
-        write(&mut items.drain(..));
+        let (r, e) = (done.0 + batch.records.len(), done.1 + batch.events.len());
+        write_upto(&mut batch, &mut done, r, e);
     }
 }
 
@@ -698,6 +749,73 @@ mod tests {
         assert!(sizes.contains(&(st.failed as usize)), "{st:?} {sizes:?}");
         assert!(st.failed >= 1);
         assert_eq!(st.written + st.failed, 40);
+    }
+
+    /// Records and events, queued in any mix around flushes and a
+    /// shutdown, reach the inner sink in the order they were queued.
+    #[test]
+    fn records_and_events_keep_their_order() {
+        use crate::call::{CallRecord, CallSite, ConfigRef};
+        static SITE: CallSite = CallSite {
+            action: crate::ActionType::Read,
+            resource: "Patient",
+            name: "read",
+            phi_touched: None,
+            classification: None,
+        };
+        let config = crate::Config::new("svc").build().unwrap();
+        let d = crate::Dispatch::new(config.clone(), crate::MemorySink::new());
+        let record = |n: u64| {
+            let mut metadata = crate::Metadata::new();
+            metadata.insert_value(crate::Text::from_static("n"), crate::MetaValue::UInt(n));
+            CallRecord {
+                site: &SITE,
+                config: ConfigRef::Shared(config.clone()),
+                context: None,
+                started: crate::Timestamp::from_unix_millis(0),
+                resource_id: None,
+                patient_id: None,
+                actor: None,
+                outcome: crate::Outcome::SUCCESS,
+                metadata,
+            }
+        };
+        let event = |n: u64| {
+            crate::EventBuilder::new(crate::ActionType::Read, "Patient")
+                .metadata("n", n)
+                .build(&d)
+        };
+        let memory = crate::MemorySink::new();
+        let sink = NonBlocking::builder(memory.clone()).capacity(64).build();
+        // A fixed but irregular mix: runs of records, lone events, events
+        // first and last, flushes between.
+        let pattern = "eerrrerreeflrrrrfeerlrfe";
+        let mut n = 0u64;
+        for c in pattern.chars() {
+            match c {
+                'r' => {
+                    sink.__write_record(record(n)).unwrap();
+                    n += 1;
+                }
+                'e' => {
+                    sink.write_owned(event(n)).unwrap();
+                    n += 1;
+                }
+                'f' => sink.flush().unwrap(),
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        drop(sink);
+        let seen: Vec<u64> = memory
+            .events()
+            .iter()
+            .map(|e| match e.metadata.get("n") {
+                Some(crate::MetaValue::UInt(n)) => *n,
+                Some(crate::MetaValue::Int(n)) => *n as u64,
+                other => panic!("no sequence number: {other:?}"),
+            })
+            .collect();
+        assert_eq!(seen, (0..n).collect::<Vec<_>>());
     }
 
     #[test]
