@@ -134,7 +134,7 @@ impl Call {
         Call {
             site,
             context: if dispatch.get().is_some() {
-                AuditContext::current()
+                AuditContext::current_for_call()
             } else {
                 None
             },

@@ -28,6 +28,8 @@ pub struct Dispatch(Arc<Inner>);
 struct Inner {
     config: Config,
     sink: Box<dyn Sink>,
+    /// The sink's `__takes_records`, asked once.
+    takes_records: bool,
     stats: Stats,
 }
 
@@ -207,6 +209,7 @@ impl Dispatch {
     pub fn new(config: Config, sink: impl Sink) -> Dispatch {
         Dispatch(Arc::new(Inner {
             config,
+            takes_records: sink.__takes_records(),
             sink: Box::new(sink),
             stats: Stats::default(),
         }))
@@ -278,7 +281,7 @@ impl Dispatch {
     /// takes [`Dispatch::emit`]'s way. Never panics; counted like `emit`.
     pub(crate) fn emit_record(&self, mut record: CallRecord) {
         let inner = &*self.0;
-        if !inner.sink.__takes_records() || !record.writes_as_is() {
+        if !inner.takes_records || !record.writes_as_is() {
             self.emit(record.into_event());
             return;
         }
