@@ -399,7 +399,12 @@ impl Drop for Entered<'_> {
     fn drop(&mut self) {
         let frame = FRAMES.try_with(|f| f.borrow_mut().pop()).ok().flatten();
         if let Some(m) = frame {
-            self.call.metadata.extend(m);
+            if self.call.metadata.is_empty() {
+                // The usual case: the frame is the call's own metadata.
+                self.call.metadata = m;
+            } else {
+                self.call.metadata.extend(m);
+            }
         }
     }
 }

@@ -131,6 +131,32 @@ fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>) {
     }
 }
 
+/// Two lowercase hex digits for every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// The hyphenated lowercase form of a UUID (8-4-4-4-12), a byte pair at a
+/// time (the worker writes one per event).
+#[inline]
+fn uuid_hyphenated(b: &[u8; 16]) -> [u8; 36] {
+    let mut o = [b'-'; 36];
+    // Where each byte's two digits go.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    for (byte, at) in b.iter().zip(AT) {
+        let [hi, lo] = HEX_PAIRS[*byte as usize];
+        o[at] = hi;
+        o[at + 1] = lo;
+    }
+    o
+}
+
 fn int(out: &mut Vec<u8>, v: i128) {
     let mut buf = [0u8; 40];
     let mut i = buf.len();
@@ -265,8 +291,7 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
 #[inline]
 pub(crate) fn id_and_time(out: &mut Vec<u8>, id: &uuid::Uuid, t: crate::Timestamp) {
     out.extend_from_slice(b",\"event_id\":\"");
-    let mut buf = [0u8; 36];
-    out.extend_from_slice(id.hyphenated().encode_lower(&mut buf).as_bytes());
+    out.extend_from_slice(&uuid_hyphenated(id.as_bytes()));
     out.extend_from_slice(b"\",\"timestamp\":\"");
     out.extend_from_slice(&t.rfc3339_bytes_cached());
     out.push(b'"');
@@ -628,6 +653,21 @@ mod tests {
             let v = [a, b, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41];
             let want = ESCAPE[a as usize] != 0 || ESCAPE[b as usize] != 0;
             assert_eq!(needs_escape(&v), want);
+        }
+    }
+
+    #[test]
+    fn uuids_are_written_as_the_uuid_crate_writes_them() {
+        let mut x = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210u128;
+        for _ in 0..10_000 {
+            let id = uuid::Uuid::from_u128(x);
+            assert_eq!(
+                &uuid_hyphenated(id.as_bytes())[..],
+                id.hyphenated().to_string().as_bytes()
+            );
+            x = x
+                .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                .wrapping_add(0x9e37_79b9);
         }
     }
 
