@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
 
 use crate::call::{CallRecord, CallSite};
 use crate::context::AuditContext;
@@ -416,8 +417,16 @@ fn site_cached(out: &mut Vec<u8>, s: &'static CallSite) {
     let hit = SITES.try_with(|c| {
         let mut c = c.borrow_mut();
         let key = s as *const CallSite as usize;
-        let frag = c.map.entry(key).or_insert_with(|| rendered(|o| site(o, s)));
-        out.extend_from_slice(frag);
+        // Calls come in runs from one site: try the last one first.
+        if c.last.0 != key {
+            let frag = c
+                .map
+                .entry(key)
+                .or_insert_with(|| Rc::from(rendered(|o| site(o, s))))
+                .clone();
+            c.last = (key, frag);
+        }
+        out.extend_from_slice(&c.last.1);
     });
     if hit.is_err() {
         site(out, s);
@@ -427,7 +436,8 @@ fn site_cached(out: &mut Vec<u8>, s: &'static CallSite) {
 /// Rendered call sites by address.
 #[derive(Default)]
 struct SiteCache {
-    map: HashMap<usize, Box<[u8]>, BuildHasherDefault<AddrHasher>>,
+    map: HashMap<usize, Rc<[u8]>, BuildHasherDefault<AddrHasher>>,
+    last: (usize, Rc<[u8]>),
 }
 
 /// Hashes a static's address: spread the bits a multiply mixes well.
