@@ -360,7 +360,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// A source of event ids (tests).
+    /// A source of event ids (tests). It is called where the event is
+    /// written: for an audited call behind a [`crate::NonBlocking`] sink,
+    /// on its worker thread.
     pub fn id_source(mut self, ids: impl Fn() -> Uuid + Send + Sync + 'static) -> Self {
         self.inner.ids = Some(Arc::new(ids));
         self
