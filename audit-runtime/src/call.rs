@@ -272,10 +272,12 @@ impl ConfigRef {
 /// site, the config, the request's context), so handing it to a queue moves
 /// about half the bytes of an event, and a sink that writes JSON lines can
 /// copy the constant parts as pre-rendered text. Any sink can turn it into
-/// the event with [`CallRecord::into_event`]: both forms produce the same
-/// JSON, byte for byte. The event id is drawn (from the config's source)
-/// when the record is written or turned into the event, which happens once. Sinks receive records only through the hidden
-/// `Sink` methods used by the crate's own sinks.
+/// the event with [`CallRecord::into_event`]; where the dispatcher hands a
+/// record on as it is (a 1.1 config without validation), both forms produce
+/// the same JSON, byte for byte. The event id is drawn (from the config's source)
+/// when the record is written or turned into the event, which happens once.
+/// Sinks receive records only through the hidden `Sink` methods used by the
+/// crate's own sinks.
 pub struct CallRecord {
     pub(crate) site: &'static CallSite,
     pub(crate) config: ConfigRef,
@@ -283,8 +285,8 @@ pub struct CallRecord {
     pub(crate) started: Timestamp,
     pub(crate) resource_id: Option<Text>,
     pub(crate) patient_id: Option<Text>,
-    /// The actor named in the attribute, over the context's (boxed: rare,
-    /// and it would double the record).
+    /// The actor named in the attribute, over the context's (boxed: it is
+    /// rare, and 96 bytes inline would make every record half as big again).
     pub(crate) actor: Option<Box<Actor>>,
     pub(crate) outcome: Outcome,
     pub(crate) metadata: Metadata,
