@@ -521,6 +521,19 @@ impl JsonlFileSink {
 }
 
 impl JsonlFileSink {
+    /// Writes the line `encode` appends (without its newline).
+    fn write_line(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<(), SinkError> {
+        let mut w = self.lock()?;
+        if w.is_closed() {
+            return Err(SinkError::Closed);
+        }
+        let buf = w.buffer();
+        let mark = buf.len();
+        encode(buf);
+        buf.push(b'\n');
+        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+    }
+
     /// Writes one line per item, as one batch (one write, one sync as the
     /// policy says), encoding in place, and empties `items`.
     fn write_lines<T>(
@@ -560,15 +573,7 @@ impl JsonlFileSink {
 
 impl Sink for JsonlFileSink {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        let mut w = self.lock()?;
-        if w.is_closed() {
-            return Err(SinkError::Closed);
-        }
-        let buf = w.buffer();
-        let mark = buf.len();
-        event.write_json(buf);
-        buf.push(b'\n');
-        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+        self.write_line(|buf| event.write_json(buf))
     }
 
     fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
@@ -580,15 +585,7 @@ impl Sink for JsonlFileSink {
     }
 
     fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
-        let mut w = self.lock()?;
-        if w.is_closed() {
-            return Err(SinkError::Closed);
-        }
-        let buf = w.buffer();
-        let mark = buf.len();
-        record.write_json(buf);
-        buf.push(b'\n');
-        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+        self.write_line(|buf| record.write_json(buf))
     }
 
     fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
