@@ -327,7 +327,10 @@ impl Queue {
 
 /// Runs any sink on one worker thread behind a bounded queue, so callers only
 /// pay for moving the event into the queue. Encoding, hashing and I/O happen
-/// on the worker, in order.
+/// on the worker, in order. When the inner sink is a [`crate::JsonlFileSink`],
+/// an audited call is queued as a compact record (its constant parts by
+/// reference) and the worker writes its JSON from parts rendered once; other
+/// inner sinks get events, built by the callers.
 ///
 /// - Full queue: [`FullPolicy::Block`] (default, lossless) or
 ///   [`FullPolicy::Drop`] (counted).
@@ -357,6 +360,10 @@ pub struct NonBlocking {
     policy: FullPolicy,
     counters: Arc<Counters>,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// Whether the inner sink takes call records: if not, callers build
+    /// the events (their cores are the ones with time to spare when the
+    /// worker hashes or formats).
+    takes_records: bool,
 }
 
 impl std::fmt::Debug for NonBlocking {
@@ -425,6 +432,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
             linger_batch: LINGER_BATCH.min(self.capacity),
         });
         let counters = Arc::new(Counters::default());
+        let takes_records = self.inner.__takes_records();
         let worker = {
             let counters = counters.clone();
             let queue = queue.clone();
@@ -441,6 +449,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
             policy: self.policy,
             counters,
             worker: Mutex::new(Some(worker)),
+            takes_records,
         }
     }
 }
@@ -524,7 +533,7 @@ impl Sink for NonBlocking {
     }
 
     fn __takes_records(&self) -> bool {
-        true
+        self.takes_records
     }
 
     fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
