@@ -155,17 +155,23 @@ impl QueueState {
 #[derive(Default)]
 struct Queued {
     records: Vec<CallRecord>,
-    /// Each event comes before the record at its index.
-    events: Vec<(usize, AuditEvent)>,
+    events: Vec<AuditEvent>,
+    /// For each event, the index of the record it comes before.
+    event_at: Vec<usize>,
     /// Each message comes after this many records and events.
     controls: Vec<(usize, usize, Control)>,
 }
 
 impl Queued {
-    fn with_capacity(n: usize) -> Queued {
+    /// Room for `n` of what will be queued: records when the inner sink
+    /// takes them, events otherwise.
+    fn with_capacity(n: usize, records: bool) -> Queued {
+        let (r, e) = if records { (n, 0) } else { (0, n) };
         Queued {
-            records: Vec::with_capacity(n),
-            ..Queued::default()
+            records: Vec::with_capacity(r),
+            events: Vec::with_capacity(e),
+            event_at: Vec::with_capacity(e),
+            controls: Vec::new(),
         }
     }
 
@@ -180,9 +186,10 @@ impl Queued {
     /// Appends `later` (taken after `self`) behind what `self` holds.
     fn append(&mut self, later: &mut Queued) {
         let base = self.records.len();
-        self.events
-            .extend(later.events.drain(..).map(|(at, e)| (at + base, e)));
+        self.event_at
+            .extend(later.event_at.drain(..).map(|at| at + base));
         let events = self.events.len();
+        self.events.append(&mut later.events);
         self.controls.extend(
             later
                 .controls
@@ -250,7 +257,10 @@ impl Queue {
     }
 
     fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
-        self.push(block, |q| q.events.push((q.records.len(), event)))
+        self.push(block, |q| {
+            q.event_at.push(q.records.len());
+            q.events.push(event);
+        })
     }
 
     /// Queues a control message behind everything queued (never blocks).
@@ -417,9 +427,10 @@ impl<S: Sink> NonBlockingBuilder<S> {
     /// # Panics
     /// If the operating system refuses to start a thread.
     pub fn build(self) -> NonBlocking {
+        let takes_records = self.inner.__takes_records();
         let queue = Arc::new(Queue {
             state: CacheLine(Mutex::new(QueueState {
-                queued: Queued::with_capacity(self.capacity),
+                queued: Queued::with_capacity(self.capacity, takes_records),
                 closed: false,
                 enqueued: 0,
                 consumer_waiting: false,
@@ -432,7 +443,6 @@ impl<S: Sink> NonBlockingBuilder<S> {
             linger_batch: LINGER_BATCH.min(self.capacity),
         });
         let counters = Arc::new(Counters::default());
-        let takes_records = self.inner.__takes_records();
         let worker = {
             let counters = counters.clone();
             let queue = queue.clone();
@@ -621,22 +631,27 @@ fn run_worker<S: Sink>(
     // whole vector, unmoved, when no event falls inside it).
     let write_upto = |q: &mut Queued, done: &mut (usize, usize), records: usize, events: usize| loop {
         let due = q
-            .events
+            .event_at
             .iter()
             .take(events - done.1)
-            .take_while(|(at, _)| *at <= done.0)
+            .take_while(|at| **at <= done.0)
             .count();
         if due > 0 {
-            let mut run: Vec<AuditEvent> = q.events.drain(..due).map(|(_, e)| e).collect();
-            write_events(&mut run);
+            q.event_at.drain(..due);
+            if due == q.events.len() {
+                write_events(&mut q.events);
+            } else {
+                let mut run: Vec<AuditEvent> = q.events.drain(..due).collect();
+                write_events(&mut run);
+            }
             done.1 += due;
             continue;
         }
         if done.0 >= records {
             break;
         }
-        let until = match q.events.first() {
-            Some((at, _)) if done.1 < events => (*at).min(records),
+        let until = match q.event_at.first() {
+            Some(at) if done.1 < events => (*at).min(records),
             _ => records,
         };
         let n = until - done.0;
@@ -648,7 +663,7 @@ fn run_worker<S: Sink>(
         }
         done.0 = until;
     };
-    let mut batch = Queued::with_capacity(capacity);
+    let mut batch = Queued::with_capacity(capacity, inner.__takes_records());
     let mut idle = || {
         // Nothing queued: push buffered lines to the medium.
         let _ = flush();
@@ -676,11 +691,8 @@ fn run_worker<S: Sink>(
                     // Indices in `batch` count from what is left of it.
                     let mut left = Queued {
                         records: std::mem::take(&mut batch.records),
-                        events: batch
-                            .events
-                            .drain(..)
-                            .map(|(at, e)| (at - done.0, e))
-                            .collect(),
+                        events: std::mem::take(&mut batch.events),
+                        event_at: batch.event_at.drain(..).map(|at| at - done.0).collect(),
                         controls: Vec::new(),
                     };
                     left.append(&mut rest);
