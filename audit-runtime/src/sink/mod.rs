@@ -186,50 +186,52 @@ pub trait Sink: Send + Sync + 'static {
     }
 }
 
-impl<S: Sink + ?Sized> Sink for Arc<S> {
-    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        (**self).write(event)
-    }
-    fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
-        (**self).write_owned(event)
-    }
-    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
-        (**self).write_batch(events)
-    }
-    fn flush(&self) -> Result<(), SinkError> {
-        (**self).flush()
-    }
-    fn __takes_records(&self) -> bool {
-        (**self).__takes_records()
-    }
-    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
-        (**self).__write_record(record)
-    }
-    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
-        (**self).__write_records(records)
-    }
+/// Smart pointers to a sink are sinks: every method forwards, the hidden
+/// ones too (a missed one would quietly turn the record path off).
+macro_rules! forward_sink {
+    ($($ptr:ident),*) => {$(
+        impl<S: Sink + ?Sized> Sink for $ptr<S> {
+            fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
+                (**self).write(event)
+            }
+            fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
+                (**self).write_owned(event)
+            }
+            fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
+                (**self).write_batch(events)
+            }
+            fn flush(&self) -> Result<(), SinkError> {
+                (**self).flush()
+            }
+            fn __takes_records(&self) -> bool {
+                (**self).__takes_records()
+            }
+            fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+                (**self).__write_record(record)
+            }
+            fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
+                (**self).__write_records(records)
+            }
+        }
+    )*};
 }
 
-impl<S: Sink + ?Sized> Sink for Box<S> {
-    fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        (**self).write(event)
-    }
-    fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
-        (**self).write_owned(event)
-    }
-    fn write_batch(&self, events: &mut Vec<AuditEvent>) -> Result<(), BatchError> {
-        (**self).write_batch(events)
-    }
-    fn flush(&self) -> Result<(), SinkError> {
-        (**self).flush()
-    }
-    fn __takes_records(&self) -> bool {
-        (**self).__takes_records()
-    }
-    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
-        (**self).__write_record(record)
-    }
-    fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {
-        (**self).__write_records(records)
+forward_sink!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_forward_the_record_path() {
+        let dir = std::env::temp_dir().join(format!("phi-audit-fwd-{}", std::process::id()));
+        let jsonl = || JsonlFileSink::open(dir.join("a.jsonl")).unwrap();
+        assert!(jsonl().__takes_records());
+        assert!(Arc::new(jsonl()).__takes_records());
+        assert!(Box::new(jsonl()).__takes_records());
+        let boxed: Box<dyn Sink> = Box::new(Arc::new(jsonl()));
+        assert!(Box::new(boxed).__takes_records());
+        assert!(!Arc::new(MemorySink::new()).__takes_records());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

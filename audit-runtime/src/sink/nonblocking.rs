@@ -112,7 +112,7 @@ const LINGER: Duration = Duration::from_micros(20);
 /// Events that make a batch worth taking at once.
 const LINGER_BATCH: usize = 64;
 
-/// The bounded queue between callers and the worker: a mutex-guarded vector
+/// The bounded queue between callers and the worker: a mutex-guarded [`Queued`]
 /// the worker swaps out whole, so it takes everything queued with one lock,
 /// and wakes blocked callers once per batch rather than once per event.
 ///
