@@ -72,6 +72,9 @@ pub struct Config(Arc<Inner>);
 impl std::panic::RefUnwindSafe for Config {}
 impl std::panic::UnwindSafe for Config {}
 
+// Aligned so the config, read on every call by callers and a sink's worker,
+// shares no cache line with data another thread writes.
+#[repr(align(128))]
 pub(crate) struct Inner {
     pub(crate) service: Service,
     pub(crate) default_actor: Actor,

@@ -18,6 +18,7 @@ use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET
 use crate::event::{AuditEvent, Outcome, OutcomeStatus};
 use crate::metadata::{MetaValue, Metadata};
 use crate::sink::{Sink, SinkError};
+use crate::cache::CacheLine;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::text::Text;
 
@@ -30,7 +31,9 @@ struct Inner {
     sink: Box<dyn Sink>,
     /// The sink's `__takes_records`, asked once.
     takes_records: bool,
-    stats: Stats,
+    /// Written on every call: on lines of their own, away from the config
+    /// and sink the worker of a non-blocking sink reads per event.
+    stats: CacheLine<Stats>,
 }
 
 impl fmt::Debug for Dispatch {
@@ -211,7 +214,7 @@ impl Dispatch {
             config,
             takes_records: sink.__takes_records(),
             sink: Box::new(sink),
-            stats: Stats::default(),
+            stats: CacheLine::default(),
         }))
     }
 

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod cache;
 mod call;
 pub mod checkpoint;
 mod clock;
@@ -19,7 +20,6 @@ mod ids;
 pub mod integrity;
 mod metadata;
 mod phi;
-mod prefetch;
 pub mod report;
 pub mod sanitize;
 pub mod schema;

@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{BatchError, Sink, SinkError};
+use crate::cache::CacheLine;
 use crate::call::CallRecord;
 use crate::config::INTERNAL_TARGET;
 use crate::event::AuditEvent;
@@ -87,18 +88,6 @@ impl Counters {
             panics: self.panics.load(Ordering::Acquire),
             dropped: self.dropped.load(Ordering::Acquire),
         }
-    }
-}
-
-/// Aligns its content to its own cache line (two, against adjacent-line
-/// prefetching).
-#[repr(align(128))]
-struct CacheLine<T>(T);
-
-impl<T> std::ops::Deref for CacheLine<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
     }
 }
 
@@ -250,7 +239,7 @@ impl Queue {
             let spare = q.records.spare_capacity_mut();
             for (i, slot) in spare.iter_mut().take(PREFETCH_AHEAD).enumerate() {
                 if first || i + 1 == PREFETCH_AHEAD {
-                    crate::prefetch::for_write(slot.as_mut_ptr());
+                    crate::cache::for_write(slot.as_mut_ptr());
                 }
             }
         })

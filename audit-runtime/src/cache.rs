@@ -1,8 +1,13 @@
-//! A cache prefetch hint for the hand-over of events between threads.
+//! Cache-line placement and a prefetch hint, for data two threads touch.
 //!
-//! A hint only: it changes nothing the program can observe, and on other
-//! architectures it compiles to nothing.
+//! Callers and a sink's worker run on different cores; every cache line one
+//! of them writes and the other reads crosses between the cores. These keep
+//! such lines few: shared state written per call sits on lines of its own,
+//! and the caller asks for the queue's lines ahead of its stores.
 
+/// A hint only: it changes nothing the program can observe, and on other
+/// architectures it compiles to nothing.
+///
 /// Asks the processor to fetch the memory of `*slot` for writing now, in the
 /// background, so a later store there does not wait for another core to give
 /// the lines up.
@@ -28,4 +33,18 @@ pub(crate) fn for_write<T>(slot: *mut T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = slot;
+}
+
+/// Aligns its content to its own cache lines (two: processors fetch adjacent
+/// lines in pairs), so no unrelated data written by another thread shares
+/// them.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct CacheLine<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
