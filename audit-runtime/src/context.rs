@@ -73,27 +73,43 @@ impl std::fmt::Debug for FragmentCell {
 
 thread_local! {
     static CURRENT: RefCell<Option<AuditContext>> = const { RefCell::new(None) };
-    static BANK: RefCell<Bank> = const { RefCell::new(Bank { ptr: std::ptr::null(), left: 0 }) };
+    static BANK: RefCell<Bank> = const { RefCell::new(Bank::EMPTY) };
 }
 
-/// References to one context paid for in advance, [`BANK_SIZE`] at a time.
+/// References to one context paid for in advance, up to [`BANK_SIZE`] at a
+/// time.
 ///
 /// Every audited call holds its context until its record is written, and a
 /// non-blocking sink drops records on its worker thread: with one reference
 /// count taken per call, the count's cache line would cross between the
 /// caller's core and the worker's twice per call. Taking the references in
 /// a row keeps the line with the caller for all but one call in
-/// [`BANK_SIZE`]. The context then lives until the thread's bank moves on
-/// to another context or the thread ends.
+/// [`BANK_SIZE`].
+///
+/// The batch grows with use: the first call under a context takes one
+/// reference, and each refill for the same context takes twice as many as
+/// the last, up to [`BANK_SIZE`]. A service that makes a new context per
+/// request, with a few audited calls each, so pays about one count per call
+/// and returns at most as many unused ones as it used, instead of taking and
+/// returning a full batch per request. The context then lives until the
+/// thread's bank moves on to another context or the thread ends.
 struct Bank {
     ptr: *const Inner,
     /// Strong counts held for `ptr` and not yet handed out.
     left: usize,
+    /// How many the next refill for `ptr` takes.
+    next: usize,
 }
 
 const BANK_SIZE: usize = 64;
 
 impl Bank {
+    const EMPTY: Bank = Bank {
+        ptr: std::ptr::null(),
+        left: 0,
+        next: 1,
+    };
+
     fn release(&mut self) {
         for _ in 0..self.left {
             // SAFETY: `left` strong counts of the `Arc` behind `ptr` were
@@ -101,20 +117,23 @@ impl Bank {
             unsafe { Arc::decrement_strong_count(self.ptr) };
         }
         self.left = 0;
-        self.ptr = std::ptr::null();
     }
 
     /// One strong reference to `ctx`'s `Arc`, from the bank.
     fn take(&mut self, ctx: &AuditContext) -> AuditContext {
         let ptr = Arc::as_ptr(&ctx.0);
-        if self.ptr != ptr || self.left == 0 {
+        if self.ptr != ptr {
             self.release();
-            for _ in 0..BANK_SIZE {
+            self.ptr = ptr;
+            self.next = 1;
+        }
+        if self.left == 0 {
+            for _ in 0..self.next {
                 // SAFETY: `ptr` comes from a live `Arc` (`ctx`).
                 unsafe { Arc::increment_strong_count(ptr) };
             }
-            self.ptr = ptr;
-            self.left = BANK_SIZE;
+            self.left = self.next;
+            self.next = (self.next * 2).min(BANK_SIZE);
         }
         self.left -= 1;
         // SAFETY: hands over one of the strong counts the bank holds for
@@ -310,7 +329,10 @@ mod tests {
             // Ours, the test's and the held ones, and the bank's spares.
             assert!(Arc::strong_count(&a2.0) >= 2 + held.len());
             drop(held);
-            b2.in_scope(|| drop(AuditContext::current_for_call()));
+            b2.in_scope(|| {
+                drop(AuditContext::current_for_call());
+                drop(AuditContext::current_for_call());
+            });
             // Moving to `b` gave `a`'s spares back.
             assert_eq!(Arc::strong_count(&a2.0), 2);
             assert!(Arc::strong_count(&b2.0) > 2);
@@ -321,5 +343,30 @@ mod tests {
         assert_eq!(Arc::strong_count(&a.0), 1);
         assert_eq!(Arc::strong_count(&b.0), 1);
         assert!(AuditContext::current_for_call().is_none());
+    }
+
+    /// A context per request: the bank takes no more than the calls use
+    /// (at most twice as many), so short-lived contexts do not each pay for
+    /// a full batch.
+    #[test]
+    fn spares_grow_with_use() {
+        std::thread::spawn(|| {
+            for uses in [1usize, 2, 3, 5, 17, 64, 65, 200] {
+                let ctx = AuditContext::new().request_id(format!("req-{uses}"));
+                let held: Vec<AuditContext> = ctx.in_scope(|| {
+                    (0..uses)
+                        .map(|_| AuditContext::current_for_call().unwrap())
+                        .collect()
+                });
+                let spares = Arc::strong_count(&ctx.0) - 1 - held.len();
+                assert!(spares < uses.max(2), "{uses} calls left {spares} spares");
+                if uses == 1 {
+                    assert_eq!(spares, 0);
+                }
+                assert!(spares < BANK_SIZE);
+            }
+        })
+        .join()
+        .unwrap();
     }
 }
