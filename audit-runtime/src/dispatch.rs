@@ -13,12 +13,12 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
+use crate::cache::CacheLine;
 use crate::call::CallRecord;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
 use crate::event::{AuditEvent, Outcome, OutcomeStatus};
 use crate::metadata::{MetaValue, Metadata};
 use crate::sink::{Sink, SinkError};
-use crate::cache::CacheLine;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::text::Text;
 
