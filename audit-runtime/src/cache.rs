@@ -15,20 +15,24 @@
 pub(crate) fn for_write<T>(slot: *mut T) {
     #[cfg(target_arch = "x86_64")]
     {
-        let base = slot.cast::<u8>();
-        let mut off = 0;
-        while off < std::mem::size_of::<T>() {
+        // Every line the value touches: from the one holding its first byte
+        // to the one holding its last (a value not aligned to a line spans
+        // one more line than its size suggests).
+        let start = slot as usize & !63;
+        let end = slot as usize + std::mem::size_of::<T>();
+        let mut line = start;
+        while line < end {
             // SAFETY: PREFETCHW is a hint: it changes no register or memory
             // the program sees and never faults (processors without it run
             // it as a no-op). The address is only computed, never read.
             unsafe {
                 std::arch::asm!(
                     "prefetchw [{p}]",
-                    p = in(reg) base.wrapping_add(off),
+                    p = in(reg) line,
                     options(nostack, preserves_flags, readonly)
                 );
             }
-            off += 64;
+            line += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

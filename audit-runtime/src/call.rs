@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::fmt::{Display, Write as _};
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
@@ -218,11 +219,15 @@ impl Call {
             .is_some_and(|d| d.config().inner().error_messages == ErrorMessages::Sanitized)
     }
 
-    /// Ends the call with `outcome` and emits its event.
+    /// Ends the call with `outcome` and emits its event (once: a call
+    /// already finished ignores this). By reference, not by value: moving
+    /// the guard here copied all of it on every call.
     #[inline]
-    pub fn finish(mut self, outcome: Outcome) {
-        self.finished = true;
-        self.emit(outcome);
+    pub fn finish(&mut self, outcome: Outcome) {
+        if !self.finished {
+            self.finished = true;
+            self.emit(outcome);
+        }
     }
 
     fn emit(&mut self, outcome: Outcome) {
@@ -245,7 +250,74 @@ impl Call {
             outcome,
             metadata: std::mem::take(&mut self.metadata),
         };
-        d.emit_record(record);
+        RecordRef::pass(record, |r| d.emit_record(r));
+    }
+}
+
+/// A [`CallRecord`] handed on by reference but owned all the same: the code
+/// that keeps it moves it out once ([`RecordRef::into_record`]), and one
+/// that does not drops it.
+///
+/// Passing a record by value through the dispatcher, a smart pointer and a
+/// queue copied all of its bytes at every step (measured: a quarter of an
+/// audited call's time); this way it is copied once, into its place in the
+/// queue.
+pub struct RecordRef<'a>(&'a mut ManuallyDrop<CallRecord>);
+
+impl RecordRef<'_> {
+    /// Runs `f` with `record` passed to it by reference.
+    #[inline(always)]
+    pub(crate) fn pass<R>(record: CallRecord, f: impl FnOnce(RecordRef<'_>) -> R) -> R {
+        let mut slot = ManuallyDrop::new(record);
+        // The slot is never touched again: the record is dropped or moved
+        // out through the reference, exactly once.
+        f(RecordRef(&mut slot))
+    }
+
+    /// Takes the record.
+    #[inline]
+    pub fn into_record(self) -> CallRecord {
+        let me = ManuallyDrop::new(self);
+        // SAFETY: the slot holds a live record (only this reference can take
+        // or drop it, and it is consumed here without running its `Drop`).
+        unsafe { std::ptr::read(&**me.0) }
+    }
+
+    /// Moves the record to the end of `records`: one copy, straight into
+    /// the vector's memory.
+    #[inline]
+    pub(crate) fn push_to(self, records: &mut Vec<CallRecord>) {
+        records.reserve(1);
+        let me = ManuallyDrop::new(self);
+        // SAFETY: `reserve` made room for one more element past `len`; the
+        // record is live and, `self` being consumed without its `Drop`,
+        // nothing else reads or drops it after this copy.
+        unsafe {
+            let len = records.len();
+            std::ptr::copy_nonoverlapping(&**me.0, records.as_mut_ptr().add(len), 1);
+            records.set_len(len + 1);
+        }
+    }
+}
+
+impl Drop for RecordRef<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the record was neither taken nor dropped (both consume
+        // `self` without running this).
+        unsafe { ManuallyDrop::drop(self.0) }
+    }
+}
+
+impl std::ops::Deref for RecordRef<'_> {
+    type Target = CallRecord;
+    fn deref(&self) -> &CallRecord {
+        self.0
+    }
+}
+
+impl std::ops::DerefMut for RecordRef<'_> {
+    fn deref_mut(&mut self) -> &mut CallRecord {
+        self.0
     }
 }
 
@@ -577,6 +649,58 @@ mod tests {
         let mut t = StackText::new();
         write!(t, "short").unwrap();
         assert_eq!(t.into_text(), "short");
+    }
+
+    /// A record passed by reference is dropped exactly once, wherever it
+    /// ends: left alone, taken, or moved into a vector.
+    #[test]
+    fn a_record_passed_by_reference_is_dropped_once() {
+        static SITE: CallSite = CallSite {
+            action: ActionType::Read,
+            resource: "Patient",
+            name: "read",
+            phi_touched: None,
+            classification: None,
+        };
+        let config = crate::Config::new("svc").build().unwrap();
+        let id: std::sync::Arc<str> = std::sync::Arc::from("an-identifier-longer-than-inline");
+        let record = || CallRecord {
+            site: &SITE,
+            config: ConfigRef::Shared(config.clone()),
+            context: None,
+            started: Timestamp::from_unix_millis(0),
+            resource_id: Some(Text::from(id.clone())),
+            patient_id: None,
+            actor: None,
+            outcome: Outcome::SUCCESS,
+            metadata: Metadata::new(),
+        };
+        let refs = || std::sync::Arc::strong_count(&id);
+
+        RecordRef::pass(record(), |r| {
+            assert_eq!(r.resource_id.as_deref(), Some(&*id))
+        });
+        assert_eq!(refs(), 1, "an unconsumed reference drops its record");
+
+        let taken = RecordRef::pass(record(), |r| r.into_record());
+        assert_eq!(refs(), 2, "a taken record lives on");
+        drop(taken);
+        assert_eq!(refs(), 1);
+
+        let mut queue = Vec::new();
+        for _ in 0..3 {
+            RecordRef::pass(record(), |r| r.push_to(&mut queue));
+        }
+        assert_eq!(refs(), 4, "records moved into the vector live there");
+        assert!(queue.iter().all(|r| r.resource_id.as_deref() == Some(&*id)));
+        drop(queue);
+        assert_eq!(refs(), 1);
+
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            RecordRef::pass(record(), |_r| panic!("a sink panicked"))
+        }));
+        assert!(result.is_err());
+        assert_eq!(refs(), 1, "a panic drops the record once");
     }
 
     mod records {

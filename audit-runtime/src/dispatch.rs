@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
 use crate::cache::CacheLine;
-use crate::call::CallRecord;
+use crate::call::RecordRef;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
 use crate::event::{AuditEvent, Outcome, OutcomeStatus};
 use crate::metadata::{MetaValue, Metadata};
@@ -282,13 +282,14 @@ impl Dispatch {
     /// [`CallRecord::writes_as_is`]) and the sink takes records, the record
     /// goes to the sink after the limits; otherwise it becomes an event and
     /// takes [`Dispatch::emit`]'s way. Never panics; counted like `emit`.
-    pub(crate) fn emit_record(&self, mut record: CallRecord) {
+    pub(crate) fn emit_record(&self, mut record: RecordRef<'_>) {
         let inner = &*self.0;
         if !inner.takes_records || !record.writes_as_is() {
-            self.emit(record.into_event());
+            self.emit(record.into_record().into_event());
             return;
         }
-        self.limit_parts(&mut record.metadata, &mut record.outcome);
+        let r = &mut *record;
+        self.limit_parts(&mut r.metadata, &mut r.outcome);
         match in_sink(|| inner.sink.__write_record(record)) {
             Ok(()) => inner.stats.add_emitted(),
             Err(e) => {

@@ -5,7 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::call::CallRecord;
+use crate::call::{CallRecord, RecordRef};
 use crate::event::AuditEvent;
 use crate::sink::{BatchError, Sink, SinkError};
 
@@ -584,7 +584,7 @@ impl Sink for JsonlFileSink {
         true
     }
 
-    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+    fn __write_record(&self, record: RecordRef<'_>) -> Result<(), SinkError> {
         self.write_line(|buf| record.write_json(buf))
     }
 

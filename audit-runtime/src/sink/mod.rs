@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::call::CallRecord;
+use crate::call::{CallRecord, RecordRef};
 use crate::event::AuditEvent;
 
 mod fanout;
@@ -172,8 +172,8 @@ pub trait Sink: Send + Sync + 'static {
     /// Writes a finished audited call (by default as its event). Not part of
     /// the public API.
     #[doc(hidden)]
-    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
-        self.write_owned(record.into_event())
+    fn __write_record(&self, record: RecordRef<'_>) -> Result<(), SinkError> {
+        self.write_owned(record.into_record().into_event())
     }
 
     /// Writes finished audited calls in order, draining the vector (by
@@ -206,7 +206,7 @@ macro_rules! forward_sink {
             fn __takes_records(&self) -> bool {
                 (**self).__takes_records()
             }
-            fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+            fn __write_record(&self, record: RecordRef<'_>) -> Result<(), SinkError> {
                 (**self).__write_record(record)
             }
             fn __write_records(&self, records: &mut Vec<CallRecord>) -> Result<(), BatchError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{BatchError, Sink, SinkError};
 use crate::cache::CacheLine;
-use crate::call::CallRecord;
+use crate::call::{CallRecord, RecordRef};
 use crate::config::INTERNAL_TARGET;
 use crate::event::AuditEvent;
 
@@ -227,9 +227,9 @@ impl Queue {
     }
 
     #[inline]
-    fn push_record(&self, record: CallRecord, block: bool) -> Result<(), SinkError> {
+    fn push_record(&self, record: RecordRef<'_>, block: bool) -> Result<(), SinkError> {
         self.push(block, |q| {
-            q.records.push(record);
+            record.push_to(&mut q.records);
             // Records go into lines the worker last read, on another core;
             // taking them back at the store would stall the lock's release
             // (measured: most of a push's time). So ask for them early: the
@@ -535,7 +535,7 @@ impl Sink for NonBlocking {
         self.takes_records
     }
 
-    fn __write_record(&self, record: CallRecord) -> Result<(), SinkError> {
+    fn __write_record(&self, record: RecordRef<'_>) -> Result<(), SinkError> {
         self.counted(self.queue.push_record(record, self.blocks()))
     }
 
@@ -814,7 +814,7 @@ mod tests {
         for c in pattern.chars() {
             match c {
                 'r' => {
-                    sink.__write_record(record(n)).unwrap();
+                    RecordRef::pass(record(n), |r| sink.__write_record(r)).unwrap();
                     n += 1;
                 }
                 'e' => {
