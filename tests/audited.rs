@@ -822,6 +822,40 @@ fn outer_chart(id: u32) -> u32 {
     n
 }
 
+#[audited(action = "READ", resource = "Note", id = id)]
+fn inner_note_that_panics(id: u32) -> u32 {
+    phi_audit::record!(inner = true);
+    panic!("note {id} unreadable");
+}
+
+#[audited(action = "READ", resource = "Patient", id = id)]
+fn outer_chart_surviving_a_panic(id: u32) -> bool {
+    let caught = std::panic::catch_unwind(|| inner_note_that_panics(id + 1)).is_err();
+    // The inner call is gone: this lands in the outer call's event.
+    phi_audit::record!(after = 2);
+    caught
+}
+
+#[test]
+fn metadata_after_an_inner_call_panicked_goes_to_the_outer_call() {
+    let (dispatch, sink) = pipeline(None);
+    assert!(with_dispatch(&dispatch, || outer_chart_surviving_a_panic(
+        1
+    )));
+    let events = sink.take();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].outcome.status, phi_audit::OutcomeStatus::Failure);
+    check(
+        &events[1],
+        Want::new(ActionType::Read, "outer_chart_surviving_a_panic", "Patient")
+            .id("1")
+            .meta("after", MetaValue::Int(2)),
+    );
+    // Outside any call, `record!` does nothing (and touches no stale frame).
+    phi_audit::record!(stray = 3);
+    assert!(sink.take().is_empty());
+}
+
 #[test]
 fn nested_calls_each_get_their_own_event_and_metadata() {
     let (dispatch, sink) = pipeline(None);

@@ -178,7 +178,7 @@ fn type_only_error_messages_never_read_display() {
         for t in TOKENS {
             let r: Result<(), LeakyError> = Err(LeakyError(t.to_string()));
             // What `#[audited]` does with an `Err` of a type without AuditError:
-            let call = phi_audit::__private::Call::start(&SITE);
+            let mut call = phi_audit::__private::Call::start(&SITE);
             #[allow(unused_imports)]
             use phi_audit::__private::{
                 ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _,

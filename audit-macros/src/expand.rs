@@ -158,7 +158,6 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     let pv = quote!(#krate::__private);
     let call = format_ident!("__phi_audit_call", span = Span::mixed_site());
     let ret = format_ident!("__phi_audit_ret", span = Span::mixed_site());
-    let entered = format_ident!("__phi_audit_entered", span = Span::mixed_site());
     let outcome = format_ident!("__phi_audit_outcome", span = Span::mixed_site());
     let site = site_ident();
 
@@ -288,10 +287,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
         }
     } else {
         quote! {
-            let #ret = {
-                let #entered = #call.enter();
-                #pv::call_once(move || { #fake_return #body })
-            };
+            let #ret = #call.run(move || { #fake_return #body });
         }
     };
 

@@ -110,7 +110,7 @@ mod tests {
         assert!(out.contains(site), "{out}");
         assert!(out.contains("Call :: start (& __PHI_AUDIT_SITE)"), "{out}");
         assert!(out.contains("set_meta (\"page\""), "{out}");
-        assert!(out.contains("call_once (move ||"), "{out}");
+        assert!(out.contains(". run (move ||"), "{out}");
         assert!(!out.contains("# [phi]"), "the tag is removed: {out}");
         assert!(!out.contains("compile_error"), "{out}");
     }

@@ -4,7 +4,7 @@
 //! Generated code uses this through `phi_audit::__private`; it is public so
 //! that the expansion can name it, not as an API to program against.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt::{Display, Write as _};
 use std::future::Future;
 use std::mem::ManuallyDrop;
@@ -94,7 +94,10 @@ impl DispatchRef {
 }
 
 thread_local! {
-    static FRAMES: RefCell<Vec<Metadata>> = const { RefCell::new(Vec::new()) };
+    /// The metadata of the innermost audited call running on this thread
+    /// (null outside one): where `record!` adds. Installed by [`Call::run`]
+    /// for exactly as long as it borrows the call.
+    static FRAME: Cell<*mut Metadata> = const { Cell::new(std::ptr::null_mut()) };
 }
 
 /// One audited call in progress. Dropping it unfinished records a panic (or,
@@ -197,13 +200,16 @@ impl Call {
         }
     }
 
-    /// Makes `record!` inside a synchronous body add to this call until the
-    /// returned guard drops.
-    #[inline]
-    pub fn enter(&mut self) -> Entered<'_> {
-        let m = std::mem::take(&mut self.metadata);
-        FRAMES.with(|f| f.borrow_mut().push(m));
-        Entered { call: self }
+    /// Runs `body` with `record!` adding to this call (what a synchronous
+    /// body runs in). The call's own metadata is where entries go, through a
+    /// pointer installed for the duration: no copying in and out.
+    ///
+    /// The `FnOnce` bound makes rustc build the body's closure as `FnOnce`,
+    /// so a body that returns a borrow of a `&mut` argument still compiles.
+    #[inline(always)]
+    pub fn run<R>(&mut self, body: impl FnOnce() -> R) -> R {
+        let _frame = Frame::install(&mut self.metadata);
+        body()
     }
 
     /// Runs an async body with `record!` adding to this call whenever it is
@@ -464,22 +470,28 @@ impl Drop for Call {
     }
 }
 
-/// Returned by [`Call::enter`]; moves recorded metadata into the call on drop.
-pub struct Entered<'a> {
-    call: &'a mut Call,
+/// [`FRAME`] set to a call's metadata until dropped, then back to what it
+/// was (the enclosing call's, or null). Private: it is only ever made and
+/// dropped inside [`Call::run`] and [`Instrumented`]'s `poll`, while they
+/// hold the call borrowed, so the pointer never outlives its target.
+struct Frame(*mut Metadata);
+
+impl Frame {
+    #[inline(always)]
+    fn install(metadata: &mut Metadata) -> Frame {
+        let this: *mut Metadata = metadata;
+        Frame(
+            FRAME
+                .try_with(|f| f.replace(this))
+                .unwrap_or(std::ptr::null_mut()),
+        )
+    }
 }
 
-impl Drop for Entered<'_> {
+impl Drop for Frame {
+    #[inline(always)]
     fn drop(&mut self) {
-        let frame = FRAMES.try_with(|f| f.borrow_mut().pop()).ok().flatten();
-        if let Some(m) = frame {
-            if self.call.metadata.is_empty() {
-                // The usual case: the frame is the call's own metadata.
-                self.call.metadata = m;
-            } else {
-                self.call.metadata.extend(m);
-            }
-        }
+        let _ = FRAME.try_with(|f| f.set(self.0));
     }
 }
 
@@ -496,7 +508,7 @@ impl<F: Future> Future for Instrumented<'_, F> {
         // SAFETY: `body` is structurally pinned (never moved out, no Drop
         // impl on this type); `call` is a plain reference.
         let this = unsafe { self.get_unchecked_mut() };
-        let _entered = this.call.enter();
+        let _frame = Frame::install(&mut this.call.metadata);
         unsafe { Pin::new_unchecked(&mut this.body) }.poll(cx)
     }
 }
@@ -504,9 +516,16 @@ impl<F: Future> Future for Instrumented<'_, F> {
 /// Adds metadata to the innermost audited call running on this thread (what
 /// `record!` expands to). Outside an audited call it does nothing.
 pub fn record(key: &'static str, value: MetaValue) {
-    let _ = FRAMES.try_with(|f| {
-        if let Some(top) = f.borrow_mut().last_mut() {
-            top.insert_value(Text::from_static(key), value);
+    let _ = FRAME.try_with(|f| {
+        let top = f.get();
+        if !top.is_null() {
+            // SAFETY: a non-null FRAME points at the metadata of a call that
+            // `Call::run` or `Instrumented::poll` holds mutably borrowed on
+            // this thread right now (the `Frame` guard resets the pointer
+            // before the borrow ends, on unwinding too). Nothing else reaches
+            // that metadata meanwhile: the body cannot name the call, and
+            // this insertion runs no user code.
+            unsafe { (*top).insert_value(Text::from_static(key), value) };
         }
     });
 }
@@ -629,10 +648,17 @@ impl std::fmt::Write for StackText {
 /// `my_app::errors::AppError<T>` → `AppError`.
 pub fn short_type_name<T: ?Sized>() -> &'static str {
     let full = std::any::type_name::<T>();
-    let base = full.split('<').next().unwrap_or(full);
-    match base.rsplit("::").next() {
-        Some(s) if !s.is_empty() => s,
-        _ => full,
+    // Plain byte scans: this runs on every failed call, and a substring
+    // search for `::` cost more than the rest of the outcome.
+    let b = full.as_bytes();
+    let end = b.iter().position(|&c| c == b'<').unwrap_or(b.len());
+    let start = b[..end]
+        .iter()
+        .rposition(|&c| c == b':')
+        .map_or(0, |i| i + 1);
+    match &full[start..end] {
+        "" => full,
+        s => s,
     }
 }
 
@@ -992,5 +1018,12 @@ mod tests {
         assert_eq!(short_type_name::<std::io::Error>(), "Error");
         assert_eq!(short_type_name::<Vec<String>>(), "Vec");
         assert_eq!(short_type_name::<u8>(), "u8");
+        assert_eq!(short_type_name::<dyn std::error::Error>(), "Error");
+        assert_eq!(short_type_name::<&str>(), "&str");
+        assert_eq!(short_type_name::<[u8]>(), "[u8]");
+        assert_eq!(
+            short_type_name::<std::collections::HashMap<String, std::io::Error>>(),
+            "HashMap"
+        );
     }
 }

@@ -74,8 +74,8 @@ pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, Verif
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        record, short_type_name, Call, CallSite, Entered, Instrumented, Probe, ViaAnyError,
-        ViaAuditError, ViaDisplay, ViaValue,
+        record, short_type_name, Call, CallSite, Instrumented, Probe, ViaAnyError, ViaAuditError,
+        ViaDisplay, ViaValue,
     };
     pub use crate::event::{ActionType, Actor, DataClassification};
     pub use crate::metadata::{MetaValue, MetadataValue};
@@ -99,14 +99,6 @@ pub mod __private {
     #[inline]
     pub fn actor<T: IntoActor + ?Sized>(value: &T) -> Option<Actor> {
         value.to_actor()
-    }
-
-    /// Runs a synchronous body as an `FnOnce` closure. Passing the closure
-    /// through an `FnOnce` bound makes rustc build it as `FnOnce`, so a body
-    /// that returns a borrow of a `&mut` argument still compiles.
-    #[inline(always)]
-    pub fn call_once<R, F: FnOnce() -> R>(body: F) -> R {
-        body()
     }
 
     /// What `actor = expr` accepts: an [`Actor`], or an identifier of a human.
