@@ -299,18 +299,63 @@ fn write_value(value: &Value, out: &mut Vec<u8>, skip_integrity: bool) {
 /// Hashes `prev` (when given, as UTF-8) followed by `canonical`, and returns
 /// the lowercase hex digest.
 pub fn chain_hash(canonical: &[u8], prev: Option<&str>, alg: HashAlg) -> String {
-    fn run<D: Digest>(canonical: &[u8], prev: Option<&str>) -> String {
-        let mut h = D::new();
-        if let Some(p) = prev {
-            h.update(p.as_bytes());
+    HexDigest::chain(canonical, prev, alg).as_str().to_owned()
+}
+
+/// A chain hash in lowercase hex, on the stack: what a chaining sink
+/// computes per event (a `String` per event cost an allocation and a free).
+#[derive(Clone, Copy)]
+pub(crate) struct HexDigest {
+    hex: [u8; 128],
+    len: u8,
+}
+
+impl HexDigest {
+    /// The hex digest of `prev` (when given) followed by `canonical`: the
+    /// same text as [`chain_hash`].
+    pub(crate) fn chain(canonical: &[u8], prev: Option<&str>, alg: HashAlg) -> HexDigest {
+        fn run<D: Digest>(canonical: &[u8], prev: Option<&str>) -> HexDigest {
+            let mut h = D::new();
+            if let Some(p) = prev {
+                h.update(p.as_bytes());
+            }
+            h.update(canonical);
+            HexDigest::of(&h.finalize())
         }
-        h.update(canonical);
-        to_hex(&h.finalize())
+        match alg {
+            HashAlg::Sha256 => run::<Sha256>(canonical, prev),
+            HashAlg::Sha384 => run::<Sha384>(canonical, prev),
+            HashAlg::Sha512 => run::<Sha512>(canonical, prev),
+        }
     }
-    match alg {
-        HashAlg::Sha256 => run::<Sha256>(canonical, prev),
-        HashAlg::Sha384 => run::<Sha384>(canonical, prev),
-        HashAlg::Sha512 => run::<Sha512>(canonical, prev),
+
+    /// Lowercase hex of a digest of at most 64 bytes.
+    fn of(bytes: &[u8]) -> HexDigest {
+        let mut hex = [0u8; 128];
+        let n = bytes.len().min(64);
+        for (pair, &b) in hex.chunks_exact_mut(2).zip(&bytes[..n]) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        HexDigest {
+            hex,
+            len: (n * 2) as u8,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        let hex = &self.hex[..usize::from(self.len)];
+        debug_assert!(hex.is_ascii());
+        // SAFETY: `of` is the only writer, and it writes ASCII hex digits to
+        // the first `len` bytes (the fields are private, the type is `Copy`
+        // but never mutated after it is built).
+        unsafe { std::str::from_utf8_unchecked(hex) }
+    }
+}
+
+impl fmt::Debug for HexDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -403,6 +448,17 @@ impl Canonicalizer {
     ) -> Result<String, CanonicalError> {
         let bytes = self.event_bytes(event)?;
         Ok(chain_hash(bytes, prev, alg))
+    }
+
+    /// [`Canonicalizer::event_hash`] without allocating the result.
+    pub(crate) fn event_digest(
+        &mut self,
+        event: &AuditEvent,
+        prev: Option<&str>,
+        alg: HashAlg,
+    ) -> Result<HexDigest, CanonicalError> {
+        let bytes = self.event_bytes(event)?;
+        Ok(HexDigest::chain(bytes, prev, alg))
     }
 }
 

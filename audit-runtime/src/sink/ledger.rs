@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::checkpoint::{checkpoint_path, Checkpoint, CheckpointSigner};
 use crate::event::{AuditEvent, HashAlg};
-use crate::integrity::Canonicalizer;
+use crate::integrity::{Canonicalizer, HexDigest};
 use crate::sink::file::{open_append_terminated, FsyncPolicy, LineWriter};
 use crate::sink::{BatchError, Sink, SinkError};
 use crate::timestamp::Timestamp;
@@ -157,7 +157,7 @@ struct State {
     /// Lines in the file.
     count: u64,
     /// Head and count including lines still in the buffer.
-    pending_head: Option<String>,
+    pending_head: Option<Head>,
     pending_count: u64,
     signer: Option<CheckpointSigner>,
     every: u64,
@@ -210,7 +210,7 @@ impl LedgerSink {
             alg: options.hash_alg,
             head: recovery.last_event_hash.clone(),
             count: recovery.events,
-            pending_head: recovery.last_event_hash.clone(),
+            pending_head: recovery.last_event_hash.clone().map(Head::Found),
             pending_count: recovery.events,
             signer: options.signer,
             every: options.checkpoint_every,
@@ -286,16 +286,33 @@ impl LedgerSink {
     }
 }
 
+/// The hash the next line chains to: computed here (on the stack), or found
+/// in the file when it was opened.
+#[derive(Debug, Clone)]
+enum Head {
+    Computed(HexDigest),
+    Found(String),
+}
+
+impl Head {
+    fn as_str(&self) -> &str {
+        match self {
+            Head::Computed(h) => h.as_str(),
+            Head::Found(s) => s,
+        }
+    }
+}
+
 impl State {
     /// After a write or flush attempt: lines that reached the file advance
     /// the head; lines that were discarded roll it back.
     fn settle(&mut self, len_before: u64) {
         if self.w.buffer().is_empty() {
             if self.w.file_len() > len_before || self.pending_count == self.count {
-                self.head = self.pending_head.clone();
+                self.head = self.pending_head.as_ref().map(|h| h.as_str().to_owned());
                 self.count = self.pending_count;
             } else {
-                self.pending_head = self.head.clone();
+                self.pending_head = self.head.clone().map(Head::Found);
                 self.pending_count = self.count;
             }
         }
@@ -353,7 +370,7 @@ impl State {
         let alg = s.alg;
         let hash = s
             .canon
-            .event_hash(event, s.pending_head.as_deref(), alg)
+            .event_digest(event, s.pending_head.as_ref().map(Head::as_str), alg)
             .map_err(|e| SinkError::Other(e.to_string()))?;
         let prev = s.pending_head.take();
         let buf = s.w.buffer();
@@ -375,9 +392,9 @@ impl State {
         }
         buf.pop();
         buf.extend_from_slice(b",\"integrity\":{\"event_hash\":\"");
-        buf.extend_from_slice(hash.as_bytes());
+        buf.extend_from_slice(hash.as_str().as_bytes());
         buf.push(b'"');
-        if let Some(p) = prev.as_deref() {
+        if let Some(p) = prev.as_ref().map(Head::as_str) {
             buf.extend_from_slice(b",\"prev_event_hash\":\"");
             buf.extend_from_slice(p.as_bytes());
             buf.push(b'"');
@@ -385,7 +402,7 @@ impl State {
         buf.extend_from_slice(b",\"hash_alg\":\"");
         buf.extend_from_slice(alg.as_str().as_bytes());
         buf.extend_from_slice(b"\"}}\n");
-        s.pending_head = Some(hash);
+        s.pending_head = Some(Head::Computed(hash));
         s.pending_count += 1;
         let before = s.w.file_len();
         let r = s.w.commit_line(mark);
