@@ -446,8 +446,7 @@ impl Canonicalizer {
         prev: Option<&str>,
         alg: HashAlg,
     ) -> Result<String, CanonicalError> {
-        let bytes = self.event_bytes(event)?;
-        Ok(chain_hash(bytes, prev, alg))
+        Ok(self.event_digest(event, prev, alg)?.as_str().to_owned())
     }
 
     /// [`Canonicalizer::event_hash`] without allocating the result.
