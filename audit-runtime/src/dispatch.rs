@@ -34,6 +34,8 @@ struct Inner {
     /// Written on every call: on lines of their own, away from the config
     /// and sink the worker of a non-blocking sink reads per event.
     stats: CacheLine<Stats>,
+    /// Paces [`SinkFailurePolicy::Report`] (touched on failures only).
+    report: crate::sink::loss::ReportThrottle,
 }
 
 impl fmt::Debug for Dispatch {
@@ -215,6 +217,7 @@ impl Dispatch {
             takes_records: sink.__takes_records(),
             sink: Box::new(sink),
             stats: CacheLine::default(),
+            report: Default::default(),
         }))
     }
 
@@ -223,9 +226,13 @@ impl Dispatch {
         &self.0.config
     }
 
-    /// Its counters.
+    /// Its counters, including what its sink lost after accepting it
+    /// ([`Sink::lost_events`], counted in `failed` and in `sink_lost`).
     pub fn stats(&self) -> StatsSnapshot {
-        self.0.stats.snapshot()
+        let mut s = self.0.stats.snapshot();
+        s.sink_lost = self.0.sink.lost_events();
+        s.failed += s.sink_lost;
+        s
     }
 
     pub(crate) fn count_unkeyed_pseudonym(&self) {
@@ -233,7 +240,8 @@ impl Dispatch {
     }
 
     /// Flushes the sink (for a non-blocking sink: waits until everything
-    /// queued is written).
+    /// queued is written). Returns [`SinkError::Lost`] with the count when
+    /// events handed to the sink since the previous flush were not written.
     pub fn flush(&self) -> Result<(), SinkError> {
         in_sink(|| self.0.sink.flush())
     }
@@ -299,9 +307,23 @@ impl Dispatch {
         }
     }
 
+    /// Reports a sink failure (of `e.events()` events) under
+    /// [`SinkFailurePolicy::Report`]: counts and the error's kind and
+    /// description (never event content), at most once a second, summing
+    /// the failures in between.
     fn report_sink_error(&self, e: &SinkError) {
-        if self.0.config.inner().sink_failure == SinkFailurePolicy::Report {
-            tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink failed to take an event");
+        if self.0.config.inner().sink_failure != SinkFailurePolicy::Report {
+            return;
+        }
+        if let Some(failed) = self.0.report.add(e.events()) {
+            tracing::warn!(
+                target: INTERNAL_TARGET,
+                failed,
+                failed_total = self.stats().failed,
+                error_kind = e.kind(),
+                error = %e,
+                "audit sink failed to write events"
+            );
         }
     }
 
