@@ -36,6 +36,9 @@ struct Inner {
     stats: CacheLine<Stats>,
     /// Paces [`SinkFailurePolicy::Report`] (touched on failures only).
     report: crate::sink::loss::ReportThrottle,
+    /// `failed` at the last flush, and the first sink error since.
+    flushed_failed: std::sync::atomic::AtomicU64,
+    cause: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Dispatch {
@@ -218,6 +221,8 @@ impl Dispatch {
             sink: Box::new(sink),
             stats: CacheLine::default(),
             report: Default::default(),
+            flushed_failed: Default::default(),
+            cause: Default::default(),
         }))
     }
 
@@ -241,9 +246,35 @@ impl Dispatch {
 
     /// Flushes the sink (for a non-blocking sink: waits until everything
     /// queued is written). Returns [`SinkError::Lost`] with the count when
-    /// events handed to the sink since the previous flush were not written.
+    /// events handed to the sink since the previous flush were not written:
+    /// the larger of what the sink reports and what this dispatcher counted
+    /// as `failed` since then (so a sink that only fails its writes is
+    /// covered too).
     pub fn flush(&self) -> Result<(), SinkError> {
-        in_sink(|| self.0.sink.flush())
+        use std::sync::atomic::Ordering;
+        let r = in_sink(|| self.0.sink.flush());
+        let failed = self.stats().failed;
+        let since = failed.saturating_sub(self.0.flushed_failed.swap(failed, Ordering::AcqRel));
+        let cause = self
+            .0
+            .cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match r {
+            Err(SinkError::Lost { events, cause: c }) => Err(SinkError::Lost {
+                events: events.max(since),
+                cause: c,
+            }),
+            _ if since > 0 => Err(SinkError::Lost {
+                events: since,
+                cause: cause.unwrap_or_else(|| match &r {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "the sink lost events it had accepted".to_owned(),
+                }),
+            }),
+            r => r,
+        }
     }
 
     /// Wraps `future` so this dispatcher is the thread's dispatcher whenever
@@ -312,6 +343,12 @@ impl Dispatch {
     /// description (never event content), at most once a second, summing
     /// the failures in between.
     fn report_sink_error(&self, e: &SinkError) {
+        {
+            let mut c = self.0.cause.lock().unwrap_or_else(|p| p.into_inner());
+            if c.is_none() {
+                *c = Some(e.to_string());
+            }
+        }
         if self.0.config.inner().sink_failure != SinkFailurePolicy::Report {
             return;
         }

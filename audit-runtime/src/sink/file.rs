@@ -375,30 +375,46 @@ impl LineWriter {
         }
     }
 
-    /// After a failed write that appended `written` bytes: cuts them off
-    /// (and gives back any reservation) when the file ends with exactly
-    /// them. If the file is not as this writer left it plus those bytes
-    /// (someone else appended), nothing is cut: a writer only ever undoes
-    /// its own bytes; a partial line of ours is then ended with a newline
-    /// so it cannot swallow the next one.
+    /// After a failed write that appended `written` bytes (the first
+    /// `written` of the buffer): cuts exactly those bytes off again, and
+    /// gives back any reservation, when they are the file's last bytes.
+    /// Never more: a writer only ever undoes its own bytes. If something
+    /// else was appended after them (a program ignoring the lock), nothing
+    /// is cut; a partial line of ours is then ended with a newline where
+    /// possible, so it cannot swallow the next one.
     fn undo_partial(&mut self, written: u64) {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        match file.metadata().map(|m| m.len()) {
-            Ok(len) if len == self.file_len + written => {
-                let _ = file.set_len(self.file_len);
-                self.reserved_to = self.file_len;
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let ours_at_end = len >= written
+            && (written == 0 || {
+                let mut tail = vec![0u8; written as usize];
+                file.seek(SeekFrom::Start(len - written)).is_ok()
+                    && file.read_exact(&mut tail).is_ok()
+                    && tail[..] == self.buf[..written as usize]
+            });
+        if ours_at_end {
+            let keep = len - written;
+            if keep == self.file_len || written > 0 {
+                // Also gives back the blocks reserved past the end.
+                let _ = file.set_len(keep);
+                self.reserved_to = keep;
             }
-            Ok(len) => {
-                if written > 0 && file.write_all(b"\n").is_ok() {
-                    self.file_len = len + 1;
-                } else {
-                    self.file_len = len;
-                }
-                self.reserved_to = self.reserved_to.max(self.file_len);
-            }
-            Err(_) => {}
+            self.file_len = keep;
+        } else {
+            let mut last = [0u8; 1];
+            let unterminated = file.seek(SeekFrom::Start(len - 1)).is_ok()
+                && file.read_exact(&mut last).is_ok()
+                && last[0] != b'\n';
+            self.file_len = if unterminated && file.write_all(b"\n").is_ok() {
+                len + 1
+            } else {
+                len
+            };
+            self.reserved_to = self.reserved_to.max(self.file_len);
         }
     }
 
