@@ -267,8 +267,9 @@ fn jsonl_report_queries_without_postgres() {
         let got: Ids = report::query_jsonl(BufReader::new(&file[..]), &q)
             .filter_map(|r| match r {
                 Ok(r) => Some(r.event_id),
-                Err(report::ReportError::InvalidLine { line }) => {
+                Err(report::ReportError::InvalidLine { line, reason }) => {
                     assert_eq!(line, events.len() as u64 + 2);
+                    assert_eq!(reason, report::InvalidReason::NotAnEvent);
                     bad += 1;
                     None
                 }
