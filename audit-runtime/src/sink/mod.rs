@@ -28,6 +28,8 @@ pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PurgeReport,
 };
+#[cfg(feature = "postgres")]
+pub(crate) use postgres::quoted_schema;
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
