@@ -112,11 +112,13 @@ pub(crate) fn pieces(value: &str, origin: &Origin) -> Vec<Piece> {
 /// Checks `layer` into settings. The settings hold what could be read even
 /// when there are problems (for further checks); use them only when there
 /// are none.
-pub(crate) fn build(layer: Layer, missing_service: Problem) -> (Settings, Vec<Problem>) {
+/// `missing_service` is reported when no service is given (`None`: say
+/// nothing, the file that may hold it could not be read).
+pub(crate) fn build(layer: Layer, missing_service: Option<Problem>) -> (Settings, Vec<Problem>) {
     let mut problems = Vec::new();
     let service_missing = layer.service.is_none();
     if service_missing {
-        problems.push(missing_service);
+        problems.extend(missing_service);
     }
     let schema = match &layer.schema {
         None => SchemaVersion::default(),
@@ -175,7 +177,7 @@ pub(crate) fn build(layer: Layer, missing_service: Problem) -> (Settings, Vec<Pr
         sinks,
         origins,
     };
-    problems.extend(settings.check(service_missing));
+    problems.extend(settings.check(service_missing, true));
     (settings, problems)
 }
 
@@ -236,16 +238,22 @@ where
             origin: Origin::env(PSEUDONYM_KEY_FILE),
         }),
     };
-    let file = found
-        .get(CONFIG)
-        .map(|path| read_file(path.as_ref(), &mut problems));
-    let missing = Origin::env(SERVICE).problem(if file.is_some() {
-        "is not set, and the PHI_AUDIT_CONFIG file's [phi_audit] table has no `service`: \
-         the service's name is required (1 to 128 characters)"
-    } else {
-        "is not set: the service's name is required (1 to 128 characters)"
+    let file = found.get(CONFIG).map(|path| {
+        let before = problems.len();
+        let layer = read_file(path.as_ref(), &mut problems);
+        (layer, problems.len() == before)
     });
-    let layer = file.unwrap_or_default().overridden_by(env);
+    let missing = match &file {
+        None => Some("is not set: the service's name is required (1 to 128 characters)"),
+        Some((_, true)) => Some(
+            "is not set, and the PHI_AUDIT_CONFIG file's [phi_audit] table has no `service`: \
+             the service's name is required (1 to 128 characters)",
+        ),
+        // The file may hold it: its problems say what to fix first.
+        Some((_, false)) => None,
+    }
+    .map(|m| Origin::env(SERVICE).problem(m));
+    let layer = file.map(|(l, _)| l).unwrap_or_default().overridden_by(env);
     let (settings, more) = build(layer, missing);
     problems.extend(more);
     (settings, problems)
@@ -376,7 +384,9 @@ fn read_file(path: &std::path::Path, problems: &mut Vec<Problem>) -> Layer {
         return Layer::default();
     };
     let mut layer = Layer::default();
-    for (key, value) in table.iter() {
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(_, v)| v.span().start);
+    for (key, value) in entries {
         let name: &str = key.get_ref().as_ref();
         let line = line_col(value.span().start).0;
         let o = Origin::file(name, line);

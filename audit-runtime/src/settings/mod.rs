@@ -199,8 +199,11 @@ impl Settings {
     }
 
     /// Checks the settings that need no file or sink: service, environment
-    /// and version lengths, the key file path, and sinks written twice.
-    pub(crate) fn check(&self, service_missing: bool) -> Vec<Problem> {
+    /// and version lengths, the key file path, an empty sink list and sinks
+    /// written twice. The loader, which reports a missing service and specs
+    /// it could not parse itself, skips those checks (`service_missing`,
+    /// `loaded`).
+    pub(crate) fn check(&self, service_missing: bool, loaded: bool) -> Vec<Problem> {
         let mut problems = Vec::new();
         let o = &self.origins;
         if !service_missing {
@@ -228,7 +231,7 @@ impl Settings {
                     .problem("is empty: give the path of the file holding the key"),
             );
         }
-        if self.sinks.is_empty() {
+        if self.sinks.is_empty() && !loaded {
             problems.push(Origin::key("sink").problem(format!(
                 "lists no sink; accepted: one or more of {}",
                 spec::ACCEPTED_FORMS
@@ -293,7 +296,7 @@ impl Settings {
     /// validation, ...) can be set on the builder before
     /// [`ConfigBuilder::build`].
     pub fn config_builder(&self) -> Result<ConfigBuilder, SettingsError> {
-        let mut problems = self.check(false);
+        let mut problems = self.check(false, false);
         let keys = self.keys(&mut problems);
         if !problems.is_empty() {
             return Err(SettingsError::new(problems));
@@ -324,7 +327,7 @@ impl Settings {
     /// Everything checked, every key file read, every sink opened; or every
     /// problem found. Sinks are opened only when nothing else is wrong.
     fn parts(&self) -> Result<(Config, Box<dyn Sink>), SettingsError> {
-        let mut problems = self.check(false);
+        let mut problems = self.check(false, false);
         let keys = self.keys(&mut problems);
         if !problems.is_empty() {
             return Err(SettingsError::new(problems));
@@ -491,6 +494,7 @@ impl<'de> serde::Deserialize<'de> for Settings {
         };
         let missing = Origin::key("service")
             .problem("is required: the service's name (1 to 128 characters)");
+        let missing = Some(missing);
         let (settings, problems) = load::build(layer, missing);
         if problems.is_empty() {
             Ok(settings)

@@ -562,11 +562,13 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
         url.push_str(&rest.join("&"));
     }
     if let Err(e) = url.parse::<postgres::Config>() {
+        // The driver's causes name an option or a position, never a value.
+        let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
         errs.push(err(
             0..s.len(),
             format!(
-                "not a PostgreSQL connection URL the driver accepts ({e}); phi-audit's own \
-                 options here are sync, queue, full, schema, integrity and batch"
+                "not a PostgreSQL connection URL the driver accepts ({e}{cause}); phi-audit's \
+                 own options here are sync, queue, full, schema, integrity and batch"
             ),
         ));
         return None;
