@@ -164,7 +164,10 @@ fn postgres_urls_parse_with_phi_audit_options_taken_out() {
     };
     let p = pg("postgres://audit@db.internal/app");
     assert_eq!(p.url(), "postgres://audit@db.internal/app");
-    assert_eq!((p.schema.as_str(), p.integrity, p.batch_size), ("public", false, 1000));
+    assert_eq!(
+        (p.schema.as_str(), p.integrity, p.batch_size),
+        ("public", false, 1000)
+    );
 
     let spec = sink("postgresql://audit@db:5433/app?sslmode=disable&schema=audit_1&integrity&batch=250&connect_timeout=7&application_name=svc&queue=64");
     assert_eq!(
@@ -182,7 +185,10 @@ fn postgres_urls_parse_with_phi_audit_options_taken_out() {
         p.url(),
         "postgresql://audit@db:5433/app?sslmode=disable&connect_timeout=7&application_name=svc"
     );
-    assert_eq!((p.schema.as_str(), p.integrity, p.batch_size), ("audit_1", true, 250));
+    assert_eq!(
+        (p.schema.as_str(), p.integrity, p.batch_size),
+        ("audit_1", true, 250)
+    );
     // The URL's connect_timeout is the sink's.
     assert!(
         format!("{:?}", p.options()).contains("connect_timeout: 7s"),
@@ -200,7 +206,10 @@ fn a_postgres_sink_without_the_feature_names_the_feature() {
         m.contains("`postgres` feature") && m.contains("features = [\"postgres\"]"),
         "{m}"
     );
-    assert!(m.starts_with("PHI_AUDIT_SINK (sink 2, characters 8-15)"), "{m}");
+    assert!(
+        m.starts_with("PHI_AUDIT_SINK (sink 2, characters 8-15)"),
+        "{m}"
+    );
     assert!(!m.contains("S3cr3tPw"), "{m}");
 }
 
@@ -272,10 +281,7 @@ fn ledger_options() {
     );
     assert_eq!(l.checkpoint_every, 500);
     assert_eq!(l.fsync, FsyncPolicy::Never);
-    assert_eq!(
-        ledger(&sink("ledger:/l?alg=sha512")).alg,
-        HashAlg::Sha512
-    );
+    assert_eq!(ledger(&sink("ledger:/l?alg=sha512")).alg, HashAlg::Sha512);
     assert_eq!(
         ledger(&sink("ledger:/l?checkpoint_key=/k&every=0")).checkpoint_every,
         0
@@ -303,12 +309,24 @@ fn percent_escapes_in_paths_and_values() {
 #[test]
 fn an_unknown_scheme_lists_the_accepted_forms() {
     let m = one_problem("jsnl:/var/log/a.jsonl");
-    assert!(m.starts_with("PHI_AUDIT_SINK (characters 1-4): unknown sink `jsnl`"), "{m}");
-    for form in ["stdout", "tracing", "jsonl:PATH", "ledger:PATH", "postgres://"] {
+    assert!(
+        m.starts_with("PHI_AUDIT_SINK (characters 1-4): unknown sink `jsnl`"),
+        "{m}"
+    );
+    for form in [
+        "stdout",
+        "tracing",
+        "jsonl:PATH",
+        "ledger:PATH",
+        "postgres://",
+    ] {
         assert!(m.contains(form), "{m}");
     }
     let m = one_problem("stdout,kafka://broker/topic");
-    assert!(m.starts_with("PHI_AUDIT_SINK (sink 2, characters 8-12): unknown sink `kafka`"), "{m}");
+    assert!(
+        m.starts_with("PHI_AUDIT_SINK (sink 2, characters 8-12): unknown sink `kafka`"),
+        "{m}"
+    );
     // A bare path: the format is missing.
     let m = one_problem("/var/log/audit.jsonl");
     assert!(m.contains("jsonl:PATH or ledger:PATH"), "{m}");
@@ -358,24 +376,54 @@ fn bad_paths_fail_at_start_up_not_at_emit_time() {
 #[test]
 fn unknown_and_bad_options_are_errors() {
     let cases: &[(&str, &str)] = &[
-        ("stdout?colour", "unknown option `colour`; accepted here: sync, queue, full"),
-        ("jsonl:/a?alg=sha384", "unknown option `alg`; accepted here: sync, queue, full, fsync, rotate"),
+        (
+            "stdout?colour",
+            "unknown option `colour`; accepted here: sync, queue, full",
+        ),
+        (
+            "jsonl:/a?alg=sha384",
+            "unknown option `alg`; accepted here: sync, queue, full, fsync, rotate",
+        ),
         ("ledger:/a?rotate=1MB", "unknown option `rotate`"),
-        ("ledger:/a?alg=sha1", "`alg` must be one of sha256, sha384, sha512"),
+        (
+            "ledger:/a?alg=sha1",
+            "`alg` must be one of sha256, sha384, sha512",
+        ),
         ("ledger:/a?every=10", "it needs `checkpoint_key=FILE`"),
         ("ledger:/a?checkpoint_key", "`checkpoint_key` needs a value"),
-        ("ledger:/a?checkpoint_key=", "`checkpoint_key=` needs a key file path"),
-        ("ledger:/a?checkpoint_key=/k&every=-1", "`every` must be a whole number"),
-        ("jsonl:/a?fsync=0", "`fsync` must be always, never, or a number of events"),
+        (
+            "ledger:/a?checkpoint_key=",
+            "`checkpoint_key=` needs a key file path",
+        ),
+        (
+            "ledger:/a?checkpoint_key=/k&every=-1",
+            "`every` must be a whole number",
+        ),
+        (
+            "jsonl:/a?fsync=0",
+            "`fsync` must be always, never, or a number of events",
+        ),
         ("jsonl:/a?fsync=sometimes", "`fsync` must be always, never"),
-        ("jsonl:/a?rotate=0", "`rotate` must be a size of at least 1 byte"),
+        (
+            "jsonl:/a?rotate=0",
+            "`rotate` must be a size of at least 1 byte",
+        ),
         ("jsonl:/a?rotate=1TB", "units B, KB, MB, GB, KiB, MiB, GiB"),
         ("jsonl:/a?rotate=99999999999GiB", "`rotate` must be a size"),
-        ("stdout?queue=0", "`queue` must be a whole number from 1 to 1048576"),
-        ("stdout?queue=1048577", "`queue` must be a whole number from 1 to 1048576"),
+        (
+            "stdout?queue=0",
+            "`queue` must be a whole number from 1 to 1048576",
+        ),
+        (
+            "stdout?queue=1048577",
+            "`queue` must be a whole number from 1 to 1048576",
+        ),
         ("stdout?full=wait", "`full` must be one of block, drop"),
         ("stdout?sync=true", "`sync` is a flag"),
-        ("stdout?sync&queue=8", "`queue` and `full` set the queue that `sync` turns off"),
+        (
+            "stdout?sync&queue=8",
+            "`queue` and `full` set the queue that `sync` turns off",
+        ),
         ("stdout?sync&sync", "option `sync` is given twice"),
         ("stdout?&sync", "empty option"),
         ("jsonl:/a?fsync=never&", "empty option"),
@@ -396,14 +444,22 @@ fn bad_postgres_options_are_errors() {
     let m = one_problem("postgres://h/db?schema=Audit");
     assert!(m.contains("`schema` must be 1-63 characters"), "{m}");
     let m = one_problem("postgres://h/db?batch=0");
-    assert!(m.contains("`batch` must be a whole number from 1 to 100000"), "{m}");
+    assert!(
+        m.contains("`batch` must be a whole number from 1 to 100000"),
+        "{m}"
+    );
     let m = one_problem("postgres://h/db?integrity=yes");
     assert!(m.contains("`integrity` is a flag"), "{m}");
     // An unknown key is the driver's to refuse, and the message says whose
     // options are whose.
     let m = one_problem("postgres://h/db?sslmod=require");
     assert!(m.contains("unknown option `sslmod`"), "{m}");
-    assert!(m.contains("phi-audit's own options here are sync, queue, full, schema, integrity and batch"), "{m}");
+    assert!(
+        m.contains(
+            "phi-audit's own options here are sync, queue, full, schema, integrity and batch"
+        ),
+        "{m}"
+    );
     let m = one_problem("postgres://h:notaport/db");
     assert!(m.contains("not a PostgreSQL connection URL"), "{m}");
 }
@@ -421,7 +477,10 @@ fn missing_service_is_an_error() {
     assert!(e.to_string().contains("must not be empty"), "{e}");
     let long = "s".repeat(129);
     let e = from_env(&[("PHI_AUDIT_SERVICE", &long)]).unwrap_err();
-    assert!(e.to_string().contains("at most 128 characters (has 129)"), "{e}");
+    assert!(
+        e.to_string().contains("at most 128 characters (has 129)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -459,15 +518,41 @@ fn every_mistake_is_reported_at_once() {
     .unwrap_err();
     let all: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
     assert_eq!(all.len(), 7, "{all:#?}");
-    assert!(all[0].starts_with("PHI_AUDIT_SINKS: is not a phi-audit variable: did you mean PHI_AUDIT_SINK?"), "{all:#?}");
-    assert!(all[1].starts_with("PHI_AUDIT_SERVICE: is not set"), "{all:#?}");
-    assert!(all[2].starts_with("PHI_AUDIT_SCHEMA: must be one of"), "{all:#?}");
-    assert!(all[3].starts_with("PHI_AUDIT_SINK (sink 2, characters 8-11): unknown sink `jsnl`"), "{all:#?}");
-    assert!(all[4].starts_with("PHI_AUDIT_SINK (sink 3, characters 30-32): `alg` must be one of"), "{all:#?}");
-    assert!(all[5].starts_with("PHI_AUDIT_SINK (sink 3, characters 34-39): unknown option `colour`"), "{all:#?}");
-    assert!(all[6].starts_with("PHI_AUDIT_SINK (sink 4, character 41): empty sink spec"), "{all:#?}");
+    assert!(
+        all[0].starts_with(
+            "PHI_AUDIT_SINKS: is not a phi-audit variable: did you mean PHI_AUDIT_SINK?"
+        ),
+        "{all:#?}"
+    );
+    assert!(
+        all[1].starts_with("PHI_AUDIT_SERVICE: is not set"),
+        "{all:#?}"
+    );
+    assert!(
+        all[2].starts_with("PHI_AUDIT_SCHEMA: must be one of"),
+        "{all:#?}"
+    );
+    assert!(
+        all[3].starts_with("PHI_AUDIT_SINK (sink 2, characters 8-11): unknown sink `jsnl`"),
+        "{all:#?}"
+    );
+    assert!(
+        all[4].starts_with("PHI_AUDIT_SINK (sink 3, characters 30-32): `alg` must be one of"),
+        "{all:#?}"
+    );
+    assert!(
+        all[5].starts_with("PHI_AUDIT_SINK (sink 3, characters 34-39): unknown option `colour`"),
+        "{all:#?}"
+    );
+    assert!(
+        all[6].starts_with("PHI_AUDIT_SINK (sink 4, character 41): empty sink spec"),
+        "{all:#?}"
+    );
     let shown = e.to_string();
-    assert!(shown.starts_with("invalid phi-audit settings (7 problems):\n  - PHI_AUDIT_SINKS"), "{shown}");
+    assert!(
+        shown.starts_with("invalid phi-audit settings (7 problems):\n  - PHI_AUDIT_SINKS"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -475,8 +560,14 @@ fn the_same_destination_twice_is_an_error() {
     let p = sink_problems("jsonl:/a,ledger:/a,stdout,stdout?sync");
     assert_eq!(p.len(), 2, "{p:#?}");
     assert!(p[0].starts_with("PHI_AUDIT_SINK (sink 2"), "{p:#?}");
-    assert!(p[0].contains("writes where sink 1 already writes"), "{p:#?}");
-    assert!(p[1].contains("writes where sink 3 already writes"), "{p:#?}");
+    assert!(
+        p[0].contains("writes where sink 1 already writes"),
+        "{p:#?}"
+    );
+    assert!(
+        p[1].contains("writes where sink 3 already writes"),
+        "{p:#?}"
+    );
 }
 
 #[test]
@@ -491,9 +582,20 @@ fn a_key_in_the_environment_and_near_misses_are_errors() {
     let shown = format!("{e} {e:?}");
     assert!(!shown.contains(secret));
     let settings: Vec<_> = e.problems().iter().map(|p| p.setting()).collect();
-    assert_eq!(settings, ["PHI_AUDIT_ENV", "PHI_AUDIT_PSEUDONYM_KEY", "PHI_AUDIT_SERVICE_NAME"]);
-    assert!(e.problems()[1].message().contains("PHI_AUDIT_PSEUDONYM_KEY_FILE"));
-    assert!(e.problems()[0].message().contains("did you mean PHI_AUDIT_ENVIRONMENT?"));
+    assert_eq!(
+        settings,
+        [
+            "PHI_AUDIT_ENV",
+            "PHI_AUDIT_PSEUDONYM_KEY",
+            "PHI_AUDIT_SERVICE_NAME"
+        ]
+    );
+    assert!(e.problems()[1]
+        .message()
+        .contains("PHI_AUDIT_PSEUDONYM_KEY_FILE"));
+    assert!(e.problems()[0]
+        .message()
+        .contains("did you mean PHI_AUDIT_ENVIRONMENT?"));
 }
 
 #[cfg(unix)]
@@ -502,9 +604,15 @@ fn a_variable_that_is_not_utf8_is_an_error() {
     use std::ffi::OsString;
     use std::os::unix::ffi::OsStringExt;
     let e = Settings::from_env_map([
-        (OsString::from("PHI_AUDIT_SERVICE"), OsString::from_vec(vec![b's', 0xff])),
+        (
+            OsString::from("PHI_AUDIT_SERVICE"),
+            OsString::from_vec(vec![b's', 0xff]),
+        ),
         // A path need not be UTF-8.
-        (OsString::from("PHI_AUDIT_PSEUDONYM_KEY_FILE"), OsString::from_vec(vec![b'/', 0xff])),
+        (
+            OsString::from("PHI_AUDIT_PSEUDONYM_KEY_FILE"),
+            OsString::from_vec(vec![b'/', 0xff]),
+        ),
     ])
     .unwrap_err();
     assert_eq!(e.problems().len(), 2, "{e}"); // not UTF-8, hence not set
@@ -605,8 +713,12 @@ fn a_checkpoint_key_file_signs_the_ledger() {
     drop(d);
     let text = std::fs::read_to_string(&ledger_path).unwrap();
     assert_eq!(text.lines().count(), 5);
-    assert!(text.lines().all(|l| l.contains("\"hash_alg\":\"sha384\"")), "{text}");
-    let checkpoints = std::fs::read_to_string(phi_audit::checkpoint::checkpoint_path(&ledger_path)).unwrap();
+    assert!(
+        text.lines().all(|l| l.contains("\"hash_alg\":\"sha384\"")),
+        "{text}"
+    );
+    let checkpoints =
+        std::fs::read_to_string(phi_audit::checkpoint::checkpoint_path(&ledger_path)).unwrap();
     let public = CheckpointSigner::from_seed(seed).verifying_key();
     assert!(checkpoints.contains(&public.key_id()), "{checkpoints}");
     let options = phi_audit::VerifyOptions {
@@ -620,11 +732,19 @@ fn a_checkpoint_key_file_signs_the_ledger() {
 
     // A bad key file names the sink, never the key.
     let bad = write(dir.path(), "bad.key", b"not-a-key-SECRETSECRET");
-    let spec = format!("stdout,ledger:{}?checkpoint_key={}", dir.path().join("l2.jsonl").display(), bad.display());
+    let spec = format!(
+        "stdout,ledger:{}?checkpoint_key={}",
+        dir.path().join("l2.jsonl").display(),
+        bad.display()
+    );
     let s = from_env(&with_service(&[("PHI_AUDIT_SINK", &spec)])).unwrap();
     let e = s.dispatch().unwrap_err();
     assert_eq!(e.problems().len(), 1, "{e}");
-    assert!(e.to_string().starts_with("invalid phi-audit settings: PHI_AUDIT_SINK (sink 2): `checkpoint_key`: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("invalid phi-audit settings: PHI_AUDIT_SINK (sink 2): `checkpoint_key`: "),
+        "{e}"
+    );
     assert!(!e.to_string().contains("SECRET"));
     // Nothing was opened: the ledger file does not exist.
     assert!(!dir.path().join("l2.jsonl").exists());
@@ -699,7 +819,9 @@ fn stdout_and_tracing_sinks_open_and_take_events() {
     for spec in ["stdout", "tracing", "stdout?sync,tracing?queue=2&full=drop"] {
         let s = from_env(&with_service(&[("PHI_AUDIT_SINK", spec)])).unwrap();
         let d = s.dispatch().unwrap();
-        with_dispatch(&d, || EventBuilder::new(ActionType::Login, "Session").emit());
+        with_dispatch(&d, || {
+            EventBuilder::new(ActionType::Login, "Session").emit()
+        });
         d.flush().unwrap();
         assert_eq!(d.stats().emitted, 1, "{spec}");
     }
@@ -728,7 +850,8 @@ fn a_postgres_sink_from_a_spec_writes_rows() {
     assert_eq!(chain.verify().unwrap(), 20);
     drop(d);
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).unwrap();
+    c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
 
     // A server that is not there: an error at start-up, without the password.
     let s = from_env(&with_service(&[(
@@ -738,7 +861,10 @@ fn a_postgres_sink_from_a_spec_writes_rows() {
     .unwrap();
     assert!(!format!("{s:?}").contains("Pa55w0rdXYZ"), "{s:?}");
     let e = s.dispatch().unwrap_err();
-    assert!(e.to_string().contains("cannot connect to PostgreSQL"), "{e}");
+    assert!(
+        e.to_string().contains("cannot connect to PostgreSQL"),
+        "{e}"
+    );
     assert!(!format!("{e} {e:?}").contains("Pa55w0rdXYZ"));
 }
 
@@ -748,7 +874,10 @@ fn a_postgres_sink_from_a_spec_writes_rows() {
 mod file {
     use super::*;
 
-    fn with_file(toml: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, Result<Settings, SettingsError>) {
+    fn with_file(
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Settings, SettingsError>) {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "app.toml", toml.as_bytes());
         let mut vars = vec![("PHI_AUDIT_CONFIG", path.to_str().unwrap())];
@@ -779,13 +908,19 @@ sink = ["ledger:/var/log/a,b.jsonl?alg=sha512", "stdout?sync"]
         assert_eq!(s.environment.as_deref(), Some("prod"));
         assert_eq!(s.version.as_deref(), Some("2.3.4"));
         assert_eq!(s.schema, SchemaVersion::V2_0);
-        assert_eq!(s.pseudonym_key_file.as_deref(), Some(Path::new("/run/secrets/pseudonym")));
+        assert_eq!(
+            s.pseudonym_key_file.as_deref(),
+            Some(Path::new("/run/secrets/pseudonym"))
+        );
         // Array elements are not split at commas.
         assert_eq!(ledger(&s.sinks[0]).path, Path::new("/var/log/a,b.jsonl"));
         assert_eq!(ledger(&s.sinks[0]).alg, HashAlg::Sha512);
         assert_eq!(s.sinks[1], sink("stdout?sync"));
 
-        let (_dir, s) = with_file("[phi_audit]\nservice = \"x\"\nsink = \"stdout, tracing\"\n", &[]);
+        let (_dir, s) = with_file(
+            "[phi_audit]\nservice = \"x\"\nsink = \"stdout, tracing\"\n",
+            &[],
+        );
         assert_eq!(s.unwrap().sinks.len(), 2);
     }
 
@@ -794,7 +929,10 @@ sink = ["ledger:/var/log/a,b.jsonl?alg=sha512", "stdout?sync"]
         let toml = "[phi_audit]\nservice = \"from-file\"\nenvironment = \"prod\"\nsink = \"tracing\"\nschema = \"1.0\"\n";
         let (_dir, s) = with_file(
             toml,
-            &[("PHI_AUDIT_SERVICE", "from-env"), ("PHI_AUDIT_SINK", "stdout,jsonl:/x")],
+            &[
+                ("PHI_AUDIT_SERVICE", "from-env"),
+                ("PHI_AUDIT_SINK", "stdout,jsonl:/x"),
+            ],
         );
         let s = s.unwrap();
         assert_eq!(s.service, "from-env");
@@ -807,7 +945,10 @@ sink = ["ledger:/var/log/a,b.jsonl?alg=sha512", "stdout?sync"]
         let (_dir, s) = with_file(toml, &[("PHI_AUDIT_SINK", "")]);
         assert_eq!(s.unwrap().sinks[0].kind, SinkKind::Tracing);
         // A bad value in the file that the environment overrides is no mistake.
-        let (_dir, s) = with_file("[phi_audit]\nservice = \"x\"\nschema = \"9\"\n", &[("PHI_AUDIT_SCHEMA", "2.0")]);
+        let (_dir, s) = with_file(
+            "[phi_audit]\nservice = \"x\"\nschema = \"9\"\n",
+            &[("PHI_AUDIT_SCHEMA", "2.0")],
+        );
         assert_eq!(s.unwrap().schema, SchemaVersion::V2_0);
     }
 
@@ -827,7 +968,10 @@ environment = "prod"
         let all: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
         // No "service is not set": its key is there, with a problem of its own.
         assert_eq!(all.len(), 5, "{all:#?}");
-        assert_eq!(all[0], "[phi_audit].service (line 2 of the PHI_AUDIT_CONFIG file): must be a string");
+        assert_eq!(
+            all[0],
+            "[phi_audit].service (line 2 of the PHI_AUDIT_CONFIG file): must be a string"
+        );
         assert_eq!(all[1], "[phi_audit].schema (line 3 of the PHI_AUDIT_CONFIG file): write the version as a string: schema = \"1.1\"");
         assert_eq!(all[2], "[phi_audit].sink[1] (line 4 of the PHI_AUDIT_CONFIG file): must be a string: one sink spec");
         assert!(all[3].starts_with("[phi_audit].colour (line 5 of the PHI_AUDIT_CONFIG file): unknown key; accepted: service, environment, version, schema, pseudonym_key_file, sink"), "{all:#?}");
@@ -836,23 +980,40 @@ environment = "prod"
 
     #[test]
     fn a_file_that_is_not_settings_is_an_error() {
-        let (_dir, r) = with_file("[phi_audit]\nservice = \"x\nsink = \"postgres://u:Hunter2Pw@h/db\"\n", &[]);
+        let (_dir, r) = with_file(
+            "[phi_audit]\nservice = \"x\nsink = \"postgres://u:Hunter2Pw@h/db\"\n",
+            &[],
+        );
         let e = r.unwrap_err();
         assert!(e.to_string().starts_with("invalid phi-audit settings: PHI_AUDIT_CONFIG (line 2 of the PHI_AUDIT_CONFIG file, character 13): not valid TOML: invalid basic string"), "{e}");
         assert_eq!(e.problems().len(), 1, "{e}");
-        let (_dir, r) = with_file("[phi_audit]\nsink = \"postgres://u:Hunter2Pw@h/db\" x\n", &[]);
+        let (_dir, r) = with_file(
+            "[phi_audit]\nsink = \"postgres://u:Hunter2Pw@h/db\" x\n",
+            &[],
+        );
         let e = r.unwrap_err();
         assert!(!format!("{e} {e:?}").contains("Hunter2Pw"), "{e}");
 
-        let (_dir, r) = with_file("[server]\nservice = \"x\"\n", &[("PHI_AUDIT_SERVICE", "svc")]);
-        assert!(r.unwrap_err().to_string().contains("the file has no [phi_audit] table"));
+        let (_dir, r) = with_file(
+            "[server]\nservice = \"x\"\n",
+            &[("PHI_AUDIT_SERVICE", "svc")],
+        );
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("the file has no [phi_audit] table"));
         let (_dir, r) = with_file("phi_audit = \"stdout\"\n", &[("PHI_AUDIT_SERVICE", "svc")]);
-        assert!(r.unwrap_err().to_string().contains("`phi_audit` must be a table"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("`phi_audit` must be a table"));
 
         let e = from_env(&[("PHI_AUDIT_CONFIG", "/nonexistent/phi-audit.toml")]).unwrap_err();
         let settings: Vec<_> = e.problems().iter().map(|p| p.setting()).collect();
         assert_eq!(settings, ["PHI_AUDIT_CONFIG"]);
-        assert!(e.problems()[0].message().starts_with("cannot open the file"));
+        assert!(e.problems()[0]
+            .message()
+            .starts_with("cannot open the file"));
 
         let dir = tempfile::tempdir().unwrap();
         let e = from_env(&[("PHI_AUDIT_CONFIG", dir.path().to_str().unwrap())]).unwrap_err();
@@ -862,7 +1023,12 @@ environment = "prod"
         assert!(e.problems()[0].message().contains("larger than 1 MiB"));
         let bin = write(dir.path(), "bin.toml", &[0xff, 0xfe, 0x00]);
         let e = from_env(&[("PHI_AUDIT_CONFIG", bin.to_str().unwrap())]).unwrap_err();
-        assert!(e.problems()[0].message().starts_with("cannot read the file"), "{e}");
+        assert!(
+            e.problems()[0]
+                .message()
+                .starts_with("cannot read the file"),
+            "{e}"
+        );
     }
 }
 
@@ -891,7 +1057,10 @@ fn settings_embed_in_a_service_config() {
     )
     .unwrap();
     let s = app.phi_audit;
-    assert_eq!((s.service.as_str(), s.schema), ("chart-service", SchemaVersion::V1_0));
+    assert_eq!(
+        (s.service.as_str(), s.schema),
+        ("chart-service", SchemaVersion::V1_0)
+    );
     assert_eq!(jsonl(&s.sinks[1]).path, Path::new("/var/log/a,b.jsonl"));
 
     let app: AppConfig = toml::from_str(
@@ -909,7 +1078,10 @@ fn settings_embed_in_a_service_config() {
     .to_string();
     assert!(e.contains("service: is required"), "{e}");
     assert!(e.contains("schema: must be one of 1.0, 1.1, 2.0"), "{e}");
-    assert!(e.contains("sink (sink 2, characters 8-11): unknown sink `jsnl`"), "{e}");
+    assert!(
+        e.contains("sink (sink 2, characters 8-11): unknown sink `jsnl`"),
+        "{e}"
+    );
     let e = serde_json::from_str::<AppConfig>(
         r#"{"listen": "", "phi_audit": {"service": "x", "sinks": "stdout"}}"#,
     )
@@ -917,10 +1089,12 @@ fn settings_embed_in_a_service_config() {
     .unwrap()
     .to_string();
     assert!(e.contains("unknown field `sinks`"), "{e}");
-    let e = serde_json::from_str::<Settings>(r#"{"service": "x", "sink": ["postgres://u:Pw0rdSecret@h/db?bogus=1"]}"#)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = serde_json::from_str::<Settings>(
+        r#"{"service": "x", "sink": ["postgres://u:Pw0rdSecret@h/db?bogus=1"]}"#,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("sink[0]"), "{e}");
     assert!(!e.contains("Pw0rdSecret"), "{e}");
 
@@ -962,7 +1136,11 @@ fn error_messages_never_contain_a_key_or_a_password() {
         format!("postgresql://audit:{password}@db:notaport/app"),
         format!("postgres:audit:{password}@db/app"),
         format!("jsnl://audit:{password}@db/app"),
-        format!("ledger:{}/l.jsonl?checkpoint_key={}", dir.path().display(), ckpt.display()),
+        format!(
+            "ledger:{}/l.jsonl?checkpoint_key={}",
+            dir.path().display(),
+            ckpt.display()
+        ),
     ];
     let mut seen = String::new();
     for spec in &specs {
@@ -999,7 +1177,14 @@ fn error_messages_never_contain_a_key_or_a_password() {
 
 #[test]
 fn settings_debug_hides_no_more_than_secrets() {
-    let s = from_env(&with_service(&[("PHI_AUDIT_SINK", "jsonl:/var/log/a.jsonl?fsync=never")])).unwrap();
+    let s = from_env(&with_service(&[(
+        "PHI_AUDIT_SINK",
+        "jsonl:/var/log/a.jsonl?fsync=never",
+    )]))
+    .unwrap();
     let d = format!("{s:?}");
-    assert!(d.contains("chart-service") && d.contains("/var/log/a.jsonl") && d.contains("Never"), "{d}");
+    assert!(
+        d.contains("chart-service") && d.contains("/var/log/a.jsonl") && d.contains("Never"),
+        "{d}"
+    );
 }

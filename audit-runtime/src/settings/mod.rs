@@ -386,7 +386,9 @@ fn same_target(a: &SinkSpec, b: &SinkSpec) -> bool {
             x.path == y.path
         }
         #[cfg(feature = "postgres")]
-        (SinkKind::Postgres(x), SinkKind::Postgres(y)) => x.url() == y.url() && x.schema == y.schema,
+        (SinkKind::Postgres(x), SinkKind::Postgres(y)) => {
+            x.url() == y.url() && x.schema == y.schema
+        }
         _ => false,
     }
 }
@@ -492,8 +494,8 @@ impl<'de> serde::Deserialize<'de> for Settings {
                     .collect(),
             }),
         };
-        let missing = Origin::key("service")
-            .problem("is required: the service's name (1 to 128 characters)");
+        let missing =
+            Origin::key("service").problem("is required: the service's name (1 to 128 characters)");
         let missing = Some(missing);
         let (settings, problems) = load::build(layer, missing);
         if problems.is_empty() {

@@ -473,7 +473,8 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
                 let alg = alg.and_then(HashAlg::from_str).unwrap_or(HashAlg::Sha256);
                 let checkpoint_key = opts.value("checkpoint_key").and_then(|(v, span)| {
                     if v.is_empty() {
-                        opts.errs.push(err(span, "`checkpoint_key=` needs a key file path"));
+                        opts.errs
+                            .push(err(span, "`checkpoint_key=` needs a key file path"));
                         None
                     } else {
                         Some(PathBuf::from(v))
@@ -540,8 +541,9 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
     };
     let mut opts = Opts::split(query, query_at, errs);
     let delivery = opts.delivery();
-    let schema = opts.value("schema").and_then(|(v, span)| {
-        match crate::sink::quoted_schema(&v) {
+    let schema = opts
+        .value("schema")
+        .and_then(|(v, span)| match crate::sink::quoted_schema(&v) {
             Ok(_) => Some(v),
             Err(_) => {
                 opts.errs.push(err(
@@ -550,8 +552,7 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
                 ));
                 None
             }
-        }
-    });
+        });
     let integrity = opts.flag("integrity");
     let batch = opts.number("batch", 1, MAX_BATCH as u64);
     // Every other parameter is the driver's.

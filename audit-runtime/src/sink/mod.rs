@@ -24,12 +24,12 @@ pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
 };
 #[cfg(feature = "postgres")]
+pub(crate) use postgres::quoted_schema;
+#[cfg(feature = "postgres")]
 pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PurgeReport,
 };
-#[cfg(feature = "postgres")]
-pub(crate) use postgres::quoted_schema;
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
