@@ -81,10 +81,9 @@ fn in_sink<R>(f: impl FnOnce() -> R) -> R {
 /// Why the global dispatcher was not installed: one was already (by
 /// [`init`], [`init_from_env`](crate::init_from_env) or
 /// [`Settings::init`](crate::Settings::init)), or the settings are wrong.
-#[derive(Debug)]
+/// Its `Debug` output is its message (see [`SettingsError`]).
 pub struct InitError(InitFailure);
 
-#[derive(Debug)]
 enum InitFailure {
     AlreadyInstalled,
     Settings(SettingsError),
@@ -125,6 +124,12 @@ impl fmt::Display for InitError {
             ),
             InitFailure::Settings(e) => fmt::Display::fmt(e, f),
         }
+    }
+}
+
+impl fmt::Debug for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -147,8 +147,9 @@ impl fmt::Display for Problem {
 ///
 /// Its messages name the variable or key, the position of the bad value and
 /// the accepted forms; they never contain a key file's contents or a URL's
-/// password.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// password. Its `Debug` output is the same text, so `main` returning the
+/// error through `?` prints something a person can act on.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SettingsError {
     problems: Vec<Problem>,
 }
@@ -176,6 +177,12 @@ impl fmt::Display for SettingsError {
                 Ok(())
             }
         }
+    }
+}
+
+impl fmt::Debug for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
