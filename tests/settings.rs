@@ -455,9 +455,7 @@ fn bad_postgres_options_are_errors() {
     let m = one_problem("postgres://h/db?sslmod=require");
     assert!(m.contains("unknown option `sslmod`"), "{m}");
     assert!(
-        m.contains(
-            "phi-audit's own options here are sync, queue, full, schema, integrity and batch"
-        ),
+        m.contains("phi-audit's own options here are sync, queue, full, schema, integrity, batch"),
         "{m}"
     );
     let m = one_problem("postgres://h:notaport/db");

@@ -42,6 +42,24 @@ use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
 pub(crate) const ACCEPTED_FORMS: &str =
     "stdout, tracing, jsonl:PATH, ledger:PATH, postgres://USER@HOST/DB (feature `postgres`)";
 
+/// The options each sink takes (a new option: its key here, and a line
+/// taking it in the sink's parser).
+const STREAM_OPTIONS: &[&str] = &["sync", "queue", "full"];
+const JSONL_OPTIONS: &[&str] = &["sync", "queue", "full", "fsync", "rotate"];
+const LEDGER_OPTIONS: &[&str] = &[
+    "sync",
+    "queue",
+    "full",
+    "fsync",
+    "alg",
+    "checkpoint_key",
+    "every",
+];
+/// phi-audit's options of a PostgreSQL URL; its other parameters are the
+/// driver's.
+#[cfg(feature = "postgres")]
+const POSTGRES_OPTIONS: &[&str] = &["sync", "queue", "full", "schema", "integrity", "batch"];
+
 /// Largest `queue=N`: the queue's memory is reserved at start-up.
 pub(crate) const MAX_QUEUE: usize = 1 << 20;
 
@@ -421,7 +439,7 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
             };
             let mut opts = Opts::split(query, end + 1, errs);
             let delivery = opts.delivery();
-            opts.finish(&["sync", "queue", "full"]);
+            opts.finish(STREAM_OPTIONS);
             Some(SinkSpec { kind, delivery })
         }
         "jsonl" | "ledger" => {
@@ -462,7 +480,7 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
             let fsync = opts.fsync();
             let kind = if scheme == "jsonl" {
                 let rotate_bytes = opts.size("rotate");
-                opts.finish(&["sync", "queue", "full", "fsync", "rotate"]);
+                opts.finish(JSONL_OPTIONS);
                 SinkKind::Jsonl(JsonlSpec {
                     path: path?,
                     fsync,
@@ -488,15 +506,7 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
                         "`every` sets how often checkpoints are signed: it needs `checkpoint_key=FILE`",
                     ));
                 }
-                opts.finish(&[
-                    "sync",
-                    "queue",
-                    "full",
-                    "fsync",
-                    "alg",
-                    "checkpoint_key",
-                    "every",
-                ]);
+                opts.finish(LEDGER_OPTIONS);
                 SinkKind::Ledger(LedgerSpec {
                     path: path?,
                     alg,
@@ -569,7 +579,8 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
             0..s.len(),
             format!(
                 "not a PostgreSQL connection URL the driver accepts ({e}{cause}); phi-audit's \
-                 own options here are sync, queue, full, schema, integrity and batch"
+                 own options here are {}",
+                POSTGRES_OPTIONS.join(", ")
             ),
         ));
         return None;
