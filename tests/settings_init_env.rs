@@ -85,7 +85,12 @@ fn init_from_env_reports_everything_then_installs_once() {
         ("PHI_AUDIT_PSEUDONYM_KEY_FILE", &key_file),
     ]);
     let guard = init_from_env().unwrap();
-    // The JSONL sink runs behind its queue's worker; the `?sync` ledger has none.
+    for i in 0..10 {
+        read_patient(&format!("pat-{i}"), "MRN-0042");
+    }
+    // The JSONL sink runs behind its queue's worker (which has named itself
+    // once it has answered a flush); the `?sync` ledger has none.
+    phi_audit::flush().unwrap();
     if cfg!(target_os = "linux") {
         let names = thread_names();
         assert!(names.iter().any(|n| n == "phi-audit-jsonl"), "{names:?}");
@@ -93,9 +98,6 @@ fn init_from_env_reports_everything_then_installs_once() {
             !names.iter().any(|n| n.starts_with("phi-audit-ledge")),
             "{names:?}"
         );
-    }
-    for i in 0..10 {
-        read_patient(&format!("pat-{i}"), "MRN-0042");
     }
 
     // 3. A second call is an error and opens nothing.
