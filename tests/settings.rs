@@ -164,6 +164,12 @@ fn postgres_urls_parse_with_phi_audit_options_taken_out() {
     };
     let p = pg("postgres://audit@db.internal/app");
     assert_eq!(p.url(), "postgres://audit@db.internal/app");
+    // The issue's `postgres:URL` form names the same sink.
+    assert_eq!(pg("postgres:postgres://audit@db.internal/app"), p);
+    assert_eq!(
+        pg("postgres:postgresql://audit@db.internal/app?schema=a").schema,
+        "a"
+    );
     assert_eq!(
         (p.schema.as_str(), p.integrity, p.batch_size),
         ("public", false, 1000)

@@ -40,7 +40,7 @@ use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
 
 /// The sink forms, as error messages list them.
 pub(crate) const ACCEPTED_FORMS: &str =
-    "stdout, tracing, jsonl:PATH, ledger:PATH, postgres://USER@HOST/DB (feature `postgres`)";
+    "stdout, tracing, jsonl:PATH, ledger:PATH, postgres://USER@HOST/DB or postgres:URL (feature `postgres`)";
 
 /// The options each sink takes (a new option: its key here, and a line
 /// taking it in the sink's parser).
@@ -414,10 +414,24 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
     let after = &s[end..];
     match scheme {
         "postgres" | "postgresql" if after.starts_with("://") => parse_postgres(s, errs),
+        // `postgres:URL`: the scheme, then the connection URL itself.
+        "postgres" | "postgresql"
+            if after.starts_with(":postgres://") || after.starts_with(":postgresql://") =>
+        {
+            let skip = end + 1;
+            let mut inner = Vec::new();
+            let spec = parse_postgres(&s[skip..], &mut inner);
+            errs.extend(inner.into_iter().map(|mut e| {
+                e.span = e.span.start + skip..e.span.end + skip;
+                e
+            }));
+            spec
+        }
         "postgres" | "postgresql" => {
             errs.push(err(
                 0..s.len(),
-                "a PostgreSQL sink is written as its connection URL: postgres://USER@HOST/DB",
+                "a PostgreSQL sink is its connection URL, alone or after `postgres:`: \
+                 postgres://USER@HOST/DB or postgres:postgres://USER@HOST/DB",
             ));
             None
         }
