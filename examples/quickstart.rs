@@ -4,6 +4,14 @@
 //! ```text
 //! cargo run --example quickstart
 //! ```
+//!
+//! The same program with the sinks chosen by the environment instead of the
+//! code (`phi_audit::init_from_env`, see the README):
+//!
+//! ```text
+//! PHI_AUDIT_SERVICE=chart-service PHI_AUDIT_SINK=stdout,ledger:/tmp/phi-audit-ledger.jsonl \
+//!     cargo run --example quickstart
+//! ```
 
 use std::fmt;
 
@@ -112,16 +120,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::temp_dir().join("phi-audit-quickstart.jsonl");
     let _ = std::fs::remove_file(&path);
 
-    // Start-up: where events go. Here to stdout and to a JSONL file, through
-    // a non-blocking worker so callers only pay for queueing.
-    let sinks = FanOut::new()
-        .with(StdoutSink::new())
-        .with(JsonlFileSink::open(&path)?);
-    let config = Config::new("chart-service")
-        .environment("dev")
-        .version("0.1.0")
-        .build()?;
-    let guard = phi_audit::init(config, NonBlocking::new(sinks))?;
+    // Start-up: where events go. With PHI_AUDIT_SERVICE set, the environment
+    // chooses (PHI_AUDIT_SINK, PHI_AUDIT_CONFIG, ...), as RUST_LOG does for
+    // tracing; a mistake there stops the program here, with every mistake
+    // named. Otherwise the code chooses: stdout and a JSONL file, through a
+    // non-blocking worker so callers only pay for queueing.
+    let from_env = std::env::var_os("PHI_AUDIT_SERVICE").is_some();
+    let guard = if from_env {
+        phi_audit::init_from_env()?
+    } else {
+        let sinks = FanOut::new()
+            .with(StdoutSink::new())
+            .with(JsonlFileSink::open(&path)?);
+        let config = Config::new("chart-service")
+            .environment("dev")
+            .version("0.1.0")
+            .build()?;
+        phi_audit::init(config, NonBlocking::new(sinks))?
+    };
 
     // A request: the middleware sets who is calling.
     let ctx = AuditContext::new()
@@ -159,6 +175,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Shutdown: dropping the guard writes everything queued.
     guard.flush()?;
     drop(guard);
+    if from_env {
+        println!("# audit events written where PHI_AUDIT_SINK says");
+        return Ok(());
+    }
     println!(
         "# {} audit events written to stdout and to {}",
         count_lines(&path),

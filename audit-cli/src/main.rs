@@ -7,6 +7,7 @@
 //! exit-code contract (see `EXIT_CODES`).
 
 mod progress;
+mod source;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -59,10 +60,12 @@ enum Command {
     /// Verify the hash chain (and, with a public key, the signed checkpoints) of a ledger.
     #[command(after_help = "Examples:
   phi-audit verify /var/log/audit/audit.jsonl
+  phi-audit verify ledger:/var/log/audit/audit.jsonl?alg=sha384
   phi-audit verify audit.jsonl --public-key ledger.pub --format json
   phi-audit verify audit.jsonl.2 --anchor <last event_hash of audit.jsonl.1>
   cat audit.jsonl | phi-audit verify -
   phi-audit verify --postgres postgres://audit@db/app --service chart-service
+  phi-audit verify postgres://audit@db/app?schema=audit --service chart-service
 
 Checkpoints are read from PATH.checkpoints when --public-key is given.
 Failures name events by line number and position, never by their content.
@@ -70,11 +73,13 @@ Exit codes: 0 PASS, 1 FAIL (including malformed or truncated lines and an
 empty ledger), 2 cannot read the input or bad usage. `phi-audit --help` has
 the details.")]
     Verify {
-        /// Ledger file (JSON lines), or `-` for standard input. Omit with --postgres.
+        /// Ledger file (JSON lines): PATH or ledger:PATH (a PHI_AUDIT_SINK spec), `-` for
+        /// standard input, or a PostgreSQL URL (as --postgres).
         #[arg(required_unless_present = "postgres")]
         path: Option<String>,
         /// Verify the chain of one service read back from a PostgreSQL table
-        /// written by `PostgresSink` (needs --service).
+        /// written by `PostgresSink` (needs --service). The URL may carry
+        /// `?schema=NAME`, as in PHI_AUDIT_SINK.
         #[arg(long, value_name = "URL", requires = "service", conflicts_with_all = ["path", "public_key", "checkpoints", "anchor"])]
         postgres: Option<String>,
         /// Service whose chain to verify (with --postgres).
@@ -111,10 +116,12 @@ line breaks never reach the output raw.
 Exit codes: 0 done, 1 lines were skipped or the input holds no events (the report is still
 written), 2 cannot read the input or bad usage. `phi-audit --help` has the details.")]
     Report {
-        /// Event file (JSON lines), or `-` for standard input. Omit with --postgres.
+        /// Event file (JSON lines): PATH, jsonl:PATH or ledger:PATH, `-` for standard input,
+        /// or a PostgreSQL URL (as --postgres).
         #[arg(required_unless_present = "postgres")]
         path: Option<String>,
-        /// Read from the PostgreSQL table written by `PostgresSink`.
+        /// Read from the PostgreSQL table written by `PostgresSink` (the URL may
+        /// carry `?schema=NAME`, as in PHI_AUDIT_SINK).
         #[arg(long, value_name = "URL", conflicts_with = "path")]
         postgres: Option<String>,
         /// Schema (namespace) of the audit table (with --postgres).
@@ -148,6 +155,7 @@ written), 2 cannot read the input or bad usage. `phi-audit --help` has the detai
     /// Validate every event against bh-audit-schema.
     #[command(after_help = "Examples:
   phi-audit validate events.jsonl
+  phi-audit validate jsonl:/var/log/audit/events.jsonl
   phi-audit validate events.jsonl --schema 1.0 --format json
   cat events.jsonl | phi-audit validate -
 
@@ -157,7 +165,7 @@ Exit codes: 0 all valid, 1 some invalid (including lines that are not JSON,
 invalid UTF-8, truncated or over 16 MiB) or no events, 2 cannot read the input
 or bad usage. `phi-audit --help` has the details.")]
     Validate {
-        /// Event file (JSON lines), or `-` for standard input.
+        /// Event file (JSON lines): PATH, jsonl:PATH or ledger:PATH, or `-` for standard input.
         path: String,
         /// Schema version to validate against.
         #[arg(long, value_enum)]
@@ -233,7 +241,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
         }
     };
-    let code = match cli.command {
+    let command = match source::resolve(cli.command) {
+        Ok(c) => c,
+        Err(e) => return ExitCode::from(error(e)),
+    };
+    let code = match command {
         Command::Verify {
             postgres: Some(url),
             service,

@@ -152,6 +152,11 @@ impl ConfigError {
     pub fn field(&self) -> &'static str {
         self.field
     }
+
+    /// What is wrong with it.
+    pub(crate) fn problem(&self) -> &str {
+        &self.problem
+    }
 }
 
 impl fmt::Display for ConfigError {

@@ -18,6 +18,7 @@ use crate::call::RecordRef;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
 use crate::event::{AuditEvent, Outcome, OutcomeStatus};
 use crate::metadata::{MetaValue, Metadata};
+use crate::settings::SettingsError;
 use crate::sink::{Sink, SinkError};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::text::Text;
@@ -82,20 +83,69 @@ fn in_sink<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// [`init`] was called when a global dispatcher was already installed.
-#[derive(Debug)]
-pub struct InitError(());
+/// Why the global dispatcher was not installed: one was already (by
+/// [`init`], [`init_from_env`](crate::init_from_env) or
+/// [`Settings::init`](crate::Settings::init)), or the settings are wrong.
+/// Its `Debug` output is its message (see [`SettingsError`]).
+pub struct InitError(InitFailure);
 
-impl fmt::Display for InitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            "phi_audit::init was already called: the global dispatcher is installed once per \
-             process (use Dispatch::new with with_dispatch for scoped dispatchers)",
-        )
+enum InitFailure {
+    AlreadyInstalled,
+    Settings(SettingsError),
+}
+
+impl InitError {
+    pub(crate) fn already_installed() -> InitError {
+        InitError(InitFailure::AlreadyInstalled)
+    }
+
+    /// True when a global dispatcher was already installed.
+    pub fn is_already_installed(&self) -> bool {
+        matches!(self.0, InitFailure::AlreadyInstalled)
+    }
+
+    /// The settings' mistakes, when those are why.
+    pub fn settings_error(&self) -> Option<&SettingsError> {
+        match &self.0 {
+            InitFailure::Settings(e) => Some(e),
+            InitFailure::AlreadyInstalled => None,
+        }
     }
 }
 
-impl std::error::Error for InitError {}
+impl From<SettingsError> for InitError {
+    fn from(e: SettingsError) -> InitError {
+        InitError(InitFailure::Settings(e))
+    }
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            InitFailure::AlreadyInstalled => f.write_str(
+                "the phi-audit global dispatcher is already installed: it is installed once per \
+                 process, by phi_audit::init or init_from_env (use Dispatch::new with \
+                 with_dispatch for scoped dispatchers)",
+            ),
+            InitFailure::Settings(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl fmt::Debug for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for InitError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            InitFailure::Settings(e) => Some(e),
+            InitFailure::AlreadyInstalled => None,
+        }
+    }
+}
 
 /// Installs the global dispatcher. Call once at start-up and keep the guard
 /// alive until the process ends: its drop flushes the sink.
@@ -111,8 +161,14 @@ impl std::error::Error for InitError {}
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn init(config: Config, sink: impl Sink) -> Result<Guard, InitError> {
-    let dispatch = Dispatch::new(config, sink);
-    GLOBAL.set(dispatch.clone()).map_err(|_| InitError(()))?;
+    install(Dispatch::new(config, sink))
+}
+
+/// Installs `dispatch` as the global dispatcher.
+pub(crate) fn install(dispatch: Dispatch) -> Result<Guard, InitError> {
+    GLOBAL
+        .set(dispatch.clone())
+        .map_err(|_| InitError::already_installed())?;
     Ok(Guard { dispatch })
 }
 
@@ -215,10 +271,15 @@ impl Drop for LocalSwap {
 impl Dispatch {
     /// A dispatcher writing to `sink`.
     pub fn new(config: Config, sink: impl Sink) -> Dispatch {
+        Dispatch::from_boxed(config, Box::new(sink))
+    }
+
+    /// A dispatcher writing to a sink already boxed (not boxed again).
+    pub(crate) fn from_boxed(config: Config, sink: Box<dyn Sink>) -> Dispatch {
         Dispatch(Arc::new(Inner {
             config,
             takes_records: sink.__takes_records(),
-            sink: Box::new(sink),
+            sink,
             stats: CacheLine::default(),
             report: Default::default(),
             flushed_failed: Default::default(),

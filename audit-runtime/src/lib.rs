@@ -23,6 +23,7 @@ mod phi;
 pub mod report;
 pub mod sanitize;
 pub mod schema;
+pub mod settings;
 pub mod sink;
 pub mod stats;
 mod text;
@@ -53,6 +54,7 @@ pub use schema::{
     retarget, validate, validate_as, validate_value, DowngradePolicy, RetargetError,
     ValidationErrors, Violation,
 };
+pub use settings::{init_from_env, Settings, SettingsError, SinkSpec};
 pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,

@@ -27,6 +27,8 @@ pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
 };
 #[cfg(feature = "postgres")]
+pub(crate) use postgres::quoted_schema;
+#[cfg(feature = "postgres")]
 pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PurgeReport,

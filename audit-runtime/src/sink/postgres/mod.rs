@@ -359,7 +359,8 @@ struct Conn {
     same: Statement,
 }
 
-/// Writes audit events into PostgreSQL. See the [module docs](self).
+/// Writes audit events into PostgreSQL: one `audit_events` row per event,
+/// inserted in batches, with reconnection (see [`PostgresOptions`]).
 ///
 /// Wrap it in [`crate::NonBlocking`] (batches come from its queue); used
 /// directly, every [`Sink::write`] is one transaction.
