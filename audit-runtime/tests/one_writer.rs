@@ -551,3 +551,36 @@ fn a_failed_write_never_cuts_what_another_program_appended() {
     }
     drop(fs);
 }
+
+/// `{pid}` and `{hostname}` in a path give each process a file of its own
+/// from one setting.
+#[test]
+fn placeholders_give_each_process_its_own_file() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lp = dir.path().join("ledger-{hostname}-{pid}.jsonl");
+    let jp = dir.path().join("audit-{pid}.jsonl");
+    let me = std::process::id().to_string();
+    let l = LedgerSink::open(&lp).unwrap();
+    let j = JsonlFileSink::open(&jp).unwrap();
+    let lname = l.path().file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(lname.ends_with(&format!("-{me}.jsonl")), "{lname}");
+    assert!(!lname.contains('{') && !lname.contains('/'), "{lname}");
+    assert_eq!(
+        j.path().file_name().unwrap().to_str().unwrap(),
+        format!("audit-{me}.jsonl")
+    );
+    l.write(&common::event(0)).unwrap();
+    j.write(&common::event(0)).unwrap();
+    // Another process with the same setting opens files of its own.
+    let seen = try_in_child(&lp, &jp);
+    assert!(
+        seen.contains("ledger opened") && seen.contains("jsonl opened"),
+        "{seen}"
+    );
+    drop((l, j));
+    let files = std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(files, 4, "one ledger and one JSONL file per process");
+}

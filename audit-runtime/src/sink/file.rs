@@ -586,14 +586,21 @@ pub struct JsonlFileSink {
 
 impl JsonlFileSink {
     /// Opens (or creates, with parent directories) `path` for appending, with
-    /// the default options (fsync every event, no rotation).
+    /// the default options (fsync every event, no rotation). See
+    /// [`JsonlFileSink::open_with`].
     pub fn open(path: impl AsRef<Path>) -> io::Result<JsonlFileSink> {
         JsonlFileSink::open_with(path, JsonlOptions::default())
     }
 
-    /// Opens (or creates, with parent directories) `path` for appending.
+    /// Opens (or creates, with parent directories) `path` for appending,
+    /// taking its write lock (see [`JsonlFileSink`]).
+    ///
+    /// `{pid}` and `{hostname}` in `path` are replaced by the process id and
+    /// the host name, so every process or replica of a service can be given
+    /// a file of its own from one setting (`audit-{hostname}.jsonl`);
+    /// [`JsonlFileSink::path`] is the result.
     pub fn open_with(path: impl AsRef<Path>, options: JsonlOptions) -> io::Result<JsonlFileSink> {
-        let path = path.as_ref().to_path_buf();
+        let path = lock::expand_placeholders(path.as_ref());
         let w = LineWriter::open(
             &path,
             options.fsync,

@@ -237,13 +237,19 @@ impl LedgerSink {
         LedgerSink::open_with(path, LedgerOptions::default())
     }
 
-    /// Opens (or creates) the ledger at `path`, recovering a torn tail and
-    /// resuming the chain from the last complete line.
+    /// Opens (or creates) the ledger at `path` under its write lock,
+    /// recovering a torn or damaged tail and resuming the chain from the last
+    /// chained line.
+    ///
+    /// `{pid}` and `{hostname}` in `path` are replaced by the process id and
+    /// the host name (one ledger per process or replica from one setting;
+    /// `{hostname}` keeps the same ledger across restarts);
+    /// [`LedgerSink::path`] is the result.
     pub fn open_with(
         path: impl AsRef<Path>,
         options: LedgerOptions,
     ) -> Result<LedgerSink, LedgerError> {
-        let path = path.as_ref().to_path_buf();
+        let path = lock::expand_placeholders(path.as_ref());
         create_parent(&path)?;
         // Lock first: recovery must never cut what a live writer is appending.
         let mut file = lock::open_locked(&path)?;

@@ -53,6 +53,51 @@ impl fmt::Display for FileLocked {
 
 impl std::error::Error for FileLocked {}
 
+/// `path` with `{pid}` replaced by this process's id and `{hostname}` by the
+/// host's name (characters other than letters, digits, `.`, `-` and `_`
+/// become `_`), so each process or replica can be given a file of its own
+/// from one setting. Paths without them (or not UTF-8) are returned as
+/// they are.
+pub(crate) fn expand_placeholders(path: &Path) -> PathBuf {
+    let Some(text) = path.to_str() else {
+        return path.to_path_buf();
+    };
+    if !text.contains("{pid}") && !text.contains("{hostname}") {
+        return path.to_path_buf();
+    }
+    let mut out = text.replace("{pid}", &std::process::id().to_string());
+    if out.contains("{hostname}") {
+        out = out.replace("{hostname}", &hostname());
+    }
+    PathBuf::from(out)
+}
+
+/// The host's name, safe as part of a file name (`localhost` if unknown).
+fn hostname() -> String {
+    #[cfg(unix)]
+    let raw = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    #[cfg(not(unix))]
+    let raw = std::env::var("COMPUTERNAME").unwrap_or_default();
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        "localhost".to_owned()
+    } else {
+        clean
+    }
+}
+
 /// Opens `path` for appending (and reading), creating it with mode 0600 on
 /// unix, and takes the exclusive write lock on it. Fails at once, with a
 /// [`FileLocked`] inside an error of kind [`io::ErrorKind::WouldBlock`],
