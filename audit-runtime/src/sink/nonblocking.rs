@@ -396,7 +396,12 @@ impl Queue {
 ///   the inner sink is flushed.
 /// - [`NonBlocking::shutdown`] drains with a deadline and reports what, if
 ///   anything, was not written; dropping the sink drains without a deadline.
-/// - Inner-sink errors and panics are counted, never propagated to callers.
+/// - Inner-sink errors and panics are counted, never propagated to callers;
+///   they are reported instead: [`Sink::flush`] returns
+///   [`SinkError::Lost`] with the count of events failed, dropped or lost by
+///   the inner sink since the previous flush, [`Sink::lost_events`] (and so
+///   [`crate::Dispatch::stats`]) includes them, and by default the worker
+///   logs them through `tracing` (see [`NonBlockingBuilder::report_errors`]).
 /// - Batching: when the worker finds fewer than 64 events queued it naps
 ///   about 20 µs (a timed sleep, not polling) to let the batch grow, and
 ///   naps once more before it sleeps for good on an empty queue; a flush or
