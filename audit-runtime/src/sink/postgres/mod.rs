@@ -25,11 +25,12 @@
 //! and [`Sink::flush`] report it).
 //!
 //! **What is hashed is what is stored.** With [`PostgresOptions::integrity`]
-//! the sink hashes each event in the form `jsonb` gives back: it asks the
-//! server for `$event::jsonb` first (one round trip per batch), so every
-//! change `jsonb` makes (negative zero, the form of floats and large
-//! numbers, key order, duplicate keys) is in the hashed form, and `verify
-//! --postgres` recomputes the same hashes. U+0000, which `jsonb` cannot
+//! the sink hashes each event in the form `jsonb` gives back, so `verify
+//! --postgres` recomputes the same hashes. Strings, integers and key order
+//! (the canonical form sorts keys) survive `jsonb` as they are; floats may
+//! not (negative zero, the form of large values), so events holding floats
+//! are first put in the server's own `jsonb` form (one query per batch that
+//! has any). U+0000, which `jsonb` cannot
 //! hold, becomes U+FFFD before anything else. The `ts` column holds the
 //! instant the event's JSON `timestamp` says (timestamps outside years
 //! 0000-9999 are written clamped to that range, in both).
@@ -352,11 +353,23 @@ type Connector = Box<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>;
 struct Conn {
     client: Client,
     insert: Statement,
-    /// The events as `jsonb` gives them back, and whether their id is
-    /// stored already (and with the same content).
+    /// Events as `jsonb` gives them back.
     normalize: Statement,
+    /// Which ids are stored already.
+    stored: Statement,
     /// For ids already stored: whether the stored event is the same.
     same: Statement,
+}
+
+/// Whether `v` holds a float anywhere (the only values `jsonb` may give
+/// back in another form).
+fn has_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_float),
+        Value::Object(m) => m.values().any(has_float),
+        _ => false,
+    }
 }
 
 /// Writes audit events into PostgreSQL: one `audit_events` row per event,
@@ -485,16 +498,13 @@ fn insert_sql(q: &str) -> String {
     )
 }
 
-/// Each event (in order) as `jsonb` stores it, whether its id is in the
-/// table already, and whether the stored event is the same one.
-fn normalize_sql(q: &str) -> String {
-    format!(
-        "SELECT u.ev::jsonb, e.event_id IS NOT NULL,
-                coalesce((e.event - 'integrity') = (u.ev::jsonb - 'integrity'), false)
-           FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, ev, ord)
-           LEFT JOIN {q}.audit_events e ON e.event_id = u.id
-          ORDER BY u.ord"
-    )
+/// Each event (in order) as `jsonb` gives it back.
+const NORMALIZE_SQL: &str =
+    "SELECT u.ev::jsonb FROM unnest($1::text[]) WITH ORDINALITY AS u(ev, ord) ORDER BY u.ord";
+
+/// Which of the ids are stored already.
+fn stored_sql(q: &str) -> String {
+    format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)")
 }
 
 /// For events whose id is stored already: whether the stored one is the same.
@@ -509,12 +519,14 @@ fn same_sql(q: &str) -> String {
 
 fn prepare_conn(mut client: Client, q: &str) -> Result<Conn, postgres::Error> {
     let insert = client.prepare(&insert_sql(q))?;
-    let normalize = client.prepare(&normalize_sql(q))?;
+    let normalize = client.prepare(NORMALIZE_SQL)?;
+    let stored = client.prepare(&stored_sql(q))?;
     let same = client.prepare(&same_sql(q))?;
     Ok(Conn {
         client,
         insert,
         normalize,
+        stored,
         same,
     })
 }
@@ -682,38 +694,77 @@ impl PostgresSink {
         let mut done = Done::default();
         let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
         if chained {
-            // Hash what jsonb stores: ask the server for each event's jsonb.
-            let texts: Vec<&str> = rows.iter().map(|r| r.base.as_str()).collect();
-            let found = tx.query(&conn.normalize, &[&ids, &texts])?;
-            if found.len() != rows.len() {
-                return Err(Attempt::Permanent(
-                    "the server returned a different number of normalized events",
-                ));
-            }
-            let mut values: Vec<Value> = Vec::with_capacity(rows.len());
-            let mut first_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
-            for (i, f) in found.iter().enumerate() {
-                let v: Value = f.try_get(0)?;
-                let stored: bool = f.try_get(1)?;
-                let same: bool = f.try_get(2)?;
-                if stored {
-                    take[i] = false;
-                    if same {
-                        done.duplicates += 1;
-                    } else {
-                        done.conflicts += 1;
+            // Events already stored (a retried batch, or an id collision):
+            // not inserted again; the same event is a duplicate, another
+            // one a conflict.
+            let stored: std::collections::HashSet<Uuid> = tx
+                .query(&conn.stored, &[&ids])?
+                .iter()
+                .map(|r| r.try_get::<_, Uuid>(0))
+                .collect::<Result<_, _>>()?;
+            if !stored.is_empty() {
+                let at: Vec<usize> = (0..rows.len())
+                    .filter(|&i| stored.contains(&rows[i].event_id))
+                    .collect();
+                let ids: Vec<Uuid> = at.iter().map(|&i| rows[i].event_id).collect();
+                let texts: Vec<&str> = at.iter().map(|&i| rows[i].base.as_str()).collect();
+                for (k, r) in tx.query(&conn.same, &[&ids, &texts])?.iter().enumerate() {
+                    if let Some(&i) = at.get(k) {
+                        take[i] = false;
+                        if r.try_get::<_, bool>(0)? {
+                            done.duplicates += 1;
+                        } else {
+                            done.conflicts += 1;
+                        }
                     }
-                } else if let Some(&j) = first_of.get(&rows[i].event_id) {
-                    take[i] = false;
-                    if values[j] == v {
-                        done.duplicates += 1;
-                    } else {
-                        done.conflicts += 1;
-                    }
-                } else {
-                    first_of.insert(rows[i].event_id, i);
                 }
-                values.push(v);
+            }
+            // Hash what jsonb stores. Strings, integers and key order come
+            // back as they went (U+0000 was replaced already); floats may
+            // not (negative zero, the form of large values), so events with
+            // floats are put in the form jsonb gives back by the server
+            // itself, in one query for the batch.
+            let mut values: Vec<Value> = Vec::with_capacity(rows.len());
+            for r in rows.iter() {
+                values.push(
+                    serde_json::from_str(&r.base)
+                        .map_err(|_| Attempt::Permanent("an event did not serialize to JSON"))?,
+                );
+            }
+            let floats: Vec<usize> = (0..rows.len())
+                .filter(|&i| take[i] && has_float(&values[i]))
+                .collect();
+            if !floats.is_empty() {
+                let texts: Vec<&str> = floats.iter().map(|&i| rows[i].base.as_str()).collect();
+                let found = tx.query(&conn.normalize, &[&texts])?;
+                if found.len() != floats.len() {
+                    return Err(Attempt::Permanent(
+                        "the server returned a different number of normalized events",
+                    ));
+                }
+                for (&i, f) in floats.iter().zip(&found) {
+                    values[i] = f.try_get(0)?;
+                }
+            }
+            // A repeated id within the batch: the first is inserted.
+            let mut first_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
+            for i in 0..rows.len() {
+                if !take[i] {
+                    continue;
+                }
+                match first_of.get(&rows[i].event_id) {
+                    Some(&j) => {
+                        take[i] = false;
+                        if values[j] == values[i] {
+                            done.duplicates += 1;
+                        } else {
+                            done.conflicts += 1;
+                        }
+                    }
+                    None => {
+                        first_of.insert(rows[i].event_id, i);
+                    }
+                }
             }
             let mut services: Vec<&str> = rows
                 .iter()
