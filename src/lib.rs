@@ -150,7 +150,8 @@ pub use audit_runtime::*;
 /// your code.
 pub use audit_macros::audited;
 
-/// Adds metadata to the audited call this code runs in.
+/// Adds metadata to the event of the `#[audited]` function whose body it is
+/// written in.
 ///
 /// ```
 /// use phi_audit::{audited, record};
@@ -164,12 +165,30 @@ pub use audit_macros::audited;
 /// # list_notes("pat-1", 3);
 /// ```
 ///
-/// Values must be scalars ([`MetadataValue`]). Inside an `#[audited]`
-/// function, a `#[phi]` argument (or anything derived from it) reaching
-/// `record!` is a compile error. Outside an audited call it does nothing.
+/// Values must be scalars ([`MetadataValue`]), keys ASCII identifiers of at
+/// most 64 characters. A `#[phi]` or `Phi<T>` argument (or anything derived
+/// from it) reaching `record!` is a compile error.
+///
+/// `record!` works only in the body of an `#[audited]` function, written
+/// `record!(..)` or `phi_audit::record!(..)` (closures and async blocks in
+/// the body included): `#[audited]` expands it there, after checking its
+/// values. Anywhere else, in a helper function, in a nested `fn`, or
+/// through a renamed import (`use phi_audit::record as remember;`), it is a
+/// compile error: the check could not see where its values come from.
+/// Return the value to the audited function and record it there, or name
+/// it in the attribute (`pseudonym(..)` for an identifier).
+///
+/// ```compile_fail
+/// fn helper(name: &str) {
+///     phi_audit::record!(initial = name.len()); // error: only in an #[audited] body
+/// }
+/// ```
 #[macro_export]
 macro_rules! record {
-    ($($key:ident = $value:expr),+ $(,)?) => {{
-        $( $crate::__private::record(::core::stringify!($key), $crate::__private::meta(&$value)); )+
-    }};
+    ($($anything:tt)*) => {
+        ::core::compile_error!(
+            "`record!` can only be used in the body of an #[audited] function, written `record!(..)` or `phi_audit::record!(..)`: only there does the compile-time PHI check see every value it records\n\
+             help: in a helper function, return the value to the audited function and `record!` it there, or name it in the #[audited] attribute (`pseudonym(..)` for an identifier); a renamed import (`use phi_audit::record as ..`) is not recognized"
+        )
+    };
 }

@@ -184,7 +184,7 @@ fn type_only_error_messages_never_read_display() {
                 ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _,
             };
             #[allow(clippy::needless_borrow)]
-            let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call);
+            let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call, false);
             out.lock().unwrap().push_str(&format!("{o:?}"));
             call.finish(o);
         }

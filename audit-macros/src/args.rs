@@ -197,6 +197,29 @@ impl Parse for MetaItem {
     }
 }
 
+/// One `key = value` of `record!(..)`.
+pub struct RecordItem {
+    pub key: Ident,
+    pub value: Expr,
+}
+
+impl Parse for RecordItem {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key = Ident::parse_any(input)?;
+        if !input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                key.span(),
+                format!(
+                    "expected `{key} = <expression>` in `record!(..)`, e.g. `record!({key} = {key})`"
+                ),
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let value = input.parse()?;
+        Ok(RecordItem { key, value })
+    }
+}
+
 impl Parse for RawArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let key = Ident::parse_any(input)?;

@@ -59,17 +59,23 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let mut taint = phi::take_tags(&mut f.sig, &mut errors);
     let has_phi = !taint.is_empty();
     let args = args::parse(attr, &mut taint, &mut errors);
-    expand::check_signature(&f, &mut errors);
-    if has_phi {
-        if let Some(body) = &f.body {
-            taint.check_body(body, f.block.as_ref(), &mut errors);
+    expand::check_signature(&f, &args, &mut errors);
+    // `record!` in the body becomes the runtime call here, and only here:
+    // the public macro is a compile error everywhere else.
+    let pv = expand::private_path(&args);
+    if let Some(body) = f.body.take() {
+        let records = phi::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
+        if has_phi {
+            taint.check_body(f.block.as_ref(), &records.values, &mut errors);
         }
+        f.body = Some(records.body);
     }
 
     match errors.0 {
         Some(e) => {
-            // The errors, and the function unchanged (without its tags), so
-            // that its callers do not get a second wave of errors.
+            // The errors, and the function unchanged (without its tags, its
+            // `record!`s rewritten), so that its callers do not get a second
+            // wave of errors.
             let mut out = e.to_compile_error();
             phi::strip_tags(&mut f.sig);
             // Arguments only the attribute used would now warn as unused:

@@ -9,6 +9,7 @@
 mod builder;
 mod cache;
 mod call;
+mod clamp;
 pub mod checkpoint;
 mod clock;
 mod config;
@@ -74,8 +75,8 @@ pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, Verif
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        record, short_type_name, Call, CallSite, Instrumented, Probe, ViaAnyError, ViaAuditError,
-        ViaDisplay, ViaValue,
+        record, short_type_name, Call, CallSite, Instrumented, Probe, UnfollowedFuture,
+        ViaAnyError, ViaAuditError, ViaDisplay, ViaFuture, ViaValue,
     };
     pub use crate::event::{ActionType, Actor, DataClassification};
     pub use crate::metadata::{MetaValue, MetadataValue};
