@@ -150,6 +150,54 @@ pub use audit_runtime::*;
 /// your code.
 pub use audit_macros::audited;
 
+/// Derives [`AuditError`](trait@AuditError) from string literals: each
+/// variant (or the struct) says its outcome, and no field's value is ever
+/// read, so no message can carry PHI.
+///
+/// ```
+/// use phi_audit::{AuditError, Outcome, Phi};
+///
+/// #[derive(Debug, AuditError)]
+/// enum ChartError {
+///     /// DENIED, `error_type` "RoleDenied".
+///     #[audit(denied, error_type = "RoleDenied")]
+///     Forbidden,
+///     /// DENIED with a fixed message; `error_type` is the variant's name.
+///     #[audit(denied, message = "consent withdrawn")]
+///     NoConsent { patient: Phi<String> },
+///     /// FAILURE with its own type and message.
+///     #[audit(error_type = "NotFound", message = "no such chart")]
+///     Missing(Phi<String>),
+///     /// FAILURE, `error_type` and message "Database".
+///     Database(String),
+/// }
+///
+/// let e = ChartError::Missing(Phi::new("Jane Doe".into()));
+/// assert_eq!(e.audit_outcome(), Outcome::failure("NotFound", "no such chart"));
+/// assert_eq!(ChartError::Forbidden.audit_outcome(), Outcome::denied("RoleDenied"));
+/// assert_eq!(
+///     ChartError::Database("row 12: Jane".into()).audit_outcome(),
+///     Outcome::failure("Database", "Database")
+/// );
+///
+/// #[derive(Debug, AuditError)]
+/// #[audit(denied, error_type = "CrossOrg")]
+/// struct CrossOrg;
+/// assert_eq!(CrossOrg.audit_outcome(), Outcome::denied("CrossOrg"));
+/// ```
+///
+/// | attribute | on | meaning |
+/// |---|---|---|
+/// | `#[audit(denied)]` | a variant, or the struct | the outcome is DENIED (default FAILURE) |
+/// | `#[audit(error_type = "..")]` | a variant, or the struct | `error_type`, 1 to 128 characters (default: the variant's or the struct's name) |
+/// | `#[audit(message = "..")]` | a variant, or the struct | `error_message`, 1 to 500 characters (default for FAILURE: the error type; DENIED has none) |
+/// | `#[audit(crate = path)]` | the type | the path to this crate, when the dependency is renamed |
+///
+/// Values must be string literals: an expression, or a key the derive does
+/// not know, is a compile error. It composes with `thiserror`'s derive: the
+/// `Display` it writes is for your logs; the audit trail never reads it.
+pub use audit_macros::AuditError;
+
 /// Adds metadata to the event of the `#[audited]` function whose body it is
 /// written in.
 ///
@@ -170,9 +218,9 @@ pub use audit_macros::audited;
 /// from it) reaching `record!` is a compile error.
 ///
 /// `record!` works only in the body of an `#[audited]` function, written
-/// `record!(..)` or `phi_audit::record!(..)` (closures and async blocks in
-/// the body included): `#[audited]` expands it there, after checking its
-/// values. Anywhere else, in a helper function, in a nested `fn`, or
+/// `record!(..)` or `phi_audit::record!(..)` (or `<crate>::record!(..)` with
+/// `crate = <crate>` in the attribute), closures and async blocks in the
+/// body included: `#[audited]` expands it there, after checking its values. Anywhere else, in a helper function, in a nested `fn`, or
 /// through a renamed import (`use phi_audit::record as remember;`), it is a
 /// compile error: the check could not see where its values come from.
 /// Return the value to the audited function and record it there, or name
@@ -185,10 +233,14 @@ pub use audit_macros::audited;
 /// ```
 #[macro_export]
 macro_rules! record {
+    // What `#[audited]` rewrites the calls in its body to, once it has
+    // checked their values. Not for direct use.
+    (@__phi_audit_checked $($checked:tt)*) => {{ $($checked)* }};
     ($($anything:tt)*) => {
         ::core::compile_error!(
             "`record!` can only be used in the body of an #[audited] function, written `record!(..)` or `phi_audit::record!(..)`: only there does the compile-time PHI check see every value it records\n\
-             help: in a helper function, return the value to the audited function and `record!` it there, or name it in the #[audited] attribute (`pseudonym(..)` for an identifier); a renamed import (`use phi_audit::record as ..`) is not recognized"
+             help: in a helper function, return the value to the audited function and `record!` it there, or name it in the #[audited] attribute (`pseudonym(..)` for an identifier)\n\
+             help: a renamed import (`use phi_audit::record as ..`) is not recognized; through a renamed crate, write `<crate>::record!(..)` and give #[audited] `crate = <crate>`"
         )
     };
 }

@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
-use syn::{Attribute, Block, Expr, Ident, ReturnType, Signature, Type, Visibility};
+use syn::{Attribute, Block, Expr, Ident, Pat, ReturnType, Signature, Type, Visibility};
 
 use crate::args::{Args, Value};
 
@@ -190,6 +190,61 @@ fn bounds_name_future<'a>(
     bounds.any(|b| matches!(b, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "Future")))
 }
 
+/// `O` of `Future<Output = O>` among `bounds`.
+fn output_in_bounds<'a>(
+    mut bounds: impl Iterator<Item = &'a syn::TypeParamBound>,
+) -> Option<&'a Type> {
+    bounds.find_map(|b| {
+        let syn::TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let seg = t.path.segments.last().filter(|s| s.ident == "Future")?;
+        let syn::PathArguments::AngleBracketed(a) = &seg.arguments else {
+            return None;
+        };
+        a.args.iter().find_map(|a| match a {
+            syn::GenericArgument::AssocType(at) if at.ident == "Output" => Some(&at.ty),
+            _ => None,
+        })
+    })
+}
+
+/// The output type of the future a function returns, when the signature
+/// names it in a form a `let` can be annotated with.
+fn future_output(sig: &Signature) -> Option<Type> {
+    let ReturnType::Type(_, ty) = &sig.output else {
+        return None;
+    };
+    let out = match &**ty {
+        Type::ImplTrait(t) => output_in_bounds(t.bounds.iter()),
+        ty => {
+            let seg = last_segment(ty)?;
+            if seg.ident == "BoxFuture" || seg.ident == "LocalBoxFuture" {
+                match &seg.arguments {
+                    syn::PathArguments::AngleBracketed(a) => {
+                        a.args.iter().rev().find_map(|a| match a {
+                            syn::GenericArgument::Type(t) => Some(t),
+                            _ => None,
+                        })
+                    }
+                    _ => None,
+                }
+            } else {
+                match first_type_arg(seg)
+                    .and_then(last_segment)
+                    .filter(|b| b.ident == "Box")
+                    .and_then(first_type_arg)
+                {
+                    Some(Type::TraitObject(o)) => output_in_bounds(o.bounds.iter()),
+                    Some(Type::ImplTrait(t)) => output_in_bounds(t.bounds.iter()),
+                    _ => None,
+                }
+            }
+        }
+    }?;
+    (!has_impl_trait(out)).then(|| out.clone())
+}
+
 fn shape(sig: &Signature) -> Shape {
     if sig.asyncness.is_some() {
         return Shape::Async;
@@ -223,6 +278,51 @@ fn shape(sig: &Signature) -> Shape {
         }
     }
     Shape::Sync
+}
+
+/// Every identifier the attribute's expressions mention.
+fn attribute_idents(args: &Args) -> Vec<String> {
+    fn idents(tokens: TokenStream, out: &mut Vec<String>) {
+        for tt in tokens {
+            match tt {
+                TokenTree::Ident(i) => out.push(i.to_string()),
+                TokenTree::Group(g) => idents(g.stream(), out),
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for v in [&args.id, &args.patient].into_iter().flatten() {
+        idents(v.to_token_stream(), &mut out);
+    }
+    if let Some(a) = &args.actor {
+        idents(a.to_token_stream(), &mut out);
+    }
+    for m in &args.metadata {
+        idents(m.value.to_token_stream(), &mut out);
+    }
+    out
+}
+
+/// `#[async_trait]` moves each by-value argument into its async block with
+/// `let x = x;`. An argument only the attribute uses (read before the block)
+/// is then unused there: those rebinding statements, and only those, get
+/// `#[allow(unused_variables)]`.
+fn allow_unused_rebinds(block: &mut syn::ExprAsync, used: &[String]) {
+    for stmt in &mut block.block.stmts {
+        let syn::Stmt::Local(local) = stmt else {
+            continue;
+        };
+        let (Pat::Ident(p), Some(init)) = (&local.pat, &local.init) else {
+            continue;
+        };
+        let rebind = matches!(&*init.expr, Expr::Path(e) if e.qself.is_none() && e.path.is_ident(&p.ident));
+        if rebind && used.iter().any(|u| p.ident == u) {
+            local
+                .attrs
+                .push(syn::parse_quote!(#[allow(unused_variables)]));
+        }
+    }
 }
 
 /// The async block of a body that is exactly `Box::pin(async move { .. })`
@@ -305,10 +405,10 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
         (None, false) => quote!(::core::option::Option::None),
     };
     let shape = shape(&f.sig);
-    let start = if shape == Shape::Sync {
-        quote!(start)
-    } else {
-        quote!(start_async)
+    let start = match shape {
+        Shape::Sync => quote!(start),
+        Shape::Async => quote!(start_async),
+        Shape::BoxedFuture | Shape::ImplFuture => quote!(defer),
     };
 
     // The prologue: attribute expressions, evaluated once, before the body,
@@ -469,11 +569,29 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
             // there is recorded and `record!` there counts); the returned
             // future runs it under the call and records the outcome when it
             // completes. Dropped before that: `Cancelled`.
-            let (make, inner_future) = match boxed_async_block(&f.body.clone().unwrap_or_default()) {
-                // `Box::pin(async move { .. })`: the async block itself runs
-                // inside the returned future, boxed once.
-                Some(block) if shape == Shape::BoxedFuture => (TokenStream::new(), block.to_token_stream()),
-                _ => (
+            // The output type, where the signature names it: the future's
+            // value is then typed before it is classified, as the declared
+            // return type would type it (`Ok(..)` leaves the error type open).
+            let output = future_output(&f.sig);
+            let typed_ret = match &output {
+                Some(o) => quote!(#ret: #o),
+                None => ret.to_token_stream(),
+            };
+            let fast = match (&output, shape) {
+                (Some(_), Shape::BoxedFuture) => {
+                    boxed_async_block(&f.body.clone().unwrap_or_default())
+                }
+                _ => None,
+            };
+            let (make, inner_future) = match fast {
+                // `Box::pin(async move { .. })`, what `#[async_trait]`
+                // writes: the async block itself runs inside the returned
+                // future, boxed once.
+                Some(mut block) => {
+                    allow_unused_rebinds(&mut block, &attribute_idents(args));
+                    (TokenStream::new(), block.to_token_stream())
+                }
+                None => (
                     quote! {
                         let #fut = #call.run(move || { #fake_return #body });
                     },
@@ -483,7 +601,8 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
             let audited = quote! {
                 async move {
                     let mut #call = #call;
-                    let #ret = #call.instrument(#inner_future).await;
+                    #call.resume();
+                    let #typed_ret = #call.instrument(#inner_future).await;
                     #classify
                     #ret
                 }

@@ -5,9 +5,10 @@
 //! because the code it generates calls the runtime's hidden `__private` API.
 //!
 //! Parse → check → expand: `args` parses the attribute, `phi` finds the
-//! `#[phi]` parameters and every place their values could reach the event,
-//! `expand` writes the new function. Errors accumulate, so one compile shows
-//! every mistake.
+//! `#[phi]` and `Phi<T>` parameters and every place their values could reach
+//! the event (and rewrites the body's `record!` calls), `expand` writes the
+//! new function. `derive` is `#[derive(AuditError)]`. Errors accumulate, so
+//! one compile shows every mistake.
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 
 mod args;
+mod derive;
 mod expand;
 mod phi;
 
@@ -27,6 +29,16 @@ mod phi;
 #[proc_macro_attribute]
 pub fn audited(attr: TokenStream, item: TokenStream) -> TokenStream {
     audited2(attr.into(), item.into()).into()
+}
+
+/// Implements `AuditError` from `#[audit(..)]` attributes holding string
+/// literals only.
+///
+/// The full documentation, with examples, is on the re-export
+/// `phi_audit::AuditError`.
+#[proc_macro_derive(AuditError, attributes(audit))]
+pub fn derive_audit_error(item: TokenStream) -> TokenStream {
+    derive::derive(item.into()).into()
 }
 
 /// Accumulated errors.
@@ -63,6 +75,7 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     // `record!` in the body becomes the runtime call here, and only here:
     // the public macro is a compile error everywhere else.
     let pv = expand::private_path(&args);
+    let original_body = f.body.clone();
     if let Some(body) = f.body.take() {
         let records = phi::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
         if has_phi {
@@ -74,10 +87,11 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     match errors.0 {
         Some(e) => {
             // The errors, and the function unchanged (without its tags, its
-            // `record!`s rewritten), so that its callers do not get a second
+            // `record!`s emptied), so that its callers do not get a second
             // wave of errors.
             let mut out = e.to_compile_error();
             phi::strip_tags(&mut f.sig);
+            f.body = original_body.map(|b| phi::erase_records(b, args.krate.as_ref(), &pv));
             // Arguments only the attribute used would now warn as unused:
             // a second wave of noise under the real errors.
             f.attrs.push(syn::parse_quote!(#[allow(unused_variables)]));

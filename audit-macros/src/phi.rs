@@ -416,6 +416,23 @@ pub fn rewrite_records(
     pv: &TokenStream,
     errors: &mut Errors,
 ) -> Records {
+    rewrite(body, krate, pv, errors, false)
+}
+
+/// The body with every recognized `record!` emptied: what is emitted next
+/// to errors, so that a rejected value is not reported a second time by the
+/// type check.
+pub fn erase_records(body: TokenStream, krate: Option<&syn::Path>, pv: &TokenStream) -> TokenStream {
+    rewrite(body, krate, pv, &mut Errors::default(), true).body
+}
+
+fn rewrite(
+    body: TokenStream,
+    krate: Option<&syn::Path>,
+    pv: &TokenStream,
+    errors: &mut Errors,
+    erase: bool,
+) -> Records {
     let krate_name = krate.map(|p| {
         p.segments
             .iter()
@@ -428,6 +445,7 @@ pub fn rewrite_records(
         pv,
         values: Vec::new(),
         errors,
+        erase,
     };
     let body = cx.rewrite(body);
     Records {
@@ -441,6 +459,7 @@ struct RecordCx<'a> {
     pv: &'a TokenStream,
     values: Vec<TokenStream>,
     errors: &'a mut Errors,
+    erase: bool,
 }
 
 impl RecordCx<'_> {
@@ -466,12 +485,21 @@ impl RecordCx<'_> {
                         && matches!(tts.get(i + 2), Some(TokenTree::Group(_)))
                         && !(i >= 1 && is_punct(&tts[i - 1], '.'))
                     {
-                        if let Some(start) = self.path_start(&tts, i) {
+                        if self.is_ours(&tts, i) {
                             let TokenTree::Group(g) = &tts[i + 2] else {
                                 unreachable!()
                             };
-                            out.truncate(out.len() - (i - start));
-                            out.extend(self.expand(g.stream(), g.span()));
+                            // The path stays (an imported `record` is used),
+                            // the arguments become the checked calls, which
+                            // only this form of the macro expands.
+                            out.push(tts[i].clone());
+                            out.push(tts[i + 1].clone());
+                            let mut n = proc_macro2::Group::new(
+                                g.delimiter(),
+                                self.expand(g.stream(), g.span()),
+                            );
+                            n.set_span(g.span());
+                            out.push(TokenTree::Group(n));
                             i += 3;
                             continue;
                         }
@@ -505,9 +533,9 @@ impl RecordCx<'_> {
         out.into_iter().collect()
     }
 
-    /// Where the path ending in the `record` at `at` starts, if it names
-    /// this crate's `record!`.
-    fn path_start(&self, tts: &[TokenTree], at: usize) -> Option<usize> {
+    /// Whether the path ending in the `record` at `at` names this crate's
+    /// `record!`.
+    fn is_ours(&self, tts: &[TokenTree], at: usize) -> bool {
         let mut start = at;
         let mut segments = vec!["record".to_string()];
         while start >= 2 && is_punct(&tts[start - 1], ':') && is_punct(&tts[start - 2], ':') {
@@ -519,18 +547,24 @@ impl RecordCx<'_> {
                 }
             }
             // A leading `::`.
-            start -= 2;
             break;
         }
         let path = segments[..segments.len() - 1].join("::");
-        let known = path.is_empty()
+        path.is_empty()
             || path == "phi_audit"
-            || self.krate_name.as_deref() == Some(path.as_str());
-        known.then_some(start)
+            || self.krate_name.as_deref() == Some(path.as_str())
     }
 
-    /// `record!(key = value, ..)` as runtime calls.
+    /// The arguments of a checked `record!`: `@__phi_audit_checked` and the
+    /// runtime calls of `key = value, ..`.
     fn expand(&mut self, args: TokenStream, span: Span) -> TokenStream {
+        let calls = self.calls(args, span);
+        let calls = if self.erase { TokenStream::new() } else { calls };
+        quote::quote!(@__phi_audit_checked #calls)
+    }
+
+    /// `key = value, ..` as runtime calls.
+    fn calls(&mut self, args: TokenStream, span: Span) -> TokenStream {
         use syn::parse::Parser;
         let parser = syn::punctuated::Punctuated::<crate::args::RecordItem, syn::Token![,]>::parse_terminated;
         let items = match parser.parse2(args) {
@@ -540,11 +574,11 @@ impl RecordCx<'_> {
                     span,
                     "`record!` needs at least one `key = value`, e.g. `record!(rows = rows.len())`",
                 ));
-                return quote::quote!({});
+                return TokenStream::new();
             }
             Err(e) => {
                 self.errors.push(e);
-                return quote::quote!({});
+                return TokenStream::new();
             }
         };
         let mut calls = TokenStream::new();
@@ -568,9 +602,7 @@ impl RecordCx<'_> {
             });
         }
         self.values.push(values);
-        let mut g = proc_macro2::Group::new(Delimiter::Brace, calls);
-        g.set_span(span);
-        TokenTree::Group(g).into_token_stream()
+        calls
     }
 }
 
@@ -934,7 +966,7 @@ mod tests {
         assert_eq!(r.values.len(), 1);
         assert_eq!(mentioned(&t, r.values[0].clone()), ["name"]);
         let body = r.body.to_string();
-        assert!(!body.contains("record !"), "{body}");
+        assert!(body.contains("record ! (@ __phi_audit_checked"), "{body}");
         assert!(body.contains("__private :: record (\"name\""), "{body}");
 
         // Every spelling of the path, inside other macros too.
@@ -945,7 +977,7 @@ mod tests {
             quote!(let f = |x: u8| record!{a = x};),
         ] {
             let (body, values, err) = rewritten(call.clone());
-            assert!(!body.contains("record !"), "{call}: {body}");
+            assert!(body.contains("__phi_audit_checked"), "{call}: {body}");
             assert_eq!(values.len(), 1, "{call}");
             assert!(!err);
         }
@@ -961,6 +993,7 @@ mod tests {
         ] {
             let (body, values, _) = rewritten(call.clone());
             assert!(values.is_empty(), "{call}: {body}");
+            assert!(!body.contains("__phi_audit_checked"), "{call}: {body}");
         }
         // A closure's body after a nested fn is the audited body again.
         let (_, values, _) = rewritten(quote!({

@@ -6,6 +6,7 @@
 
 use std::cell::Cell;
 use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
@@ -126,6 +127,12 @@ pub struct Call {
     metadata: Metadata,
     is_async: bool,
     finished: bool,
+    /// Made by [`Call::defer`] and not yet resumed: dropping it records
+    /// nothing (as an `async fn` never polled), unless a panic drops it.
+    deferred: bool,
+    /// `pseudonym(..)` values left out because no dispatcher was installed
+    /// when a deferred call evaluated them: counted when it resumes under one.
+    missed_pseudonyms: AtomicU8,
     outer: Outer,
 }
 
@@ -141,6 +148,39 @@ impl Call {
     #[inline]
     pub fn start_async(site: &'static CallSite) -> Call {
         Call::begin(site, true)
+    }
+
+    /// Starts a call whose function returns a future: the attribute's
+    /// values are evaluated now, but the call begins (dispatcher, context,
+    /// timestamp) when [`Call::resume`] runs at the returned future's first
+    /// poll, as an `async fn`'s body would. Dropped before that: no event,
+    /// unless a panic drops it (FAILURE `Panic`).
+    #[inline]
+    pub fn defer(site: &'static CallSite) -> Call {
+        let mut call = Call::begin(site, true);
+        call.deferred = true;
+        call
+    }
+
+    /// Begins a deferred call (see [`Call::defer`]) where its future is
+    /// first polled: the dispatcher, the context and the start time are
+    /// taken here.
+    pub fn resume(&mut self) {
+        if !self.deferred {
+            return;
+        }
+        self.deferred = false;
+        let missed = self.missed_pseudonyms.swap(0, Ordering::Relaxed);
+        self.dispatch = DispatchRef::current();
+        let Some(d) = self.dispatch.get() else {
+            self.context = None;
+            return;
+        };
+        self.started = d.config().now();
+        for _ in 0..missed {
+            d.count_unkeyed_pseudonym();
+        }
+        self.context = AuditContext::current_for_call();
     }
 
     fn begin(site: &'static CallSite, is_async: bool) -> Call {
@@ -164,6 +204,8 @@ impl Call {
             metadata: Metadata::new(),
             is_async,
             finished: false,
+            deferred: false,
+            missed_pseudonyms: AtomicU8::new(0),
             outer: Outer(std::ptr::null_mut()),
         }
     }
@@ -231,7 +273,16 @@ impl Call {
     /// The keyed pseudonym of `value`, or `None` (the field is left out and
     /// counted) when the config has no pseudonym key.
     pub fn pseudonym<T: PseudonymSource + ?Sized>(&self, value: &T) -> Option<Text> {
-        let d = self.dispatch.get()?;
+        let Some(d) = self.dispatch.get() else {
+            if self.deferred {
+                let _ = self.missed_pseudonyms.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| n.checked_add(1),
+                );
+            }
+            return None;
+        };
         match d.config().pseudonym_key() {
             Some(k) => Some(k.pseudonym(value)),
             None => {
@@ -516,7 +567,7 @@ impl CallRecord {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || (self.deferred && !std::thread::panicking()) {
             return;
         }
         // The panic payload is never recorded: it may hold PHI.
