@@ -90,26 +90,39 @@ pub use audit_runtime::*;
 /// - `Err(e)` where the error type implements [`AuditError`]: the outcome it
 ///   chooses (DENIED for a denial, with its own error type and PHI-safe
 ///   message).
-/// - Any other `Err(e)`: FAILURE, with the error type's name as `error_type`
-///   and the sanitized `Display` as the message (just the type name when the
-///   type has no `Display`, or when the config says
-///   [`ErrorMessages::TypeOnly`]).
+/// - Any other `Err(e)`: FAILURE, with the error type's short name as
+///   `error_type` and as the message (`std::io::Error`: its `ErrorKind`,
+///   and the kind's description as the message). The error's `Display` is
+///   never read: it may quote the function's inputs, and no sanitizer knows
+///   a name from a word. A config may opt in to the sanitized `Display`
+///   ([`ErrorMessages::Sanitized`], a PHI risk), but never in a function
+///   with a `#[phi]` or `Phi<T>` parameter: there only [`AuditError`]
+///   (or `#[derive(AuditError)]`) decides the message.
 /// - A panic: FAILURE `Panic` (the payload is never recorded: it may hold
-///   PHI), and the panic goes on unwinding.
-/// - An `async fn` whose future is dropped before it completes: FAILURE
+///   PHI), and the panic goes on unwinding. Under `panic = "abort"`,
+///   [`flush_on_panic`]'s hook records it before the process aborts.
+/// - An async call whose future is dropped before it completes: FAILURE
 ///   `Cancelled`.
 ///
 /// # PHI: `#[phi]` and `pseudonym(..)`
 ///
 /// Tag a parameter `#[phi]` (on a pattern, every binding it introduces is
-/// tagged; `#[phi] &self` tags `self`). Mentioning it in `id`, `patient`,
-/// `actor`, `name` or `metadata(..)` — directly, through a field, a method,
-/// a reference, a closure or a format string — is a compile error, and so is
-/// a `record!` in the body whose value may come from it: the check follows
-/// `let` bindings, shadowing, destructuring, `match`/`if let`/`for`
-/// bindings, assignments, mutating calls and closures. It is deliberately
-/// conservative; restructure the code (or compute the value from
-/// non-PHI inputs) when it flags something you know is safe.
+/// tagged; `#[phi] &self` tags `self`); a parameter whose type mentions
+/// [`Phi<..>`](Phi) (`Phi<T>`, `&Phi<T>`, `&mut Phi<T>`, `Option<Phi<T>>`,
+/// `Box<Phi<T>>`, ...) is tainted the same way without a tag. Mentioning it
+/// in `id`, `patient`, `actor`, `name` or `metadata(..)` — directly, through
+/// a field, a method (`.expose()` included), a reference, a closure or a
+/// format string — is a compile error, and so is a `record!` in the body
+/// whose value may come from it: the check follows `let` bindings,
+/// shadowing, destructuring, `match`/`if let`/`for` bindings, assignments,
+/// mutating calls and closures. It is deliberately conservative; restructure
+/// the code (or compute the value from non-PHI inputs) when it flags
+/// something you know is safe.
+///
+/// [`record!`] is expanded by this attribute, in the function's own body
+/// only: anywhere else (a helper function, a nested `fn`, a renamed import)
+/// it is a compile error, because there the check cannot see where its
+/// values come from.
 ///
 /// ```compile_fail
 /// # use phi_audit::audited;
@@ -144,6 +157,28 @@ pub use audit_runtime::*;
 /// `skip(..)` for every `#[phi]` parameter: it records arguments by default,
 /// into your logs). A `const fn` or a declaration without a body is an
 /// error.
+///
+/// Functions that return a future are audited like an `async fn`: a method
+/// of an `#[async_trait]` impl (`#[async_trait]` on the impl, `#[audited]`
+/// on the method), or any function returning `Pin<Box<dyn Future<..>>>`
+/// (also as a `BoxFuture` alias) or `impl Future<..>`. The call begins when
+/// the returned future is first polled (its dispatcher, context and time
+/// are taken there), the event is emitted when it completes, with its
+/// outcome; a panic inside it is FAILURE `Panic`, dropping it unfinished
+/// FAILURE `Cancelled` (never polled: no event, as for an `async fn`). The
+/// future stays `Send` when the original was. A synchronous function
+/// returning a future of a named type (`std::future::Ready<..>`, a
+/// `JoinHandle`) is a compile error: the attribute could not see it end.
+///
+/// ```
+/// use std::future::Future;
+/// use phi_audit::audited;
+///
+/// #[audited(action = "READ", resource = "Chart", id = id)]
+/// fn load(id: u64) -> impl Future<Output = Result<u64, std::io::Error>> + Send {
+///     async move { Ok(id) } // the event is emitted when this completes
+/// }
+/// ```
 ///
 /// Inside a synchronous body, the body runs in an `FnOnce` closure; inside
 /// an `async fn`, in an `async move` block. Errors in the body still point at

@@ -584,7 +584,12 @@ fn display_error(who: &str) -> Result<(), LookupError> {
 }
 
 /// The same with a PHI parameter: Display is never read, opted in or not.
-#[audited(action = "READ", resource = "Patient", phi_touched = false, classification = "NONE")]
+#[audited(
+    action = "READ",
+    resource = "Patient",
+    phi_touched = false,
+    classification = "NONE"
+)]
 fn display_error_phi(#[phi] who: &str) -> Result<(), LookupError> {
     Err(LookupError(who.to_string()))
 }
@@ -647,7 +652,10 @@ fn error_types_without_audit_error() {
     };
     // By default the Display is never read: the type names the error.
     let ev = one_event(Mode::Ok, || display_error("SSN 123-45-6789"));
-    check(&ev, type_only("display_error", "LookupError", "LookupError"));
+    check(
+        &ev,
+        type_only("display_error", "LookupError", "LookupError"),
+    );
     let ev = one_event(Mode::Ok, opaque_error);
     check(&ev, type_only("opaque_error", "Opaque", "Opaque"));
     let ev = one_event(Mode::Ok, boxed_error);
@@ -658,7 +666,10 @@ fn error_types_without_audit_error() {
     let ev = one_event(Mode::Ok, io_result);
     check(&ev, type_only("io_result", "Other", "other error"));
     let ev = one_event(Mode::Ok, io_not_found);
-    check(&ev, type_only("io_not_found", "NotFound", "entity not found"));
+    check(
+        &ev,
+        type_only("io_not_found", "NotFound", "entity not found"),
+    );
 
     // Opted in: the sanitized Display.
     let ev = one_event_reading_display(|| display_error("SSN 123-45-6789"));
@@ -672,7 +683,10 @@ fn error_types_without_audit_error() {
         },
     );
     let ev = one_event_reading_display(io_not_found);
-    check(&ev, type_only("io_not_found", "NotFound", "entity not found"));
+    check(
+        &ev,
+        type_only("io_not_found", "NotFound", "entity not found"),
+    );
     // ... but never in a function with a PHI parameter.
     let ev = one_event_reading_display(|| display_error_phi("Jane Doe"));
     check(

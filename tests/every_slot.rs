@@ -23,7 +23,12 @@ fn check(i: &Inputs) -> Result<(), TestCaseError> {
     prop_assert_eq!(run.events.len(), per_pipeline * run.stats.len());
     for (path, s) in &run.stats {
         prop_assert_eq!(s.emitted, per_pipeline as u64, "{}", path);
-        prop_assert_eq!((s.dropped, s.failed, s.validation_failures), (0, 0, 0), "{}", path);
+        prop_assert_eq!(
+            (s.dropped, s.failed, s.validation_failures),
+            (0, 0, 0),
+            "{}",
+            path
+        );
     }
     for e in &run.events {
         let value = as_value(e);
@@ -112,10 +117,7 @@ fn the_reported_cases_are_fitted_and_counted() {
     assert_eq!(e["resource"]["id"].as_str().unwrap().len(), 256);
     assert_eq!(e["actor"]["subject_id"].as_str().unwrap().len(), 256);
     assert_eq!(e["actor"]["org_id"].as_str().unwrap().len(), 128);
-    assert_eq!(
-        e["correlation"]["request_id"].as_str().unwrap().len(),
-        256
-    );
+    assert_eq!(e["correlation"]["request_id"].as_str().unwrap().len(), 256);
     // resource.id, patient_id, subject_id, org_id, request_id.
     assert_eq!(d.stats().truncated, 5);
 
@@ -129,7 +131,10 @@ fn the_reported_cases_are_fitted_and_counted() {
             })
             .in_scope(|| read("p-1"));
     });
-    assert_eq!(e["http"]["user_agent"].as_str().unwrap().chars().count(), 512);
+    assert_eq!(
+        e["http"]["user_agent"].as_str().unwrap().chars().count(),
+        512
+    );
     assert!(e["http"].get("client_ip").is_none());
     assert_eq!(d.stats().truncated, 6);
     assert_eq!(d.stats().invalid_fields, 1);
@@ -152,7 +157,10 @@ fn the_record_path_fits_what_the_event_path_fits() {
     // same corrections apply there.
     let path = std::env::temp_dir().join(format!("phi-audit-fit-{}.jsonl", std::process::id()));
     let d = Dispatch::new(
-        Config::new("svc").target(SchemaVersion::V1_1).build().unwrap(),
+        Config::new("svc")
+            .target(SchemaVersion::V1_1)
+            .build()
+            .unwrap(),
         JsonlFileSink::open(&path).unwrap(),
     );
     let ctx = AuditContext::new()
@@ -172,10 +180,7 @@ fn the_record_path_fits_what_the_event_path_fits() {
     let s = d.stats();
     // id and patient (both the call's), the trace id; the empty request id;
     // the long session id.
-    assert_eq!(
-        (s.chars_replaced, s.empty_fields, s.truncated),
-        (3, 1, 1)
-    );
+    assert_eq!((s.chars_replaced, s.empty_fields, s.truncated), (3, 1, 1));
 }
 
 #[test]

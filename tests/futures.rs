@@ -64,8 +64,12 @@ async fn reference(id: &str, mode: Mode) -> Result<u32, AppError> {
 
 #[async_trait]
 trait Repo {
-    async fn load(&self, id: &str, #[allow(unused)] name: &str, mode: Mode)
-        -> Result<u32, AppError>;
+    async fn load(
+        &self,
+        id: &str,
+        #[allow(unused)] name: &str,
+        mode: Mode,
+    ) -> Result<u32, AppError>;
 }
 
 struct Charts;
@@ -107,7 +111,11 @@ fn boxed(id: &str, mode: Mode) -> Pin<Box<dyn Future<Output = Result<u32, AppErr
 /// Work before the future is made (which may panic), and two futures of
 /// different types behind one boxed type.
 #[audited(action = "READ", resource = "Chart", id = id, name = "load")]
-fn boxed_with_prelude(id: String, mode: Mode, fail_early: bool) -> BoxFuture<'static, Result<u32, AppError>> {
+fn boxed_with_prelude(
+    id: String,
+    mode: Mode,
+    fail_early: bool,
+) -> BoxFuture<'static, Result<u32, AppError>> {
     if fail_early {
         panic!("bad input for Jane Doe");
     }
@@ -219,7 +227,10 @@ async fn every_shape_ends_as_an_async_fn_does() {
             assert_eq!(want[0].outcome.error_type.as_deref(), Some("Panic"));
         }
 
-        let got = run(mode, async move { Repo::load(&Charts, "c-1", "Jane Doe", mode).await }).await;
+        let got = run(mode, async move {
+            Repo::load(&Charts, "c-1", "Jane Doe", mode).await
+        })
+        .await;
         same_as_reference(mode, &got, &want, "async_trait");
         assert_eq!(got[0].action.name.as_deref(), Some("load"));
         assert_eq!(got[0].action.phi_touched, Some(true));
@@ -251,11 +262,9 @@ async fn every_shape_ends_as_an_async_fn_does() {
         let r = local
             .run_until(async move {
                 match mode {
-                    Mode::Pending => {
-                        tokio::time::timeout(Duration::from_millis(20), fut)
-                            .await
-                            .is_err()
-                    }
+                    Mode::Pending => tokio::time::timeout(Duration::from_millis(20), fut)
+                        .await
+                        .is_err(),
                     _ => tokio::task::spawn_local(fut).await.is_err() == (mode == Mode::Panic),
                 }
             })

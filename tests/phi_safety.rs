@@ -306,7 +306,11 @@ mod error_paths {
 
     impl std::fmt::Display for NotFound {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "no chart for {} (dob 1990-01-01, diagnosis bipolar)", self.0)
+            write!(
+                f,
+                "no chart for {} (dob 1990-01-01, diagnosis bipolar)",
+                self.0
+            )
         }
     }
 

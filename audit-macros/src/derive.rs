@@ -42,9 +42,8 @@ fn parse_audit(attrs: &[syn::Attribute], at: At, errors: &mut Errors) -> Audit {
                 continue;
             }
         };
-        let parsed = list.parse_args_with(
-            syn::punctuated::Punctuated::<Meta, syn::Token![,]>::parse_terminated,
-        );
+        let parsed = list
+            .parse_args_with(syn::punctuated::Punctuated::<Meta, syn::Token![,]>::parse_terminated);
         let items = match parsed {
             Ok(items) => items,
             Err(e) => {

@@ -184,9 +184,7 @@ fn first_type_arg(seg: &syn::PathSegment) -> Option<&Type> {
     }
 }
 
-fn bounds_name_future<'a>(
-    mut bounds: impl Iterator<Item = &'a syn::TypeParamBound>,
-) -> bool {
+fn bounds_name_future<'a>(mut bounds: impl Iterator<Item = &'a syn::TypeParamBound>) -> bool {
     bounds.any(|b| matches!(b, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "Future")))
 }
 
@@ -316,7 +314,8 @@ fn allow_unused_rebinds(block: &mut syn::ExprAsync, used: &[String]) {
         let (Pat::Ident(p), Some(init)) = (&local.pat, &local.init) else {
             continue;
         };
-        let rebind = matches!(&*init.expr, Expr::Path(e) if e.qself.is_none() && e.path.is_ident(&p.ident));
+        let rebind =
+            matches!(&*init.expr, Expr::Path(e) if e.qself.is_none() && e.path.is_ident(&p.ident));
         if rebind && used.iter().any(|u| p.ident == u) {
             local
                 .attrs
@@ -336,8 +335,14 @@ fn boxed_async_block(body: &TokenStream) -> Option<syn::ExprAsync> {
     let Expr::Path(p) = &*call.func else {
         return None;
     };
-    let segs: Vec<String> = p.path.segments.iter().map(|s| s.ident.to_string()).collect();
-    let is_box_pin = segs.len() >= 2 && segs[segs.len() - 1] == "pin" && segs[segs.len() - 2] == "Box";
+    let segs: Vec<String> = p
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let is_box_pin =
+        segs.len() >= 2 && segs[segs.len() - 1] == "pin" && segs[segs.len() - 2] == "Box";
     if p.qself.is_some() || !is_box_pin || call.args.len() != 1 {
         return None;
     }
@@ -505,7 +510,10 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     } else {
         (quote!(&&&&#pv::Probe(&#ret)), TokenStream::new())
     };
-    let method = Ident::new("__phi_audit_outcome", Span::call_site().located_at(ret_span));
+    let method = Ident::new(
+        "__phi_audit_outcome",
+        Span::call_site().located_at(ret_span),
+    );
     let classify = quote! {
         {
             #[allow(unused_imports)]

@@ -166,6 +166,92 @@ mod tests {
     }
 
     #[test]
+    fn futures_are_followed_to_completion_by_shape() {
+        let count = |s: &str, pat: &str| s.matches(pat).count();
+        // What #[async_trait] writes: the async block runs inside the
+        // audited future, boxed once; the call begins at the first poll.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart", id = id),
+            quote!(
+                fn load<'a>(
+                    &'a self,
+                    id: u64,
+                ) -> ::core::pin::Pin<
+                    Box<
+                        dyn ::core::future::Future<Output = Result<u8, E>>
+                            + ::core::marker::Send
+                            + 'a,
+                    >,
+                > {
+                    Box::pin(async move {
+                        let id = id;
+                        Ok(1)
+                    })
+                }
+            ),
+        );
+        assert!(out.contains("Call :: defer (& __PHI_AUDIT_SITE)"), "{out}");
+        assert!(out.contains(". resume ()"), "{out}");
+        assert_eq!(count(&out, "Box :: pin"), 1, "{out}");
+        assert!(!out.contains(". run (move ||"), "{out}");
+        assert!(
+            out.contains("__phi_audit_ret : Result < u8 , E > ="),
+            "the output is typed: {out}"
+        );
+        assert!(
+            out.contains("# [allow (unused_variables)] let id = id ;"),
+            "the rebinding of an argument the attribute uses: {out}"
+        );
+        assert!(!out.contains("ViaFuture"), "{out}");
+
+        // Anything else returning a boxed future: made under the call, then
+        // wrapped.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load(x: u8) -> BoxFuture<'static, u8> {
+                    let y = x + 1;
+                    Box::pin(async move { y })
+                }
+            ),
+        );
+        assert!(out.contains(". run (move ||"), "{out}");
+        assert!(
+            out.contains(":: std :: boxed :: Box :: pin (async move"),
+            "{out}"
+        );
+        assert!(out.contains("__phi_audit_ret : u8 ="), "{out}");
+
+        // `impl Future`: not boxed.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load(x: u8) -> impl Future<Output = u8> + Send {
+                    async move { x }
+                }
+            ),
+        );
+        assert!(out.contains("Call :: defer"), "{out}");
+        assert!(!out.contains("Box :: pin"), "{out}");
+
+        // A plain value: a named future type there is refused (ViaFuture).
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load() -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("ViaFuture as _"), "{out}");
+        assert!(
+            out.contains("(&& && & :: phi_audit :: __private :: Probe"),
+            "{out}"
+        );
+        assert!(out.contains("Call :: start (&"), "{out}");
+    }
+
+    #[test]
     fn without_phi_nothing_is_assumed() {
         let out = expand(
             quote!(action = "READ", resource = "Patient"),

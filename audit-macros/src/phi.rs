@@ -422,7 +422,11 @@ pub fn rewrite_records(
 /// The body with every recognized `record!` emptied: what is emitted next
 /// to errors, so that a rejected value is not reported a second time by the
 /// type check.
-pub fn erase_records(body: TokenStream, krate: Option<&syn::Path>, pv: &TokenStream) -> TokenStream {
+pub fn erase_records(
+    body: TokenStream,
+    krate: Option<&syn::Path>,
+    pv: &TokenStream,
+) -> TokenStream {
     rewrite(body, krate, pv, &mut Errors::default(), true).body
 }
 
@@ -480,29 +484,31 @@ impl RecordCx<'_> {
                     {
                         item_ahead = true;
                     }
-                    if s == "record"
-                        && is_punct_at(&tts, i + 1, '!')
-                        && matches!(tts.get(i + 2), Some(TokenTree::Group(_)))
-                        && !(i >= 1 && is_punct(&tts[i - 1], '.'))
-                    {
-                        if self.is_ours(&tts, i) {
-                            let TokenTree::Group(g) = &tts[i + 2] else {
-                                unreachable!()
-                            };
-                            // The path stays (an imported `record` is used),
-                            // the arguments become the checked calls, which
-                            // only this form of the macro expands.
-                            out.push(tts[i].clone());
-                            out.push(tts[i + 1].clone());
-                            let mut n = proc_macro2::Group::new(
-                                g.delimiter(),
-                                self.expand(g.stream(), g.span()),
-                            );
-                            n.set_span(g.span());
-                            out.push(TokenTree::Group(n));
-                            i += 3;
-                            continue;
+                    let record_call = match tts.get(i + 2) {
+                        Some(TokenTree::Group(g))
+                            if s == "record"
+                                && is_punct_at(&tts, i + 1, '!')
+                                && !(i >= 1 && is_punct(&tts[i - 1], '.'))
+                                && self.is_ours(&tts, i) =>
+                        {
+                            Some(g.clone())
                         }
+                        _ => None,
+                    };
+                    if let Some(g) = record_call {
+                        // The path stays (an imported `record` is used), the
+                        // arguments become the checked calls, which only
+                        // this form of the macro expands.
+                        out.push(tts[i].clone());
+                        out.push(tts[i + 1].clone());
+                        let mut n = proc_macro2::Group::new(
+                            g.delimiter(),
+                            self.expand(g.stream(), g.span()),
+                        );
+                        n.set_span(g.span());
+                        out.push(TokenTree::Group(n));
+                        i += 3;
+                        continue;
                     }
                     out.push(tts[i].clone());
                 }
@@ -515,7 +521,8 @@ impl RecordCx<'_> {
                         item_ahead = false;
                         out.push(tts[i].clone());
                     } else {
-                        let mut n = proc_macro2::Group::new(g.delimiter(), self.rewrite(g.stream()));
+                        let mut n =
+                            proc_macro2::Group::new(g.delimiter(), self.rewrite(g.stream()));
                         n.set_span(g.span());
                         out.push(TokenTree::Group(n));
                     }
@@ -550,16 +557,18 @@ impl RecordCx<'_> {
             break;
         }
         let path = segments[..segments.len() - 1].join("::");
-        path.is_empty()
-            || path == "phi_audit"
-            || self.krate_name.as_deref() == Some(path.as_str())
+        path.is_empty() || path == "phi_audit" || self.krate_name.as_deref() == Some(path.as_str())
     }
 
     /// The arguments of a checked `record!`: `@__phi_audit_checked` and the
     /// runtime calls of `key = value, ..`.
     fn expand(&mut self, args: TokenStream, span: Span) -> TokenStream {
         let calls = self.calls(args, span);
-        let calls = if self.erase { TokenStream::new() } else { calls };
+        let calls = if self.erase {
+            TokenStream::new()
+        } else {
+            calls
+        };
         quote::quote!(@__phi_audit_checked #calls)
     }
 
@@ -973,7 +982,10 @@ mod tests {
         for call in [
             quote!(record!(a = 1)),
             quote!(::phi_audit::record!(a = 1)),
-            quote!(println!("{}", { record![a = 1]; 2 })),
+            quote!(println!("{}", {
+                record![a = 1];
+                2
+            })),
             quote!(let f = |x: u8| record!{a = x};),
         ] {
             let (body, values, err) = rewritten(call.clone());
@@ -986,9 +998,19 @@ mod tests {
         for call in [
             quote!(other::record!(a = 1)),
             quote!(remember!(a = 1)),
-            quote!(fn helper(x: u8) { record!(a = x) }),
+            quote!(
+                fn helper(x: u8) {
+                    record!(a = x)
+                }
+            ),
             quote!(impl S { fn f(&self) { record!(a = 1) } }),
-            quote!(macro_rules! m { () => { record!(a = 1) } }),
+            quote!(
+                macro_rules! m {
+                    () => {
+                        record!(a = 1)
+                    };
+                }
+            ),
             quote!(x.record!(a = 1)),
         ] {
             let (body, values, _) = rewritten(call.clone());

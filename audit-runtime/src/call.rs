@@ -6,10 +6,10 @@
 
 use std::cell::Cell;
 use std::fmt::{Display, Write as _};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use crate::config::{Config, ErrorMessages};
@@ -41,10 +41,14 @@ pub struct CallSite {
 
 /// An error type's own account of itself in the audit trail.
 ///
-/// Implement it to mark denials (the event becomes DENIED) and to choose the
-/// `error_type` and a PHI-free message. Error types without it still work:
-/// their calls end as FAILURE with the type's name and the sanitized
-/// `Display`.
+/// Implement it (or derive it: `#[derive(AuditError)]` in `phi-audit`) to
+/// mark denials (the event becomes DENIED) and to choose the `error_type`
+/// and a PHI-free message. Error types without it still work: their calls
+/// end as FAILURE with the type's short name as `error_type` and message;
+/// their `Display` is only read when the config opts in
+/// ([`ErrorMessages::Sanitized`]), and never in a function with a PHI
+/// parameter. `std::io::Error` implements it: its `ErrorKind` and the kind's
+/// description.
 ///
 /// ```
 /// use audit_runtime::{AuditError, Outcome};
@@ -95,24 +99,12 @@ impl DispatchRef {
 }
 
 thread_local! {
-    /// The innermost audited call running on this thread (null outside
-    /// one): where `record!` adds, and what a panic under `panic = "abort"`
-    /// finishes. Installed by [`Call::run`] and [`Instrumented`]'s `poll` for
-    /// exactly as long as they borrow the call.
-    static FRAME: Cell<*mut Call> = const { Cell::new(std::ptr::null_mut()) };
+    /// The frame of the innermost audited call running on this thread
+    /// (null outside one): where `record!` adds, and what a panic under
+    /// `panic = "abort"` finishes. Installed by [`Call::run`] and
+    /// [`Instrumented`]'s `poll` for exactly as long as they borrow the call.
+    static FRAME: Cell<*const Frame> = const { Cell::new(std::ptr::null()) };
 }
-
-/// The call a running call was started in ([`FRAME`] before it was
-/// installed), so the chain of running calls can be walked.
-struct Outer(*mut Call);
-
-// SAFETY: the pointer is only set and read on the thread running the call,
-// while the call is installed in `FRAME` (see `Frame`); moving a call to
-// another thread between polls carries a stale value that is overwritten
-// before it is read again.
-unsafe impl Send for Outer {}
-// SAFETY: as above; a shared `Call` never reads it.
-unsafe impl Sync for Outer {}
 
 /// One audited call in progress. Dropping it unfinished records a panic (or,
 /// for an async call, a cancellation).
@@ -133,7 +125,6 @@ pub struct Call {
     /// `pseudonym(..)` values left out because no dispatcher was installed
     /// when a deferred call evaluated them: counted when it resumes under one.
     missed_pseudonyms: AtomicU8,
-    outer: Outer,
 }
 
 impl Call {
@@ -206,7 +197,6 @@ impl Call {
             finished: false,
             deferred: false,
             missed_pseudonyms: AtomicU8::new(0),
-            outer: Outer(std::ptr::null_mut()),
         }
     }
 
@@ -308,8 +298,7 @@ impl Call {
     /// so a body that returns a borrow of a `&mut` argument still compiles.
     #[inline(always)]
     pub fn run<R>(&mut self, body: impl FnOnce() -> R) -> R {
-        let _frame = Frame::install(self);
-        body()
+        in_frame(self, body)
     }
 
     /// Runs an async body with `record!` adding to this call whenever it is
@@ -352,11 +341,8 @@ impl Call {
         };
         // The context's fields were fitted when it was made: count those
         // corrections for each event they go into.
-        if let Some(ctx) = &self.context {
-            let fixes = ctx.fixes();
-            if !fixes.is_none() {
-                d.count_fixes(fixes);
-            }
+        if let Some(fixes) = self.context.as_ref().and_then(AuditContext::fixes) {
+            d.count_fixes(fixes);
         }
         let record = CallRecord {
             site: self.site,
@@ -583,30 +569,39 @@ impl Drop for Call {
     }
 }
 
-/// [`FRAME`] set to a call until dropped, then back to what it was (the
-/// enclosing call, or null). Private: it is only ever made and dropped
-/// inside [`Call::run`] and [`Instrumented`]'s `poll`, while they hold the
-/// call borrowed, so the pointer never outlives its target.
-struct Frame(*mut Call);
-
-impl Frame {
-    #[inline(always)]
-    fn install(call: &mut Call) -> Frame {
-        let outer = FRAME.try_with(Cell::get).unwrap_or(std::ptr::null_mut());
-        // Written before the pointer is taken: the pointer is the last
-        // access made through `call` until the frame is dropped.
-        call.outer = Outer(outer);
-        let this: *mut Call = call;
-        let _ = FRAME.try_with(|f| f.set(this));
-        Frame(outer)
-    }
+/// A running call on the stack of [`in_frame`], linked to the frame of the
+/// call it runs in, so the chain of running calls can be walked.
+struct Frame {
+    call: *mut Call,
+    outer: Cell<*const Frame>,
 }
 
-impl Drop for Frame {
+/// Puts [`FRAME`] back to what it was when dropped (on unwinding too).
+struct Restore(*const Frame);
+
+impl Drop for Restore {
     #[inline(always)]
     fn drop(&mut self) {
         let _ = FRAME.try_with(|f| f.set(self.0));
     }
+}
+
+/// Runs `f` with `call` installed as this thread's innermost running call.
+/// The frame lives on this function's stack until `f` returns or unwinds,
+/// and `call` stays borrowed all that time, so the pointers never outlive
+/// their targets. Only [`Call::run`] and [`Instrumented`]'s `poll` call it.
+#[inline(always)]
+fn in_frame<R>(call: &mut Call, f: impl FnOnce() -> R) -> R {
+    let frame = Frame {
+        call,
+        outer: Cell::new(std::ptr::null()),
+    };
+    let outer = FRAME
+        .try_with(|c| c.replace(&frame))
+        .unwrap_or(std::ptr::null());
+    frame.outer.set(outer);
+    let _restore = Restore(outer);
+    f()
 }
 
 /// Under `panic = "abort"` nothing unwinds, so no call guard's drop records
@@ -616,17 +611,16 @@ impl Drop for Frame {
 /// many calls it finished.
 pub(crate) fn finish_running_calls_on_abort() -> usize {
     let mut n = 0;
-    let mut at = FRAME.try_with(Cell::get).unwrap_or(std::ptr::null_mut());
+    let mut at = FRAME.try_with(Cell::get).unwrap_or(std::ptr::null());
     // Nothing is finished twice, even if the hook ran twice.
-    let _ = FRAME.try_with(|f| f.set(std::ptr::null_mut()));
+    let _ = FRAME.try_with(|f| f.set(std::ptr::null()));
     while !at.is_null() {
-        // SAFETY: a non-null FRAME (and each `outer` link) points at a call
-        // that `Call::run` or `Instrumented::poll` holds mutably borrowed
-        // further up this thread's stack, where the panic began; with
-        // `panic = "abort"` that code never runs again, so this is the only
-        // access to the call from here on.
-        let call = unsafe { &mut *at };
-        at = call.outer.0;
+        // SAFETY: a non-null FRAME (and each `outer` link) points at a frame
+        // on this thread's stack, below which the panic began, and its call
+        // is held mutably borrowed there; with `panic = "abort"` that code
+        // never runs again, so this is the only access from here on.
+        let (call, outer) = unsafe { (&mut *(*at).call, (*at).outer.get()) };
+        at = outer;
         if !call.finished {
             call.finish(Outcome::failure("Panic", "the audited call panicked"));
             n += 1;
@@ -651,9 +645,9 @@ impl<F: Future> Future for Instrumented<'_, F> {
         // SAFETY: `body` is structurally pinned (never moved out, no Drop
         // impl on this type); `call` is a plain reference.
         let this = unsafe { self.get_unchecked_mut() };
-        let _frame = Frame::install(this.call);
+        let body = &mut this.body;
         // SAFETY: see above.
-        unsafe { Pin::new_unchecked(&mut this.body) }.poll(cx)
+        in_frame(this.call, || unsafe { Pin::new_unchecked(body) }.poll(cx))
     }
 }
 
@@ -663,13 +657,16 @@ pub fn record(key: &'static str, value: MetaValue) {
     let _ = FRAME.try_with(|f| {
         let top = f.get();
         if !top.is_null() {
-            // SAFETY: a non-null FRAME points at a call that `Call::run` or
-            // `Instrumented::poll` holds mutably borrowed on this thread
-            // right now (the `Frame` guard resets the pointer before the
-            // borrow ends, on unwinding too). Nothing else reaches that call
-            // meanwhile: the body cannot name it, and this insertion runs no
-            // user code.
-            unsafe { (*top).metadata.insert_value(Text::from_static(key), value) };
+            // SAFETY: a non-null FRAME points at a frame on this thread's
+            // stack whose call `in_frame` holds mutably borrowed right now
+            // (`Restore` resets the pointer before either ends, on unwinding
+            // too). Nothing else reaches that call meanwhile: the body cannot
+            // name it, and this insertion runs no user code.
+            unsafe {
+                (*(*top).call)
+                    .metadata
+                    .insert_value(Text::from_static(key), value)
+            };
         }
     });
 }
@@ -837,17 +834,43 @@ pub fn short_type_name<T: ?Sized>() -> &'static str {
 
 fn short_name(full: &'static str) -> &'static str {
     // Plain byte scans: this runs on every failed call, and a substring
-    // search for `::` cost more than the rest of the outcome.
+    // search for `::` cost more than the rest of the outcome. The common
+    // case (`my_app::AppError<T>`) takes one scan forward to `<` and one
+    // back to `:`.
+    if !full.starts_with("dyn ") {
+        let b = full.as_bytes();
+        let end = b.iter().position(|&c| c == b'<').unwrap_or(b.len());
+        let start = b[..end]
+            .iter()
+            .rposition(|&c| c == b':')
+            .map_or(0, |i| i + 1);
+        match &full[start..end] {
+            "Box" | "Arc" | "Rc" => {}
+            "" => return full,
+            name => return name,
+        }
+    }
+    wrapped_short_name(full)
+}
+
+/// [`short_name`] through `dyn` and `Box`/`Arc`/`Rc`.
+#[cold]
+fn wrapped_short_name(full: &'static str) -> &'static str {
     let mut s = full;
+    let mut inside = false;
     loop {
         if let Some(rest) = s.strip_prefix("dyn ") {
             s = rest;
         }
         let b = s.as_bytes();
-        let end = b
-            .iter()
-            .position(|&c| matches!(c, b'<' | b' ' | b'+' | b',' | b'>'))
-            .unwrap_or(b.len());
+        // A path ends at its generics (`<`) or, after `dyn`, at ` + Send`.
+        let end = if inside {
+            b.iter()
+                .position(|&c| matches!(c, b'<' | b' ' | b',' | b'>'))
+        } else {
+            b.iter().position(|&c| c == b'<' || c == b' ')
+        }
+        .unwrap_or(b.len());
         let start = b[..end]
             .iter()
             .rposition(|&c| c == b':')
@@ -855,6 +878,7 @@ fn short_name(full: &'static str) -> &'static str {
         let name = &s[start..end];
         if matches!(name, "Box" | "Arc" | "Rc") && b.get(end) == Some(&b'<') {
             s = &s[end + 1..];
+            inside = true;
             continue;
         }
         return if name.is_empty() { full } else { name };
@@ -1066,7 +1090,7 @@ mod tests {
                         name: Box::leak(name.into_boxed_str()),
                         phi_touched: phi,
                         classification: class,
-                                }))
+                    }))
                 })
         }
 
@@ -1195,7 +1219,7 @@ mod tests {
                     name: "f",
                     phi_touched: None,
                     classification: None,
-                        }))
+                }))
             };
             let cfg = Config::new("svc").build().unwrap();
             let mut p: Parts = (

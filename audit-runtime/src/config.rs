@@ -427,7 +427,10 @@ impl ConfigBuilder {
             ("service.name", Some(&i.service.name)),
             ("service.environment", i.service.environment.as_ref()),
             ("service.version", i.service.version.as_ref()),
-            ("default_actor.subject_id", Some(&i.default_actor.subject_id)),
+            (
+                "default_actor.subject_id",
+                Some(&i.default_actor.subject_id),
+            ),
             ("default_actor.org_id", i.default_actor.org_id.as_ref()),
             (
                 "default_actor.owner_org_id",
@@ -449,7 +452,9 @@ impl ConfigBuilder {
             ("default_actor.org_id", &a.org_id),
             ("default_actor.owner_org_id", &a.owner_org_id),
         ] {
-            if v.as_ref().is_some_and(|v| v.is_empty() || v.char_len() > 128) {
+            if v.as_ref()
+                .is_some_and(|v| v.is_empty() || v.char_len() > 128)
+            {
                 return Err(ConfigError::new(field, "must be 1..=128 characters"));
             }
         }

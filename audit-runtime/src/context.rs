@@ -50,6 +50,8 @@ struct Inner {
     /// under this context adds to its dispatcher's counts.
     slot_fixes: [Fixes; SLOTS],
     fixes: Fixes,
+    /// Whether `fixes` holds any (read per call).
+    any_fixes: bool,
 }
 
 const SLOT_ACTOR: usize = 0;
@@ -180,15 +182,16 @@ impl AuditContext {
             total.add(*f);
         }
         inner.fixes = total;
+        inner.any_fixes = !total.is_none();
         inner.fragments = FragmentCell::default();
         self
     }
 
     /// The corrections made to this context's fields (counted for every
-    /// event they go into).
+    /// event they go into), if any.
     #[inline]
-    pub(crate) fn fixes(&self) -> Fixes {
-        self.0.fixes
+    pub(crate) fn fixes(&self) -> Option<Fixes> {
+        self.0.any_fixes.then_some(self.0.fixes)
     }
 
     /// This context's parts of an event's JSON (rendered on first use).

@@ -9,8 +9,8 @@
 mod builder;
 mod cache;
 mod call;
-mod clamp;
 pub mod checkpoint;
+mod clamp;
 mod clock;
 mod config;
 mod context;

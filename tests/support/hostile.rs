@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use phi_audit::{
     audited, with_dispatch, ActingAgent, ActionType, Actor, AgentInfo, AgentInterface,
-    AuditContext, AuditError, AuthorizingHuman, Config, Correlation, Delegation,
-    DelegationType, Dispatch, ErrorMessages, EventBuilder, Http, HttpMethod, JsonlFileSink,
-    MemorySink, Outcome, SchemaVersion, Service, StatsSnapshot, SubjectType,
+    AuditContext, AuditError, AuthorizingHuman, Config, Correlation, Delegation, DelegationType,
+    Dispatch, ErrorMessages, EventBuilder, Http, HttpMethod, JsonlFileSink, MemorySink, Outcome,
+    SchemaVersion, Service, StatsSnapshot, SubjectType,
 };
 use proptest::prelude::*;
 
@@ -109,7 +109,11 @@ pub fn inputs() -> impl Strategy<Value = Inputs> {
     let http = (
         hostile(),
         hostile(),
-        prop_oneof![hostile(), Just("10.0.0.1".to_string()), Just("::1".to_string())],
+        prop_oneof![
+            hostile(),
+            Just("10.0.0.1".to_string()),
+            Just("::1".to_string())
+        ],
         prop_oneof![any::<u16>(), 100u16..600],
     );
     let meta = (hostile(), hostile(), hostile());
@@ -272,7 +276,9 @@ fn manual_events(d: &Dispatch, i: &Inputs, v2: bool) {
             .metadata(i.meta_key.as_str(), i.meta_value.as_str())
             .metadata("plain", i.record_value.as_str());
         if v2 {
-            b = b.actor(Actor::agent(i.agent[0].as_str())).delegation(delegation(i));
+            b = b
+                .actor(Actor::agent(i.agent[0].as_str()))
+                .delegation(delegation(i));
         }
         b
     };
@@ -395,7 +401,12 @@ pub fn run(i: &Inputs) -> Run {
         .build();
     if let Ok(cfg) = built {
         let sink = MemorySink::new();
-        memory(Dispatch::new(cfg, sink.clone()), sink, SchemaVersion::V1_1, "hostile config");
+        memory(
+            Dispatch::new(cfg, sink.clone()),
+            sink,
+            SchemaVersion::V1_1,
+            "hostile config",
+        );
     }
     Run { events, stats }
 }

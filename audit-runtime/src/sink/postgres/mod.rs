@@ -326,7 +326,7 @@ struct Conn {
     insert: Statement,
 }
 
-/// Writes audit events into PostgreSQL. See the [module docs](self).
+/// Writes audit events into PostgreSQL (the README's PostgreSQL section has the whole picture).
 ///
 /// Wrap it in [`crate::NonBlocking`] (batches come from its queue); used
 /// directly, every [`Sink::write`] is one transaction.
