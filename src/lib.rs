@@ -119,6 +119,10 @@ pub use audit_runtime::*;
 /// the code (or compute the value from non-PHI inputs) when it flags
 /// something you know is safe.
 ///
+/// A value taken out of any `Phi` with `.expose()` (or `.expose_mut()`,
+/// `Phi::expose(..)`), a field's or a return value's too, is tainted the same
+/// way, and so is what is derived from it.
+///
 /// [`record!`] is expanded by this attribute, in the function's own body
 /// only: anywhere else (a helper function, a nested `fn`, a renamed import)
 /// it is a compile error, because there the check cannot see where its

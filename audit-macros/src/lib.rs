@@ -78,9 +78,9 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let original_body = f.body.clone();
     if let Some(body) = f.body.take() {
         let records = phi::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
-        if has_phi {
-            taint.check_body(f.block.as_ref(), &records.values, &mut errors);
-        }
+        // Also without PHI parameters: a `Phi` from anywhere else, opened
+        // with `.expose()`, is tainted too.
+        taint.check_body(f.block.as_ref(), &records.values, &mut errors);
         f.body = Some(records.body);
     }
 

@@ -43,6 +43,12 @@ pub struct Taint {
     noted: Vec<String>,
 }
 
+/// The taint of `.expose()` / `.expose_mut()` (and `Phi::expose(..)`): the
+/// accessors that take a value out of a `Phi<T>`, wherever the `Phi` came
+/// from (a struct field, a return value). Not an identifier, so it never
+/// collides with a binding's name.
+const EXPOSE: &str = "<expose>";
+
 fn is_phi_attr(attr: &Attribute) -> bool {
     attr.path().is_ident("phi")
 }
@@ -118,6 +124,14 @@ pub fn take_tags(sig: &mut Signature, errors: &mut Errors) -> Taint {
             }
         }
     }
+    taint.names.insert(
+        EXPOSE.to_string(),
+        Origin {
+            param: EXPOSE.to_string(),
+            tag: TokenStream::new(),
+            by_type: true,
+        },
+    );
     taint
 }
 
@@ -176,8 +190,9 @@ pub struct Mention {
 }
 
 impl Taint {
+    /// True when the function has no `#[phi]` or `Phi<T>` parameter.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.names.keys().all(|k| k == EXPOSE)
     }
 
     /// Every mention of a tainted name in `tokens`. An identifier after `.`
@@ -197,14 +212,27 @@ impl Taint {
                 TokenTree::Ident(id) => {
                     let s = id.to_string();
                     let s = s.strip_prefix("r#").unwrap_or(&s);
-                    if !self.names.contains_key(s) {
-                        continue;
-                    }
                     let after_dot = i >= 1 && is_punct(&tts[i - 1], '.')
                         // `..name` is a range, not a field access.
                         && !(i >= 2 && is_punct(&tts[i - 2], '.'));
                     let after_path =
                         i >= 2 && is_punct(&tts[i - 1], ':') && is_punct(&tts[i - 2], ':');
+                    // `x.expose()`, `Phi::expose(&x)`: a value out of a `Phi`.
+                    let call_follows = matches!(tts.get(i + 1), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
+                    if (s == "expose" || s == "expose_mut")
+                        && (after_dot || after_path)
+                        && call_follows
+                        && self.names.contains_key(EXPOSE)
+                    {
+                        out.push(Mention {
+                            span: id.span(),
+                            name: EXPOSE.to_string(),
+                        });
+                        continue;
+                    }
+                    if !self.names.contains_key(s) {
+                        continue;
+                    }
                     let field_name =
                         is_punct_at(&tts, i + 1, ':') && !is_punct_at(&tts, i + 2, ':');
                     let macro_name = is_punct_at(&tts, i + 1, '!');
@@ -249,7 +277,12 @@ impl Taint {
 
     /// Reports each mention in `tokens` as a leak into `place`.
     pub fn check(&mut self, tokens: TokenStream, place: &Place, errors: &mut Errors) {
-        for m in self.mentions(tokens) {
+        let mut mentions = self.mentions(tokens);
+        // `name.expose()` of a tainted `name`: one error, about `name`.
+        if mentions.iter().any(|m| m.name != EXPOSE) {
+            mentions.retain(|m| m.name != EXPOSE);
+        }
+        for m in mentions {
             self.report(&m, place, errors);
         }
     }
@@ -258,12 +291,20 @@ impl Taint {
         let Some(origin) = self.names.get(&m.name).cloned() else {
             return;
         };
+        let exposed = origin.param == EXPOSE;
         let tagged = if origin.by_type {
             "holds PHI (its type is `Phi<..>`)"
         } else {
             "is tagged #[phi]"
         };
-        let what = if origin.param == m.name {
+        let what = if exposed && m.name == EXPOSE {
+            "a value taken out of a `Phi<..>` (`.expose()`) is PHI".to_string()
+        } else if exposed {
+            format!(
+                "`{}` is derived from a value taken out of a `Phi<..>` (`.expose()`),",
+                m.name
+            )
+        } else if origin.param == m.name {
             format!("`{}` {tagged}", m.name)
         } else {
             format!(
@@ -271,7 +312,15 @@ impl Taint {
                 m.name, origin.param
             )
         };
+        let source = if exposed {
+            "the `Phi` value".to_string()
+        } else {
+            origin.param.clone()
+        };
         let help = match place {
+            Place::Attribute { arg, .. } if exposed => format!(
+                "help: record `pseudonym(..)` of the `Phi` value instead (a keyed token), or remove it from `{arg}`"
+            ),
             Place::Attribute { arg, expr } => format!(
                 "help: record `pseudonym({})` instead (a keyed token), or remove it from `{arg}`",
                 expr.as_deref().unwrap_or(&m.name)
@@ -281,16 +330,16 @@ impl Taint {
                 crate::args::example(arg)
             ),
             Place::Actor => "help: name the actor with a value that is not PHI (a user id), or leave `actor` out to take it from the request context".to_string(),
+            Place::Record if exposed => "help: record a value that does not come from a `Phi`; an identifier can go in the #[audited] attribute as `pseudonym(..)` of the `Phi` value".to_string(),
             Place::Record => format!(
-                "help: record a value that does not come from `{}`; an identifier can go in the #[audited] attribute as `pseudonym({})`",
-                origin.param, origin.param
+                "help: record a value that does not come from `{source}`; an identifier can go in the #[audited] attribute as `pseudonym({source})`"
             ),
         };
         errors.push(syn::Error::new(
             m.span,
             format!("{what} and cannot be recorded in the audit event\n{help}"),
         ));
-        if !self.noted.contains(&origin.param) {
+        if !exposed && !self.noted.contains(&origin.param) {
             self.noted.push(origin.param.clone());
             let note = if origin.by_type {
                 format!("`{}` has a `Phi<..>` type here", origin.param)
@@ -829,6 +878,33 @@ mod tests {
 
     fn mentioned(t: &Taint, ts: TokenStream) -> Vec<String> {
         t.mentions(ts).into_iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn values_taken_out_of_phi_are_mentions() {
+        let mut t = taint_of(&[]);
+        t.names.insert(
+            EXPOSE.to_string(),
+            Origin {
+                param: EXPOSE.to_string(),
+                tag: TokenStream::new(),
+                by_type: true,
+            },
+        );
+        assert!(t.is_empty(), "no PHI parameter");
+        assert_eq!(mentioned(&t, quote!(p.name.expose().len())), [EXPOSE]);
+        assert_eq!(mentioned(&t, quote!(Phi::expose(&p.name))), [EXPOSE]);
+        assert_eq!(mentioned(&t, quote!(n.expose_mut())), [EXPOSE]);
+        assert!(mentioned(&t, quote!(p.expose)).is_empty(), "a field");
+        assert!(mentioned(&t, quote!(expose(x))).is_empty(), "a free fn");
+        let block: Block = syn::parse2(quote!({
+            let n = p.name.expose().len();
+            let m = n + 1;
+        }))
+        .unwrap();
+        let mut errors = Errors::default();
+        t.check_body(Some(&block), &[quote!(m)], &mut errors);
+        assert!(errors.0.is_some(), "derived from `.expose()`");
     }
 
     #[test]
