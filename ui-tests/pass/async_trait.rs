@@ -34,6 +34,11 @@ pub trait Repo {
     async fn count(&self) -> usize {
         0
     }
+    /// An audited default method.
+    #[audited(action = "READ", resource = "Chart", id = id)]
+    async fn first(&self, id: u64) -> Result<u64, RepoError> {
+        Ok(id)
+    }
 }
 
 /// An implementation.
@@ -88,6 +93,7 @@ fn main() {
     let mut c = Charts { rows: 1 };
     is_send(&c.load("c-1", "Jane"));
     is_send(&c.count());
+    is_send(&c.first(1));
     is_send(&c.update(1, Phi::new("note".into())));
     drop(c.load_local("c-1"));
 }
