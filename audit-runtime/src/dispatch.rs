@@ -282,6 +282,10 @@ impl Dispatch {
 
     /// [`Dispatch::emit`] for an event whose strings were fitted where they
     /// were built (a finished call's), with the corrections made so far.
+    /// Inlined into both callers: the event (~600 bytes) is then built in
+    /// place, not copied into a call's arguments (measured: a copy per event
+    /// more when it was not).
+    #[inline(always)]
     fn emit_fitted(&self, mut event: AuditEvent, mut fixes: Fixes) {
         let inner = &*self.0;
         let cfg = inner.config.inner();

@@ -12,9 +12,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+/// A thread's generator: its state, and the fork count it was seeded under.
+struct Generator {
+    state: Cell<[u64; 4]>,
+    forks: Cell<u64>,
+}
+
 thread_local! {
-    /// The generator's state, and the fork count it was seeded under.
-    static STATE: Cell<([u64; 4], u64)> = const { Cell::new(([0; 4], 0)) };
+    static STATE: Generator = const {
+        Generator {
+            state: Cell::new([0; 4]),
+            forks: Cell::new(0),
+        }
+    };
 }
 
 /// Forks this process came through (counted in the child).
@@ -78,16 +88,17 @@ fn next(s: &mut [u64; 4]) -> u64 {
 
 /// A random (version 4) UUID from the per-thread generator.
 pub fn fast_v4() -> Uuid {
-    let forks = FORKS.load(Ordering::Relaxed);
-    STATE.with(|cell| {
-        let (mut s, seeded_under) = cell.get();
-        if s == [0; 4] || seeded_under != forks {
+    STATE.with(|g| {
+        let mut s = g.state.get();
+        let forks = FORKS.load(Ordering::Relaxed);
+        if s == [0; 4] || g.forks.get() != forks {
             watch_forks();
             s = seed();
+            g.forks.set(forks);
         }
         let hi = next(&mut s);
         let lo = next(&mut s);
-        cell.set((s, forks));
+        g.state.set(s);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_le_bytes());
         bytes[8..].copy_from_slice(&lo.to_le_bytes());
