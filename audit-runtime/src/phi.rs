@@ -36,6 +36,12 @@ use crate::text::Text;
 /// assert_eq!(p.name.expose(), "Jane Doe");
 /// assert!(!format!("{p:?}").contains("Jane"));
 /// ```
+///
+/// ```compile_fail
+/// // Never `Serialize`: PHI does not leave through serde either.
+/// let name = audit_runtime::Phi::new(String::from("Jane Doe"));
+/// let json = serde_json::to_string(&name);
+/// ```
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Phi<T>(T);
 
