@@ -124,6 +124,17 @@ pub fn check_signature(f: &MaybeItemFn, args: &Args, errors: &mut crate::Errors)
             "#[audited] needs a function body: put it on the function's implementation, not on a declaration",
         ));
     }
+    if let ReturnType::Type(_, ty) = &sig.output {
+        if let Type::ImplTrait(t) = &**ty {
+            let into_future = t.bounds.iter().any(|b| matches!(b, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "IntoFuture")));
+            if into_future && sig.asyncness.is_none() {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    "#[audited] cannot see when an `impl IntoFuture` completes, so it cannot record how the call ended\nhelp: return `impl Future<Output = ..>` (call `.into_future()` in the body), or make the function an `async fn`",
+                ));
+            }
+        }
+    }
     if args.name.is_none() {
         let n = default_name(sig).chars().count();
         if n > 128 {

@@ -9,4 +9,11 @@ fn ready() -> std::future::Ready<Result<u8, std::io::Error>> {
 
 fn main() {
     let _ = ready();
+    let _ = later();
+}
+
+// `impl IntoFuture` is not a future yet: refused too.
+#[audited(action = "READ", resource = "Patient")]
+fn later() -> impl std::future::IntoFuture<Output = u8> {
+    std::future::ready(1)
 }
