@@ -90,26 +90,43 @@ pub use audit_runtime::*;
 /// - `Err(e)` where the error type implements [`AuditError`]: the outcome it
 ///   chooses (DENIED for a denial, with its own error type and PHI-safe
 ///   message).
-/// - Any other `Err(e)`: FAILURE, with the error type's name as `error_type`
-///   and the sanitized `Display` as the message (just the type name when the
-///   type has no `Display`, or when the config says
-///   [`ErrorMessages::TypeOnly`]).
+/// - Any other `Err(e)`: FAILURE, with the error type's short name as
+///   `error_type` and as the message (`std::io::Error`: its `ErrorKind`,
+///   and the kind's description as the message). The error's `Display` is
+///   never read: it may quote the function's inputs, and no sanitizer knows
+///   a name from a word. A config may opt in to the sanitized `Display`
+///   ([`ErrorMessages::Sanitized`], a PHI risk), but never in a function
+///   with a `#[phi]` or `Phi<T>` parameter: there only [`AuditError`]
+///   (or `#[derive(AuditError)]`) decides the message.
 /// - A panic: FAILURE `Panic` (the payload is never recorded: it may hold
-///   PHI), and the panic goes on unwinding.
-/// - An `async fn` whose future is dropped before it completes: FAILURE
+///   PHI), and the panic goes on unwinding. Under `panic = "abort"`,
+///   [`flush_on_panic`]'s hook records it before the process aborts.
+/// - An async call whose future is dropped before it completes: FAILURE
 ///   `Cancelled`.
 ///
 /// # PHI: `#[phi]` and `pseudonym(..)`
 ///
 /// Tag a parameter `#[phi]` (on a pattern, every binding it introduces is
-/// tagged; `#[phi] &self` tags `self`). Mentioning it in `id`, `patient`,
-/// `actor`, `name` or `metadata(..)` — directly, through a field, a method,
-/// a reference, a closure or a format string — is a compile error, and so is
-/// a `record!` in the body whose value may come from it: the check follows
-/// `let` bindings, shadowing, destructuring, `match`/`if let`/`for`
-/// bindings, assignments, mutating calls and closures. It is deliberately
-/// conservative; restructure the code (or compute the value from
-/// non-PHI inputs) when it flags something you know is safe.
+/// tagged; `#[phi] &self` tags `self`); a parameter whose type mentions
+/// [`Phi<..>`](Phi) (`Phi<T>`, `&Phi<T>`, `&mut Phi<T>`, `Option<Phi<T>>`,
+/// `Box<Phi<T>>`, ...) is tainted the same way without a tag. Mentioning it
+/// in `id`, `patient`, `actor`, `name` or `metadata(..)` — directly, through
+/// a field, a method (`.expose()` included), a reference, a closure or a
+/// format string — is a compile error, and so is a `record!` in the body
+/// whose value may come from it: the check follows `let` bindings,
+/// shadowing, destructuring, `match`/`if let`/`for` bindings, assignments,
+/// mutating calls and closures. It is deliberately conservative; restructure
+/// the code (or compute the value from non-PHI inputs) when it flags
+/// something you know is safe.
+///
+/// A value taken out of any `Phi` with `.expose()` (or `.expose_mut()`,
+/// `Phi::expose(..)`), a field's or a return value's too, is tainted the same
+/// way, and so is what is derived from it.
+///
+/// [`record!`] is expanded by this attribute, in the function's own body
+/// only: anywhere else (a helper function, a nested `fn`, a renamed import)
+/// it is a compile error, because there the check cannot see where its
+/// values come from.
 ///
 /// ```compile_fail
 /// # use phi_audit::audited;
@@ -145,12 +162,83 @@ pub use audit_runtime::*;
 /// into your logs). A `const fn` or a declaration without a body is an
 /// error.
 ///
+/// Functions that return a future are audited like an `async fn`: a method
+/// of an `#[async_trait]` impl (`#[async_trait]` on the impl, `#[audited]`
+/// on the method), or any function returning `Pin<Box<dyn Future<..>>>`
+/// (also as a `BoxFuture` alias) or `impl Future<..>`. The call begins when
+/// the returned future is first polled (its dispatcher, context and time
+/// are taken there), the event is emitted when it completes, with its
+/// outcome; a panic inside it is FAILURE `Panic`, dropping it unfinished
+/// FAILURE `Cancelled` (never polled: no event, as for an `async fn`). The
+/// future stays `Send` when the original was. A synchronous function
+/// returning a future of a named type (`std::future::Ready<..>`, a
+/// `JoinHandle`) is a compile error: the attribute could not see it end.
+///
+/// ```
+/// use std::future::Future;
+/// use phi_audit::audited;
+///
+/// #[audited(action = "READ", resource = "Chart", id = id)]
+/// fn load(id: u64) -> impl Future<Output = Result<u64, std::io::Error>> + Send {
+///     async move { Ok(id) } // the event is emitted when this completes
+/// }
+/// ```
+///
 /// Inside a synchronous body, the body runs in an `FnOnce` closure; inside
 /// an `async fn`, in an `async move` block. Errors in the body still point at
 /// your code.
 pub use audit_macros::audited;
 
-/// Adds metadata to the audited call this code runs in.
+/// Derives [`AuditError`](trait@AuditError) from string literals: each
+/// variant (or the struct) says its outcome, and no field's value is ever
+/// read, so no message can carry PHI.
+///
+/// ```
+/// use phi_audit::{AuditError, Outcome, Phi};
+///
+/// #[derive(Debug, AuditError)]
+/// enum ChartError {
+///     /// DENIED, `error_type` "RoleDenied".
+///     #[audit(denied, error_type = "RoleDenied")]
+///     Forbidden,
+///     /// DENIED with a fixed message; `error_type` is the variant's name.
+///     #[audit(denied, message = "consent withdrawn")]
+///     NoConsent { patient: Phi<String> },
+///     /// FAILURE with its own type and message.
+///     #[audit(error_type = "NotFound", message = "no such chart")]
+///     Missing(Phi<String>),
+///     /// FAILURE, `error_type` and message "Database".
+///     Database(String),
+/// }
+///
+/// let e = ChartError::Missing(Phi::new("Jane Doe".into()));
+/// assert_eq!(e.audit_outcome(), Outcome::failure("NotFound", "no such chart"));
+/// assert_eq!(ChartError::Forbidden.audit_outcome(), Outcome::denied("RoleDenied"));
+/// assert_eq!(
+///     ChartError::Database("row 12: Jane".into()).audit_outcome(),
+///     Outcome::failure("Database", "Database")
+/// );
+///
+/// #[derive(Debug, AuditError)]
+/// #[audit(denied, error_type = "CrossOrg")]
+/// struct CrossOrg;
+/// assert_eq!(CrossOrg.audit_outcome(), Outcome::denied("CrossOrg"));
+/// ```
+///
+/// | attribute | on | meaning |
+/// |---|---|---|
+/// | `#[audit(denied)]` | a variant, or the struct | the outcome is DENIED (default FAILURE) |
+/// | `#[audit(error_type = "..")]` | a variant, or the struct | `error_type`, 1 to 128 characters (default: the variant's or the struct's name) |
+/// | `#[audit(message = "..")]` | a variant, or the struct | `error_message`, 1 to 500 characters (default for FAILURE: the error type; DENIED has none) |
+/// | `#[audit(crate = path)]` | the type | the path to this crate, when the dependency is renamed |
+///
+/// Values must be string literals: an expression, or a key the derive does
+/// not know, is a compile error. It composes with `thiserror`'s derive: the
+/// `Display` it writes is for your logs; the audit trail never reads it.
+pub use audit_macros::AuditError;
+
+/// Adds metadata to the event of the `#[audited]` function whose body it is
+/// written in.
 ///
 /// ```
 /// use phi_audit::{audited, record};
@@ -164,12 +252,34 @@ pub use audit_macros::audited;
 /// # list_notes("pat-1", 3);
 /// ```
 ///
-/// Values must be scalars ([`MetadataValue`]). Inside an `#[audited]`
-/// function, a `#[phi]` argument (or anything derived from it) reaching
-/// `record!` is a compile error. Outside an audited call it does nothing.
+/// Values must be scalars ([`MetadataValue`]), keys ASCII identifiers of at
+/// most 64 characters. A `#[phi]` or `Phi<T>` argument (or anything derived
+/// from it) reaching `record!` is a compile error.
+///
+/// `record!` works only in the body of an `#[audited]` function, written
+/// `record!(..)` or `phi_audit::record!(..)` (or `<crate>::record!(..)` with
+/// `crate = <crate>` in the attribute), closures and async blocks in the
+/// body included: `#[audited]` expands it there, after checking its values. Anywhere else, in a helper function, in a nested `fn`, or
+/// through a renamed import (`use phi_audit::record as remember;`), it is a
+/// compile error: the check could not see where its values come from.
+/// Return the value to the audited function and record it there, or name
+/// it in the attribute (`pseudonym(..)` for an identifier).
+///
+/// ```compile_fail
+/// fn helper(name: &str) {
+///     phi_audit::record!(initial = name.len()); // error: only in an #[audited] body
+/// }
+/// ```
 #[macro_export]
 macro_rules! record {
-    ($($key:ident = $value:expr),+ $(,)?) => {{
-        $( $crate::__private::record(::core::stringify!($key), $crate::__private::meta(&$value)); )+
-    }};
+    // What `#[audited]` rewrites the calls in its body to, once it has
+    // checked their values. Not for direct use.
+    (@__phi_audit_checked $($checked:tt)*) => {{ $($checked)* }};
+    ($($anything:tt)*) => {
+        ::core::compile_error!(
+            "`record!` can only be used in the body of an #[audited] function, written `record!(..)` or `phi_audit::record!(..)`: only there does the compile-time PHI check see every value it records\n\
+             help: in a helper function, return the value to the audited function and `record!` it there, or name it in the #[audited] attribute (`pseudonym(..)` for an identifier)\n\
+             help: a renamed import (`use phi_audit::record as ..`) is not recognized; through a renamed crate, write `<crate>::record!(..)` and give #[audited] `crate = <crate>`"
+        )
+    };
 }

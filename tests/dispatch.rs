@@ -193,8 +193,16 @@ fn v2_only_data_is_rejected_for_1_x_unless_downgrade_is_configured() {
 
 #[test]
 fn validate_on_emit_drops_or_emits_and_counts() {
-    let bad = || EventBuilder::new(ActionType::Read, "Patient").resource_id("x".repeat(300));
-    let (d, sink) = dispatch(Config::new("svc").validate_on_emit(ValidationPolicy::Drop));
+    // Strings are fitted to the schema before validation (a 300-character id
+    // is cut, and counted); what is left to fail is a shape: an agent
+    // acting without a delegation block.
+    let bad = || {
+        EventBuilder::new(ActionType::Read, "Patient")
+            .resource_id("x".repeat(300))
+            .actor(Actor::agent("bot-1"))
+    };
+    let v2 = || Config::new("svc").target(SchemaVersion::V2_0);
+    let (d, sink) = dispatch(v2().validate_on_emit(ValidationPolicy::Drop));
     with_dispatch(&d, || {
         bad().emit();
         EventBuilder::new(ActionType::Read, "Patient").emit();
@@ -202,8 +210,9 @@ fn validate_on_emit_drops_or_emits_and_counts() {
     assert_eq!(sink.len(), 1);
     let s = d.stats();
     assert_eq!((s.validation_failures, s.dropped, s.emitted), (1, 1, 1));
+    assert_eq!(s.truncated, 1);
 
-    let (d, sink) = dispatch(Config::new("svc").validate_on_emit(ValidationPolicy::EmitAnyway));
+    let (d, sink) = dispatch(v2().validate_on_emit(ValidationPolicy::EmitAnyway));
     with_dispatch(&d, || bad().emit());
     assert_eq!(sink.len(), 1);
     assert_eq!(d.stats().validation_failures, 1);

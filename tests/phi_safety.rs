@@ -184,7 +184,7 @@ fn type_only_error_messages_never_read_display() {
                 ViaAnyError as _, ViaAuditError as _, ViaDisplay as _, ViaValue as _,
             };
             #[allow(clippy::needless_borrow)]
-            let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call);
+            let o = (&&&&phi_audit::__private::Probe(&r)).__phi_audit_outcome(&call, false);
             out.lock().unwrap().push_str(&format!("{o:?}"));
             call.finish(o);
         }
@@ -284,5 +284,229 @@ fn synthetic_phi_through_audited_functions_never_reaches_any_output() {
     out.push_str(&logs.0.lock().unwrap());
     assert_clean("audited-call output", &out);
     assert!(out.contains("\"error_type\":\"Panic\""));
-    assert!(out.contains("[PHI REDACTED]"));
+    // The error's `Display` is never read: its type names it.
+    assert!(out.contains("\"error_type\":\"NotFound\",\"error_message\":\"NotFound\""));
+}
+
+// ------------------------------------------------------------ error paths
+
+/// Errors whose `Display` quotes a `#[phi]` argument, in every form a
+/// service writes them, through every shape of audited function.
+mod error_paths {
+    use std::error::Error;
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use async_trait::async_trait;
+    use phi_audit::{audited, Phi};
+
+    /// A custom error whose `Display` holds the name it was asked for.
+    #[derive(Debug)]
+    pub struct NotFound(pub String);
+
+    impl std::fmt::Display for NotFound {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "no chart for {} (dob 1990-01-01, diagnosis bipolar)",
+                self.0
+            )
+        }
+    }
+
+    impl Error for NotFound {}
+
+    /// Holds the value as `Phi`, but its `Display` exposes it.
+    #[derive(Debug)]
+    pub struct Exposing(pub Phi<String>);
+
+    impl std::fmt::Display for Exposing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "no chart for {}", self.0.expose())
+        }
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn custom(patient_id: &str, #[phi] full_name: &str) -> Result<u8, NotFound> {
+        Err(NotFound(format!("{full_name} ({patient_id})")))
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn string(patient_id: &str, #[phi] full_name: &str) -> Result<u8, String> {
+        Err(format!("no chart for {full_name}"))
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn boxed(
+        patient_id: &str,
+        #[phi] full_name: &str,
+    ) -> Result<u8, Box<dyn Error + Send + Sync>> {
+        Err(format!("no chart for {full_name}").into())
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn io(patient_id: &str, #[phi] full_name: &str) -> std::io::Result<u8> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("/charts/{full_name}.pdf"),
+        ))
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn typed(patient_id: &str, full_name: Phi<String>) -> Result<u8, Exposing> {
+        Err(Exposing(full_name))
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub async fn in_async(patient_id: &str, #[phi] full_name: &str) -> Result<u8, NotFound> {
+        tokio::task::yield_now().await;
+        Err(NotFound(full_name.to_string()))
+    }
+
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn in_box_future<'a>(
+        patient_id: &'a str,
+        #[phi] full_name: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<u8, String>> + Send + 'a>> {
+        Box::pin(async move { Err(format!("no chart for {full_name}")) })
+    }
+
+    #[async_trait]
+    pub trait Charts {
+        async fn load(&self, patient_id: &str, full_name: &str) -> Result<u8, NotFound>;
+    }
+
+    pub struct Repo;
+
+    #[async_trait]
+    impl Charts for Repo {
+        #[audited(action = "READ", resource = "Chart", id = patient_id)]
+        async fn load(&self, patient_id: &str, #[phi] full_name: &str) -> Result<u8, NotFound> {
+            Err(NotFound(full_name.to_string()))
+        }
+    }
+
+    /// No PHI parameter, but the error quotes a name the function looked
+    /// up: only the default (never reading `Display`) keeps it out.
+    #[audited(action = "READ", resource = "Chart", id = patient_id)]
+    pub fn looked_up(patient_id: &str, name_in_db: &'static str) -> Result<u8, NotFound> {
+        let _ = patient_id;
+        Err(NotFound(name_in_db.to_string()))
+    }
+}
+
+/// Runs every error path with every token, and returns everything every sink
+/// wrote (memory, tracing, a JSON lines file, a ledger) and the events.
+fn error_path_outputs(messages: ErrorMessages, include_looked_up: bool) -> (String, usize) {
+    use error_paths::Charts as _;
+    let dir = std::env::temp_dir().join(format!(
+        "phi-audit-error-paths-{}-{messages:?}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let memory = MemorySink::new();
+    let d = Dispatch::new(
+        Config::new("phi-test")
+            .error_messages(messages)
+            .build()
+            .unwrap(),
+        FanOut::new()
+            .with(memory.clone())
+            .with(TracingSink::new())
+            .with(phi_audit::JsonlFileSink::open(dir.join("audit.jsonl")).unwrap())
+            .with(phi_audit::LedgerSink::open(dir.join("ledger.jsonl")).unwrap()),
+    );
+    let logs = capture::All::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut calls = 0;
+    tracing::subscriber::with_default(logs.clone(), || {
+        for t in TOKENS {
+            with_dispatch(&d, || {
+                assert!(error_paths::custom("p-1", t).is_err());
+                assert!(error_paths::string("p-1", t).is_err());
+                assert!(error_paths::boxed("p-1", t).is_err());
+                assert!(error_paths::io("p-1", t).is_err());
+                assert!(error_paths::typed("p-1", Phi::new(t.to_string())).is_err());
+                calls += 5;
+                if include_looked_up {
+                    assert!(error_paths::looked_up("p-1", t).is_err());
+                    calls += 1;
+                }
+            });
+            rt.block_on(d.scope(async {
+                assert!(error_paths::in_async("p-1", t).await.is_err());
+                assert!(error_paths::in_box_future("p-1", t).await.is_err());
+                assert!(error_paths::Repo.load("p-1", t).await.is_err());
+            }));
+            calls += 3;
+        }
+        d.flush().unwrap();
+    });
+    let events = memory.events();
+    assert_eq!(events.len(), calls);
+    assert!(events
+        .iter()
+        .all(|e| e.outcome.status == phi_audit::OutcomeStatus::Failure));
+    let mut out = format!("{events:?}\n");
+    for e in &events {
+        out.push_str(&e.to_json());
+        out.push('\n');
+    }
+    out.push_str(&logs.0.lock().unwrap());
+    for f in ["audit.jsonl", "ledger.jsonl"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(text.lines().count(), calls, "{f}");
+        out.push_str(&text);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, calls)
+}
+
+#[test]
+fn errors_quoting_phi_leave_no_trace_by_default() {
+    let (out, _) = error_path_outputs(ErrorMessages::TypeOnly, true);
+    assert_clean("error paths, default config", &out);
+    // What the events say instead: the type, or the I/O error's kind.
+    for want in [
+        "\"error_type\":\"NotFound\",\"error_message\":\"NotFound\"",
+        "\"error_type\":\"String\",\"error_message\":\"String\"",
+        "\"error_type\":\"Error\",\"error_message\":\"Error\"",
+        "\"error_type\":\"NotFound\",\"error_message\":\"entity not found\"",
+        "\"error_type\":\"Exposing\",\"error_message\":\"Exposing\"",
+    ] {
+        assert!(out.contains(want), "{want}");
+    }
+}
+
+#[test]
+fn errors_quoting_phi_leave_no_trace_when_display_is_opted_in() {
+    // Opted in, `Display` is still never read in a function with a `#[phi]`
+    // or `Phi<T>` parameter.
+    let (out, _) = error_path_outputs(ErrorMessages::Sanitized, false);
+    assert_clean("error paths, Display opted in", &out);
+}
+
+#[test]
+fn phi_fields_deserialize_without_quoting_their_values() {
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Patient {
+        id: String,
+        name: Phi<String>,
+        age: Phi<u8>,
+    }
+    let mut out = String::new();
+    for t in TOKENS {
+        let ok = format!(r#"{{"id":"p-1","name":"{t}","age":42}}"#);
+        let p: Patient = serde_json::from_str(&ok).unwrap();
+        assert_eq!(p.name.expose(), t);
+        out.push_str(&format!("{p:?}\n"));
+        let bad = format!(r#"{{"id":"p-1","name":"x","age":"{t}"}}"#);
+        let e = serde_json::from_str::<Patient>(&bad).unwrap_err();
+        out.push_str(&format!("{e}\n{e:?}\n"));
+    }
+    assert_clean("deserialized PHI and its errors", &out);
 }

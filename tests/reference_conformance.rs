@@ -12,11 +12,17 @@
 //! Without it the test says why it is skipped and passes. With it, a corpus of
 //! valid events (built with the public types) and of invalid events (one or
 //! more per rule, plus format edge cases) goes through both validators, which
-//! must agree on valid/invalid for every case.
+//! must agree on valid/invalid for every case. The corpus also holds a sample
+//! of what the library emits for hostile runtime strings in every slot
+//! (`tests/support/hostile.rs`, the inputs of `tests/every_slot.rs`), every
+//! one of which both validators must find valid.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
+
+#[path = "support/hostile.rs"]
+mod hostile;
 
 use phi_audit::schema::validate_value;
 use phi_audit::{
@@ -1191,6 +1197,28 @@ fn edge_corpus(c: &mut Corpus) {
     }
 }
 
+/// What the library emitted for hostile strings in every slot, through every
+/// path and target version: a deterministic sample of the property test's
+/// inputs. Every event must be valid.
+fn emitted_corpus(c: &mut Corpus) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for n in 0..16 {
+        let inputs = hostile::inputs()
+            .new_tree(&mut runner)
+            .expect("inputs")
+            .current();
+        for (k, e) in hostile::run(&inputs).events.iter().enumerate() {
+            c.push_intended(
+                format!("emitted {n}.{k} ({})", e.path),
+                e.version,
+                hostile::as_value(e),
+                Some(true),
+            );
+        }
+    }
+}
+
 fn run_reference(python: &str, corpus: &Corpus) -> Vec<(bool, Vec<String>)> {
     let dir = std::env::temp_dir();
     let stamp = std::time::SystemTime::now()
@@ -1245,6 +1273,7 @@ fn agrees_with_the_reference_implementation() {
     valid_corpus(&mut corpus);
     invalid_corpus(&mut corpus);
     edge_corpus(&mut corpus);
+    emitted_corpus(&mut corpus);
 
     // Our own verdicts first: the corpus must mean what it says.
     let mut ours = Vec::with_capacity(corpus.0.len());

@@ -197,6 +197,29 @@ impl Parse for MetaItem {
     }
 }
 
+/// One `key = value` of `record!(..)`.
+pub struct RecordItem {
+    pub key: Ident,
+    pub value: Expr,
+}
+
+impl Parse for RecordItem {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let key = Ident::parse_any(input)?;
+        if !input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                key.span(),
+                format!(
+                    "expected `{key} = <expression>` in `record!(..)`, e.g. `record!({key} = {key})`"
+                ),
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let value = input.parse()?;
+        Ok(RecordItem { key, value })
+    }
+}
+
 impl Parse for RawArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let key = Ident::parse_any(input)?;
@@ -351,7 +374,14 @@ fn assign(k: &str, key: &Ident, value: Expr, args: &mut Args, cx: &mut Ctx<'_>) 
         "resource" | "name" => {
             if let Some(lit) = string_lit(k, &value, cx) {
                 let n = lit.value().chars().count();
-                if n == 0 || n > 128 {
+                if lit.value().chars().any(is_bad_char) {
+                    cx.errors.push(syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "`{k}` must not hold control, bidirectional-formatting or line-separator characters: readers of the audit trail would be misled by them"
+                        ),
+                    ));
+                } else if n == 0 || n > 128 {
                     cx.errors.push(syn::Error::new(
                         lit.span(),
                         format!(
@@ -488,6 +518,19 @@ fn check_metadata(items: Punctuated<MetaItem, Token![,]>, args: &mut Args, cx: &
         cx.value("metadata(..)", &value);
         args.metadata.push(MetaArg { key_str, value });
     }
+}
+
+/// Characters no event holds (as the runtime decides): C0 and C1 controls,
+/// DEL, bidirectional formatting, line and paragraph separators.
+pub fn is_bad_char(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{61c}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}')
 }
 
 /// Why `key` cannot be a metadata key, if it cannot.

@@ -5,9 +5,10 @@
 //! because the code it generates calls the runtime's hidden `__private` API.
 //!
 //! Parse → check → expand: `args` parses the attribute, `phi` finds the
-//! `#[phi]` parameters and every place their values could reach the event,
-//! `expand` writes the new function. Errors accumulate, so one compile shows
-//! every mistake.
+//! `#[phi]` and `Phi<T>` parameters and every place their values could reach
+//! the event (and rewrites the body's `record!` calls), `expand` writes the
+//! new function. `derive` is `#[derive(AuditError)]`. Errors accumulate, so
+//! one compile shows every mistake.
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 
 mod args;
+mod derive;
 mod expand;
 mod phi;
 
@@ -27,6 +29,16 @@ mod phi;
 #[proc_macro_attribute]
 pub fn audited(attr: TokenStream, item: TokenStream) -> TokenStream {
     audited2(attr.into(), item.into()).into()
+}
+
+/// Implements `AuditError` from `#[audit(..)]` attributes holding string
+/// literals only.
+///
+/// The full documentation, with examples, is on the re-export
+/// `phi_audit::AuditError`.
+#[proc_macro_derive(AuditError, attributes(audit))]
+pub fn derive_audit_error(item: TokenStream) -> TokenStream {
+    derive::derive(item.into()).into()
 }
 
 /// Accumulated errors.
@@ -59,19 +71,27 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let mut taint = phi::take_tags(&mut f.sig, &mut errors);
     let has_phi = !taint.is_empty();
     let args = args::parse(attr, &mut taint, &mut errors);
-    expand::check_signature(&f, &mut errors);
-    if has_phi {
-        if let Some(body) = &f.body {
-            taint.check_body(body, f.block.as_ref(), &mut errors);
-        }
+    expand::check_signature(&f, &args, &mut errors);
+    // `record!` in the body becomes the runtime call here, and only here:
+    // the public macro is a compile error everywhere else.
+    let pv = expand::private_path(&args);
+    let original_body = f.body.clone();
+    if let Some(body) = f.body.take() {
+        let records = phi::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
+        // Also without PHI parameters: a `Phi` from anywhere else, opened
+        // with `.expose()`, is tainted too.
+        taint.check_body(f.block.as_ref(), &records.values, &mut errors);
+        f.body = Some(records.body);
     }
 
     match errors.0 {
         Some(e) => {
-            // The errors, and the function unchanged (without its tags), so
-            // that its callers do not get a second wave of errors.
+            // The errors, and the function unchanged (without its tags, its
+            // `record!`s emptied), so that its callers do not get a second
+            // wave of errors.
             let mut out = e.to_compile_error();
             phi::strip_tags(&mut f.sig);
+            f.body = original_body.map(|b| phi::erase_records(b, args.krate.as_ref(), &pv));
             // Arguments only the attribute used would now warn as unused:
             // a second wave of noise under the real errors.
             f.attrs.push(syn::parse_quote!(#[allow(unused_variables)]));
@@ -143,6 +163,92 @@ mod tests {
             !out.contains(":: phi_audit ::"),
             "only the renamed path: {out}"
         );
+    }
+
+    #[test]
+    fn futures_are_followed_to_completion_by_shape() {
+        let count = |s: &str, pat: &str| s.matches(pat).count();
+        // What #[async_trait] writes: the async block runs inside the
+        // audited future, boxed once; the call begins at the first poll.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart", id = id),
+            quote!(
+                fn load<'a>(
+                    &'a self,
+                    id: u64,
+                ) -> ::core::pin::Pin<
+                    Box<
+                        dyn ::core::future::Future<Output = Result<u8, E>>
+                            + ::core::marker::Send
+                            + 'a,
+                    >,
+                > {
+                    Box::pin(async move {
+                        let id = id;
+                        Ok(1)
+                    })
+                }
+            ),
+        );
+        assert!(out.contains("Call :: defer (& __PHI_AUDIT_SITE)"), "{out}");
+        assert!(out.contains(". resume ()"), "{out}");
+        assert_eq!(count(&out, "Box :: pin"), 1, "{out}");
+        assert!(!out.contains(". run (move ||"), "{out}");
+        assert!(
+            out.contains("__phi_audit_ret : Result < u8 , E > ="),
+            "the output is typed: {out}"
+        );
+        assert!(
+            out.contains("# [allow (unused_variables)] let id = id ;"),
+            "the rebinding of an argument the attribute uses: {out}"
+        );
+        assert!(!out.contains("ViaFuture"), "{out}");
+
+        // Anything else returning a boxed future: made under the call, then
+        // wrapped.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load(x: u8) -> BoxFuture<'static, u8> {
+                    let y = x + 1;
+                    Box::pin(async move { y })
+                }
+            ),
+        );
+        assert!(out.contains(". run (move ||"), "{out}");
+        assert!(
+            out.contains(":: std :: boxed :: Box :: pin (async move"),
+            "{out}"
+        );
+        assert!(out.contains("__phi_audit_ret : u8 ="), "{out}");
+
+        // `impl Future`: not boxed.
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load(x: u8) -> impl Future<Output = u8> + Send {
+                    async move { x }
+                }
+            ),
+        );
+        assert!(out.contains("Call :: defer"), "{out}");
+        assert!(!out.contains("Box :: pin"), "{out}");
+
+        // A plain value: a named future type there is refused (ViaFuture).
+        let out = expand(
+            quote!(action = "READ", resource = "Chart"),
+            quote!(
+                fn load() -> u8 {
+                    1
+                }
+            ),
+        );
+        assert!(out.contains("ViaFuture as _"), "{out}");
+        assert!(
+            out.contains("(&& && & :: phi_audit :: __private :: Probe"),
+            "{out}"
+        );
+        assert!(out.contains("Call :: start (&"), "{out}");
     }
 
     #[test]

@@ -1,12 +1,19 @@
-//! `#[phi]` parameters and every place their values could reach the event.
+//! `#[phi]` and `Phi<T>` parameters and every place their values could reach
+//! the event.
 //!
-//! The check is syntactic and conservative: a tagged parameter, or any
-//! binding whose value may come from one, must not be mentioned in an
-//! attribute expression (outside `pseudonym(..)`) or in a `record!` in the
-//! body. Taint follows `let` (with destructuring and shadowing), `match`,
-//! `if let`, `for`, assignments, mutating method calls and closures. The type
-//! wall (`Phi<T>` implements neither `MetadataValue` nor `AuditId`) stands
-//! behind it.
+//! The check is syntactic and conservative: a tagged parameter (`#[phi]`, or
+//! a type that mentions `Phi<..>`: `Phi<T>`, `&Phi<T>`, `Option<Phi<T>>`,
+//! `Box<Phi<T>>`, ...), or any binding whose value may come from one, must
+//! not be mentioned in an attribute expression (outside `pseudonym(..)`) or
+//! in a `record!` in the body. Taint follows `let` (with destructuring and
+//! shadowing), `match`, `if let`, `for`, assignments, mutating method calls
+//! and closures. The type wall (`Phi<T>` implements neither `MetadataValue`
+//! nor `AuditId`) stands behind it.
+//!
+//! `record!` is only ever expanded here: every `record!(..)` (or
+//! `phi_audit::record!(..)`) in the body's own code is rewritten to the
+//! runtime call, where the check has seen its values; the public macro,
+//! anywhere else, is a compile error.
 
 use std::collections::BTreeMap;
 
@@ -20,10 +27,12 @@ use crate::Errors;
 /// Where a tainted name comes from.
 #[derive(Clone)]
 struct Origin {
-    /// The `#[phi]` parameter.
+    /// The `#[phi]` or `Phi<T>` parameter.
     param: String,
-    /// Its `#[phi]` tag.
+    /// Its `#[phi]` tag, or its type.
     tag: TokenStream,
+    /// Tainted by its type (`Phi<..>`), not by a tag.
+    by_type: bool,
 }
 
 /// The tainted names of one function.
@@ -34,24 +43,51 @@ pub struct Taint {
     noted: Vec<String>,
 }
 
+/// The taint of `.expose()` / `.expose_mut()` (and `Phi::expose(..)`): the
+/// accessors that take a value out of a `Phi<T>`, wherever the `Phi` came
+/// from (a struct field, a return value). Not an identifier, so it never
+/// collides with a binding's name.
+const EXPOSE: &str = "<expose>";
+
 fn is_phi_attr(attr: &Attribute) -> bool {
     attr.path().is_ident("phi")
 }
 
+/// Whether `ty` mentions `Phi<..>` anywhere (`&Phi<T>`, `Option<Phi<T>>`,
+/// `Box<Phi<T>>`, `Vec<Phi<T>>`, `(u32, Phi<T>)`, ...).
+pub fn mentions_phi_type(ty: &syn::Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_path_segment(&mut self, seg: &'ast syn::PathSegment) {
+            if seg.ident == "Phi" {
+                self.0 = true;
+            }
+            syn::visit::visit_path_segment(self, seg);
+        }
+    }
+    let mut f = Finder(false);
+    f.visit_type(ty);
+    f.0
+}
+
 /// Removes `#[phi]` from the parameters of `sig` and returns the taint of
-/// every binding they introduce. Misused tags are reported.
+/// every binding they introduce, and of every binding of a parameter whose
+/// type mentions `Phi<..>`. Misused tags are reported.
 pub fn take_tags(sig: &mut Signature, errors: &mut Errors) -> Taint {
     let mut taint = Taint::default();
     for input in sig.inputs.iter_mut() {
-        let (attrs, bindings) = match input {
+        let (attrs, bindings, phi_type) = match input {
             FnArg::Receiver(r) => {
                 let b = vec![Ident::new("self", Span::call_site())];
-                (&mut r.attrs, b)
+                let phi_type = r.colon_token.is_some() && mentions_phi_type(&r.ty);
+                let ty = phi_type.then(|| r.ty.to_token_stream());
+                (&mut r.attrs, b, ty)
             }
             FnArg::Typed(t) => {
                 let mut b = Vec::new();
                 bindings(&t.pat, &mut b);
-                (&mut t.attrs, b)
+                let ty = mentions_phi_type(&t.ty).then(|| t.ty.to_token_stream());
+                (&mut t.attrs, b, ty)
             }
         };
         let mut tag = None;
@@ -69,7 +105,12 @@ pub fn take_tags(sig: &mut Signature, errors: &mut Errors) -> Taint {
                 true
             }
         });
-        if let Some(tag) = tag {
+        let origin = match (tag, phi_type) {
+            (Some(tag), _) => Some((tag, false)),
+            (None, Some(ty)) => Some((ty, true)),
+            (None, None) => None,
+        };
+        if let Some((tag, by_type)) = origin {
             for b in bindings {
                 let name = b.to_string();
                 taint.names.insert(
@@ -77,11 +118,20 @@ pub fn take_tags(sig: &mut Signature, errors: &mut Errors) -> Taint {
                     Origin {
                         param: name,
                         tag: tag.clone(),
+                        by_type,
                     },
                 );
             }
         }
     }
+    taint.names.insert(
+        EXPOSE.to_string(),
+        Origin {
+            param: EXPOSE.to_string(),
+            tag: TokenStream::new(),
+            by_type: true,
+        },
+    );
     taint
 }
 
@@ -140,8 +190,9 @@ pub struct Mention {
 }
 
 impl Taint {
+    /// True when the function has no `#[phi]` or `Phi<T>` parameter.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.names.keys().all(|k| k == EXPOSE)
     }
 
     /// Every mention of a tainted name in `tokens`. An identifier after `.`
@@ -161,14 +212,27 @@ impl Taint {
                 TokenTree::Ident(id) => {
                     let s = id.to_string();
                     let s = s.strip_prefix("r#").unwrap_or(&s);
-                    if !self.names.contains_key(s) {
-                        continue;
-                    }
                     let after_dot = i >= 1 && is_punct(&tts[i - 1], '.')
                         // `..name` is a range, not a field access.
                         && !(i >= 2 && is_punct(&tts[i - 2], '.'));
                     let after_path =
                         i >= 2 && is_punct(&tts[i - 1], ':') && is_punct(&tts[i - 2], ':');
+                    // `x.expose()`, `Phi::expose(&x)`: a value out of a `Phi`.
+                    let call_follows = matches!(tts.get(i + 1), Some(TokenTree::Group(g)) if g.delimiter() == Delimiter::Parenthesis);
+                    if (s == "expose" || s == "expose_mut")
+                        && (after_dot || after_path)
+                        && call_follows
+                        && self.names.contains_key(EXPOSE)
+                    {
+                        out.push(Mention {
+                            span: id.span(),
+                            name: EXPOSE.to_string(),
+                        });
+                        continue;
+                    }
+                    if !self.names.contains_key(s) {
+                        continue;
+                    }
                     let field_name =
                         is_punct_at(&tts, i + 1, ':') && !is_punct_at(&tts, i + 2, ':');
                     let macro_name = is_punct_at(&tts, i + 1, '!');
@@ -213,7 +277,12 @@ impl Taint {
 
     /// Reports each mention in `tokens` as a leak into `place`.
     pub fn check(&mut self, tokens: TokenStream, place: &Place, errors: &mut Errors) {
-        for m in self.mentions(tokens) {
+        let mut mentions = self.mentions(tokens);
+        // `name.expose()` of a tainted `name`: one error, about `name`.
+        if mentions.iter().any(|m| m.name != EXPOSE) {
+            mentions.retain(|m| m.name != EXPOSE);
+        }
+        for m in mentions {
             self.report(&m, place, errors);
         }
     }
@@ -222,15 +291,36 @@ impl Taint {
         let Some(origin) = self.names.get(&m.name).cloned() else {
             return;
         };
-        let what = if origin.param == m.name {
-            format!("`{}` is tagged #[phi]", m.name)
+        let exposed = origin.param == EXPOSE;
+        let tagged = if origin.by_type {
+            "holds PHI (its type is `Phi<..>`)"
+        } else {
+            "is tagged #[phi]"
+        };
+        let what = if exposed && m.name == EXPOSE {
+            "a value taken out of a `Phi<..>` (`.expose()`) is PHI".to_string()
+        } else if exposed {
+            format!(
+                "`{}` is derived from a value taken out of a `Phi<..>` (`.expose()`),",
+                m.name
+            )
+        } else if origin.param == m.name {
+            format!("`{}` {tagged}", m.name)
         } else {
             format!(
-                "`{}` is derived from `{}`, which is tagged #[phi],",
+                "`{}` is derived from `{}`, which {tagged},",
                 m.name, origin.param
             )
         };
+        let source = if exposed {
+            "the `Phi` value".to_string()
+        } else {
+            origin.param.clone()
+        };
         let help = match place {
+            Place::Attribute { arg, .. } if exposed => format!(
+                "help: record `pseudonym(..)` of the `Phi` value instead (a keyed token), or remove it from `{arg}`"
+            ),
             Place::Attribute { arg, expr } => format!(
                 "help: record `pseudonym({})` instead (a keyed token), or remove it from `{arg}`",
                 expr.as_deref().unwrap_or(&m.name)
@@ -240,26 +330,34 @@ impl Taint {
                 crate::args::example(arg)
             ),
             Place::Actor => "help: name the actor with a value that is not PHI (a user id), or leave `actor` out to take it from the request context".to_string(),
+            Place::Record if exposed => "help: record a value that does not come from a `Phi`; an identifier can go in the #[audited] attribute as `pseudonym(..)` of the `Phi` value".to_string(),
             Place::Record => format!(
-                "help: record a value that does not come from `{}`; an identifier can go in the #[audited] attribute as `pseudonym({})`",
-                origin.param, origin.param
+                "help: record a value that does not come from `{source}`; an identifier can go in the #[audited] attribute as `pseudonym({source})`"
             ),
         };
         errors.push(syn::Error::new(
             m.span,
             format!("{what} and cannot be recorded in the audit event\n{help}"),
         ));
-        if !self.noted.contains(&origin.param) {
+        if !exposed && !self.noted.contains(&origin.param) {
             self.noted.push(origin.param.clone());
-            errors.push(syn::Error::new_spanned(
-                &origin.tag,
-                format!("`{}` is tagged #[phi] here", origin.param),
-            ));
+            let note = if origin.by_type {
+                format!("`{}` has a `Phi<..>` type here", origin.param)
+            } else {
+                format!("`{}` is tagged #[phi] here", origin.param)
+            };
+            errors.push(syn::Error::new_spanned(&origin.tag, note));
         }
     }
 
-    /// Follows taint through the body, then checks every `record!` in it.
-    pub fn check_body(&mut self, body: &TokenStream, parsed: Option<&Block>, errors: &mut Errors) {
+    /// Follows taint through the body, then checks the values of every
+    /// `record!` in it (`records`, from [`rewrite_records`]).
+    pub fn check_body(
+        &mut self,
+        parsed: Option<&Block>,
+        records: &[TokenStream],
+        errors: &mut Errors,
+    ) {
         if let Some(block) = parsed {
             let mut flows = Flows::default();
             flows.visit_block(block);
@@ -283,10 +381,8 @@ impl Taint {
                 }
             }
         }
-        let mut records = Vec::new();
-        find_records(body.clone(), &mut records);
-        for args in records {
-            self.check(args, &Place::Record, errors);
+        for values in records {
+            self.check(values.clone(), &Place::Record, errors);
         }
     }
 }
@@ -350,48 +446,222 @@ fn format_args_in(lit: &str) -> Vec<String> {
     out
 }
 
-/// The argument tokens of every `record!(..)` (any path ending in
-/// `record`) in `tokens`, also inside other macros.
-fn find_records(tokens: TokenStream, out: &mut Vec<TokenStream>) {
-    let tts: Vec<TokenTree> = tokens.into_iter().collect();
-    for (i, tt) in tts.iter().enumerate() {
-        if let TokenTree::Group(g) = tt {
-            let is_record = i >= 2
-                && is_punct(&tts[i - 1], '!')
-                && matches!(&tts[i - 2], TokenTree::Ident(id) if id == "record")
-                && !(i >= 3 && is_punct(&tts[i - 3], '.'));
-            if is_record {
-                // Only the values: `key = value, ..`. Keys are names, not
-                // mentions.
-                out.push(record_values(g.stream()));
-            } else {
-                find_records(g.stream(), out);
-            }
-        }
+/// The body with every `record!(..)` of its own code rewritten to the
+/// runtime call, and the value tokens of each (for the taint check).
+///
+/// A `record!` is recognized by its path: `record`, `phi_audit::record`
+/// (with or without a leading `::`), or `<crate>::record` for `crate =
+/// <crate>`; inside other macros' arguments too. One inside a nested item
+/// (`fn`, `impl`, `mod`, `trait`, `macro_rules!`) is left alone: it is not
+/// the audited body, and the public macro refuses it there.
+pub struct Records {
+    pub body: TokenStream,
+    pub values: Vec<TokenStream>,
+}
+
+pub fn rewrite_records(
+    body: TokenStream,
+    krate: Option<&syn::Path>,
+    pv: &TokenStream,
+    errors: &mut Errors,
+) -> Records {
+    rewrite(body, krate, pv, errors, false)
+}
+
+/// The body with every recognized `record!` emptied: what is emitted next
+/// to errors, so that a rejected value is not reported a second time by the
+/// type check.
+pub fn erase_records(
+    body: TokenStream,
+    krate: Option<&syn::Path>,
+    pv: &TokenStream,
+) -> TokenStream {
+    rewrite(body, krate, pv, &mut Errors::default(), true).body
+}
+
+fn rewrite(
+    body: TokenStream,
+    krate: Option<&syn::Path>,
+    pv: &TokenStream,
+    errors: &mut Errors,
+    erase: bool,
+) -> Records {
+    let krate_name = krate.map(|p| {
+        p.segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect::<Vec<_>>()
+            .join("::")
+    });
+    let mut cx = RecordCx {
+        krate_name,
+        pv,
+        values: Vec::new(),
+        errors,
+        erase,
+    };
+    let body = cx.rewrite(body);
+    Records {
+        body,
+        values: cx.values,
     }
 }
 
-/// Drops the `key =` of each `key = value` item.
-fn record_values(tokens: TokenStream) -> TokenStream {
-    let mut out = TokenStream::new();
-    let tts: Vec<TokenTree> = tokens.into_iter().collect();
-    let mut at_item_start = true;
-    let mut i = 0;
-    while i < tts.len() {
-        if at_item_start
-            && matches!(tts[i], TokenTree::Ident(_))
-            && is_punct_at(&tts, i + 1, '=')
-            && !is_punct_at(&tts, i + 2, '=')
-        {
-            i += 2;
-            at_item_start = false;
-            continue;
+struct RecordCx<'a> {
+    krate_name: Option<String>,
+    pv: &'a TokenStream,
+    values: Vec<TokenStream>,
+    errors: &'a mut Errors,
+    erase: bool,
+}
+
+impl RecordCx<'_> {
+    fn rewrite(&mut self, tokens: TokenStream) -> TokenStream {
+        let tts: Vec<TokenTree> = tokens.into_iter().collect();
+        let mut out: Vec<TokenTree> = Vec::with_capacity(tts.len());
+        // Set after an item keyword: the next group is that item's body.
+        let mut item_ahead = false;
+        let mut i = 0;
+        while i < tts.len() {
+            match &tts[i] {
+                TokenTree::Ident(id) => {
+                    let s = id.to_string();
+                    let next_is_ident = matches!(tts.get(i + 1), Some(TokenTree::Ident(_)));
+                    if ((s == "fn" || s == "mod" || s == "trait") && next_is_ident)
+                        || s == "impl"
+                        || (s == "macro_rules" && is_punct_at(&tts, i + 1, '!'))
+                    {
+                        item_ahead = true;
+                    }
+                    let record_call = match tts.get(i + 2) {
+                        Some(TokenTree::Group(g))
+                            if s == "record"
+                                && is_punct_at(&tts, i + 1, '!')
+                                && !(i >= 1 && is_punct(&tts[i - 1], '.'))
+                                && self.is_ours(&tts, i) =>
+                        {
+                            Some(g.clone())
+                        }
+                        _ => None,
+                    };
+                    if let Some(g) = record_call {
+                        // The path stays (an imported `record` is used), the
+                        // arguments become the checked calls, which only
+                        // this form of the macro expands.
+                        out.push(tts[i].clone());
+                        out.push(tts[i + 1].clone());
+                        let mut n = proc_macro2::Group::new(
+                            g.delimiter(),
+                            self.expand(g.stream(), g.span()),
+                        );
+                        n.set_span(g.span());
+                        out.push(TokenTree::Group(n));
+                        i += 3;
+                        continue;
+                    }
+                    out.push(tts[i].clone());
+                }
+                TokenTree::Group(g) => {
+                    if item_ahead
+                        && (g.delimiter() == Delimiter::Brace
+                            || (i >= 2 && is_punct(&tts[i - 2], '!')))
+                    {
+                        // A nested item's body: not the audited body.
+                        item_ahead = false;
+                        out.push(tts[i].clone());
+                    } else {
+                        let mut n =
+                            proc_macro2::Group::new(g.delimiter(), self.rewrite(g.stream()));
+                        n.set_span(g.span());
+                        out.push(TokenTree::Group(n));
+                    }
+                }
+                TokenTree::Punct(p) => {
+                    if p.as_char() == ';' {
+                        item_ahead = false;
+                    }
+                    out.push(tts[i].clone());
+                }
+                TokenTree::Literal(_) => out.push(tts[i].clone()),
+            }
+            i += 1;
         }
-        at_item_start = is_punct(&tts[i], ',');
-        out.extend(std::iter::once(tts[i].clone()));
-        i += 1;
+        out.into_iter().collect()
     }
-    out
+
+    /// Whether the path ending in the `record` at `at` names this crate's
+    /// `record!`.
+    fn is_ours(&self, tts: &[TokenTree], at: usize) -> bool {
+        let mut start = at;
+        let mut segments = vec!["record".to_string()];
+        while start >= 2 && is_punct(&tts[start - 1], ':') && is_punct(&tts[start - 2], ':') {
+            if start >= 3 {
+                if let TokenTree::Ident(id) = &tts[start - 3] {
+                    segments.insert(0, id.to_string());
+                    start -= 3;
+                    continue;
+                }
+            }
+            // A leading `::`.
+            break;
+        }
+        let path = segments[..segments.len() - 1].join("::");
+        path.is_empty() || path == "phi_audit" || self.krate_name.as_deref() == Some(path.as_str())
+    }
+
+    /// The arguments of a checked `record!`: `@__phi_audit_checked` and the
+    /// runtime calls of `key = value, ..`.
+    fn expand(&mut self, args: TokenStream, span: Span) -> TokenStream {
+        let calls = self.calls(args, span);
+        let calls = if self.erase {
+            TokenStream::new()
+        } else {
+            calls
+        };
+        quote::quote!(@__phi_audit_checked #calls)
+    }
+
+    /// `key = value, ..` as runtime calls.
+    fn calls(&mut self, args: TokenStream, span: Span) -> TokenStream {
+        use syn::parse::Parser;
+        let parser = syn::punctuated::Punctuated::<crate::args::RecordItem, syn::Token![,]>::parse_terminated;
+        let items = match parser.parse2(args) {
+            Ok(items) if !items.is_empty() => items,
+            Ok(_) => {
+                self.errors.push(syn::Error::new(
+                    span,
+                    "`record!` needs at least one `key = value`, e.g. `record!(rows = rows.len())`",
+                ));
+                return TokenStream::new();
+            }
+            Err(e) => {
+                self.errors.push(e);
+                return TokenStream::new();
+            }
+        };
+        let mut calls = TokenStream::new();
+        let mut values = TokenStream::new();
+        for item in items {
+            let key = syn::ext::IdentExt::unraw(&item.key).to_string();
+            if let Some(problem) = crate::args::key_problem(&key) {
+                self.errors.push(syn::Error::new(
+                    item.key.span(),
+                    format!("invalid metadata key `{key}`: {problem}"),
+                ));
+            }
+            let value = &item.value;
+            if !values.is_empty() {
+                values.extend(quote::quote!(,));
+            }
+            value.to_tokens(&mut values);
+            let pv = crate::expand::respan(self.pv, syn::spanned::Spanned::span(value));
+            calls.extend(quote::quote_spanned! {syn::spanned::Spanned::span(value)=>
+                #pv::record(#key, #pv::meta(&(#value)));
+            });
+        }
+        self.values.push(values);
+        calls
+    }
 }
 
 /// Value flows in a body: `sources` may reach every name in `targets`.
@@ -599,6 +869,7 @@ mod tests {
                 Origin {
                     param: n.to_string(),
                     tag: TokenStream::new(),
+                    by_type: false,
                 },
             );
         }
@@ -607,6 +878,33 @@ mod tests {
 
     fn mentioned(t: &Taint, ts: TokenStream) -> Vec<String> {
         t.mentions(ts).into_iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn values_taken_out_of_phi_are_mentions() {
+        let mut t = taint_of(&[]);
+        t.names.insert(
+            EXPOSE.to_string(),
+            Origin {
+                param: EXPOSE.to_string(),
+                tag: TokenStream::new(),
+                by_type: true,
+            },
+        );
+        assert!(t.is_empty(), "no PHI parameter");
+        assert_eq!(mentioned(&t, quote!(p.name.expose().len())), [EXPOSE]);
+        assert_eq!(mentioned(&t, quote!(Phi::expose(&p.name))), [EXPOSE]);
+        assert_eq!(mentioned(&t, quote!(n.expose_mut())), [EXPOSE]);
+        assert!(mentioned(&t, quote!(p.expose)).is_empty(), "a field");
+        assert!(mentioned(&t, quote!(expose(x))).is_empty(), "a free fn");
+        let block: Block = syn::parse2(quote!({
+            let n = p.name.expose().len();
+            let m = n + 1;
+        }))
+        .unwrap();
+        let mut errors = Errors::default();
+        t.check_body(Some(&block), &[quote!(m)], &mut errors);
+        assert!(errors.0.is_some(), "derived from `.expose()`");
     }
 
     #[test]
@@ -632,7 +930,7 @@ mod tests {
         let block: Block = syn::parse2(body).unwrap();
         let mut t = taint_of(&["name"]);
         let mut errors = Errors::default();
-        t.check_body(&block.to_token_stream(), Some(&block), &mut errors);
+        t.check_body(Some(&block), &[], &mut errors);
         t.names.keys().filter(|k| *k != "name").cloned().collect()
     }
 
@@ -727,17 +1025,83 @@ mod tests {
         );
     }
 
+    fn rewritten(body: TokenStream) -> (String, Vec<String>, bool) {
+        let mut errors = Errors::default();
+        let r = rewrite_records(body, None, &quote!(::phi_audit::__private), &mut errors);
+        (
+            r.body.to_string(),
+            r.values.iter().map(|v| v.to_string()).collect(),
+            errors.0.is_some(),
+        )
+    }
+
     #[test]
-    fn record_keys_are_not_mentions() {
+    fn record_calls_are_rewritten_and_their_values_kept() {
         let t = taint_of(&["name"]);
-        let mut r = Vec::new();
-        find_records(
+        let mut errors = Errors::default();
+        let r = rewrite_records(
             quote!({
                 phi_audit::record!(name = 1, n = name.len());
             }),
-            &mut r,
+            None,
+            &quote!(::phi_audit::__private),
+            &mut errors,
         );
-        assert_eq!(r.len(), 1);
-        assert_eq!(mentioned(&t, r[0].clone()), ["name"]);
+        assert!(errors.0.is_none());
+        assert_eq!(r.values.len(), 1);
+        assert_eq!(mentioned(&t, r.values[0].clone()), ["name"]);
+        let body = r.body.to_string();
+        assert!(body.contains("record ! (@ __phi_audit_checked"), "{body}");
+        assert!(body.contains("__private :: record (\"name\""), "{body}");
+
+        // Every spelling of the path, inside other macros too.
+        for call in [
+            quote!(record!(a = 1)),
+            quote!(::phi_audit::record!(a = 1)),
+            quote!(println!("{}", {
+                record![a = 1];
+                2
+            })),
+            quote!(let f = |x: u8| record!{a = x};),
+        ] {
+            let (body, values, err) = rewritten(call.clone());
+            assert!(body.contains("__phi_audit_checked"), "{call}: {body}");
+            assert_eq!(values.len(), 1, "{call}");
+            assert!(!err);
+        }
+        // Other paths, renamed imports and nested items are left alone (the
+        // public macro refuses them).
+        for call in [
+            quote!(other::record!(a = 1)),
+            quote!(remember!(a = 1)),
+            quote!(
+                fn helper(x: u8) {
+                    record!(a = x)
+                }
+            ),
+            quote!(impl S { fn f(&self) { record!(a = 1) } }),
+            quote!(
+                macro_rules! m {
+                    () => {
+                        record!(a = 1)
+                    };
+                }
+            ),
+            quote!(x.record!(a = 1)),
+        ] {
+            let (body, values, _) = rewritten(call.clone());
+            assert!(values.is_empty(), "{call}: {body}");
+            assert!(!body.contains("__phi_audit_checked"), "{call}: {body}");
+        }
+        // A closure's body after a nested fn is the audited body again.
+        let (_, values, _) = rewritten(quote!({
+            fn helper() {}
+            let f = || record!(a = 1);
+        }));
+        assert_eq!(values.len(), 1);
+        // Malformed: an error.
+        assert!(rewritten(quote!(record!(a))).2);
+        assert!(rewritten(quote!(record!())).2);
+        assert!(rewritten(quote!(record!(café = 1))).2);
     }
 }

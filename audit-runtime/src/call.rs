@@ -9,6 +9,7 @@ use std::fmt::{Display, Write as _};
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll};
 
 use crate::config::{Config, ErrorMessages};
@@ -40,10 +41,14 @@ pub struct CallSite {
 
 /// An error type's own account of itself in the audit trail.
 ///
-/// Implement it to mark denials (the event becomes DENIED) and to choose the
-/// `error_type` and a PHI-free message. Error types without it still work:
-/// their calls end as FAILURE with the type's name and the sanitized
-/// `Display`.
+/// Implement it (or derive it: `#[derive(AuditError)]` in `phi-audit`) to
+/// mark denials (the event becomes DENIED) and to choose the `error_type`
+/// and a PHI-free message. Error types without it still work: their calls
+/// end as FAILURE with the type's short name as `error_type` and message;
+/// their `Display` is only read when the config opts in
+/// ([`ErrorMessages::Sanitized`]), and never in a function with a PHI
+/// parameter. `std::io::Error` implements it: its `ErrorKind` and the kind's
+/// description.
 ///
 /// ```
 /// use audit_runtime::{AuditError, Outcome};
@@ -94,10 +99,11 @@ impl DispatchRef {
 }
 
 thread_local! {
-    /// The metadata of the innermost audited call running on this thread
-    /// (null outside one): where `record!` adds. Installed by [`Call::run`]
-    /// for exactly as long as it borrows the call.
-    static FRAME: Cell<*mut Metadata> = const { Cell::new(std::ptr::null_mut()) };
+    /// The frame of the innermost audited call running on this thread
+    /// (null outside one): where `record!` adds, and what a panic under
+    /// `panic = "abort"` finishes. Installed by [`Call::run`] and
+    /// [`Instrumented`]'s `poll` for exactly as long as they borrow the call.
+    static FRAME: Cell<*const Frame> = const { Cell::new(std::ptr::null()) };
 }
 
 /// One audited call in progress. Dropping it unfinished records a panic (or,
@@ -113,6 +119,12 @@ pub struct Call {
     metadata: Metadata,
     is_async: bool,
     finished: bool,
+    /// Made by [`Call::defer`] and not yet resumed: dropping it records
+    /// nothing (as an `async fn` never polled), unless a panic drops it.
+    deferred: bool,
+    /// `pseudonym(..)` values left out because no dispatcher was installed
+    /// when a deferred call evaluated them: counted when it resumes under one.
+    missed_pseudonyms: AtomicU8,
 }
 
 impl Call {
@@ -127,6 +139,39 @@ impl Call {
     #[inline]
     pub fn start_async(site: &'static CallSite) -> Call {
         Call::begin(site, true)
+    }
+
+    /// Starts a call whose function returns a future: the attribute's
+    /// values are evaluated now, but the call begins (dispatcher, context,
+    /// timestamp) when [`Call::resume`] runs at the returned future's first
+    /// poll, as an `async fn`'s body would. Dropped before that: no event,
+    /// unless a panic drops it (FAILURE `Panic`).
+    #[inline]
+    pub fn defer(site: &'static CallSite) -> Call {
+        let mut call = Call::begin(site, true);
+        call.deferred = true;
+        call
+    }
+
+    /// Begins a deferred call (see [`Call::defer`]) where its future is
+    /// first polled: the dispatcher, the context and the start time are
+    /// taken here.
+    pub fn resume(&mut self) {
+        if !self.deferred {
+            return;
+        }
+        self.deferred = false;
+        let missed = self.missed_pseudonyms.swap(0, Ordering::Relaxed);
+        self.dispatch = DispatchRef::current();
+        let Some(d) = self.dispatch.get() else {
+            self.context = None;
+            return;
+        };
+        self.started = d.config().now();
+        for _ in 0..missed {
+            d.count_unkeyed_pseudonym();
+        }
+        self.context = AuditContext::current_for_call();
     }
 
     fn begin(site: &'static CallSite, is_async: bool) -> Call {
@@ -150,26 +195,62 @@ impl Call {
             metadata: Metadata::new(),
             is_async,
             finished: false,
+            deferred: false,
+            missed_pseudonyms: AtomicU8::new(0),
         }
     }
 
-    /// Sets `resource.id`.
+    /// Sets `resource.id` (fitted to the schema: see [`Call::fit_id`]).
     #[inline]
     pub fn set_resource_id(&mut self, id: Option<Text>) {
-        self.resource_id = id;
+        self.resource_id = self.fit_id(id);
     }
 
-    /// Sets `resource.patient_id`.
+    /// Sets `resource.patient_id` (fitted to the schema).
     #[inline]
     pub fn set_patient_id(&mut self, id: Option<Text>) {
-        self.patient_id = id;
+        self.patient_id = self.fit_id(id);
     }
 
-    /// Sets the actor (overrides the context's).
+    /// An identifier as the schema takes it: 1 to 256 characters, none of
+    /// them a control or bidirectional-formatting character. Empty ones are
+    /// left out, long ones cut, bad characters replaced, each counted. A
+    /// short printable ASCII id is settled by a few word operations.
+    #[inline(always)]
+    fn fit_id(&self, id: Option<Text>) -> Option<Text> {
+        match id {
+            Some(t) if !crate::clamp::fits(&t, 1, crate::clamp::ID) => self.refit_id(t),
+            other => other,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refit_id(&self, id: Text) -> Option<Text> {
+        let mut fixes = crate::clamp::Fixes::default();
+        let id = crate::clamp::id(Some(id), &mut fixes);
+        self.count(fixes);
+        id
+    }
+
+    fn count(&self, fixes: crate::clamp::Fixes) {
+        if let Some(d) = self.dispatch.get() {
+            d.count_fixes(fixes);
+        }
+    }
+
+    /// Sets the actor (overrides the context's), fitted to the schema; an
+    /// actor with an empty id gives way to the context's (counted).
     #[inline]
     pub fn set_actor(&mut self, actor: Option<Actor>) {
-        if actor.is_some() {
-            self.actor = actor;
+        if let Some(a) = actor {
+            let mut fixes = crate::clamp::Fixes::default();
+            if let Some(a) = crate::clamp::actor(a, &mut fixes) {
+                self.actor = Some(a);
+            }
+            if !fixes.is_none() {
+                self.count(fixes);
+            }
         }
     }
 
@@ -182,7 +263,16 @@ impl Call {
     /// The keyed pseudonym of `value`, or `None` (the field is left out and
     /// counted) when the config has no pseudonym key.
     pub fn pseudonym<T: PseudonymSource + ?Sized>(&self, value: &T) -> Option<Text> {
-        let d = self.dispatch.get()?;
+        let Some(d) = self.dispatch.get() else {
+            if self.deferred {
+                let _ = self.missed_pseudonyms.fetch_update(
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                    |n| n.checked_add(1),
+                );
+            }
+            return None;
+        };
         match d.config().pseudonym_key() {
             Some(k) => Some(k.pseudonym(value)),
             None => {
@@ -208,8 +298,7 @@ impl Call {
     /// so a body that returns a borrow of a `&mut` argument still compiles.
     #[inline(always)]
     pub fn run<R>(&mut self, body: impl FnOnce() -> R) -> R {
-        let _frame = Frame::install(&mut self.metadata);
-        body()
+        in_frame(self, body)
     }
 
     /// Runs an async body with `record!` adding to this call whenever it is
@@ -218,11 +307,16 @@ impl Call {
         Instrumented { call: self, body }
     }
 
-    /// Whether the error messages policy lets `Display` be read.
-    pub fn display_allowed(&self) -> bool {
-        self.dispatch
-            .get()
-            .is_some_and(|d| d.config().inner().error_messages == ErrorMessages::Sanitized)
+    /// Whether an error's `Display` may be read for this call's event: only
+    /// when the config opts in ([`ErrorMessages::Sanitized`]) and the
+    /// function has no `#[phi]` or `Phi<T>` parameter (`phi_params`, which
+    /// the macro knows).
+    pub fn display_allowed(&self, phi_params: bool) -> bool {
+        !phi_params
+            && self
+                .dispatch
+                .get()
+                .is_some_and(|d| d.config().inner().error_messages == ErrorMessages::Sanitized)
     }
 
     /// Ends the call with `outcome` and emits its event (once: a call
@@ -245,6 +339,11 @@ impl Call {
             DispatchRef::Global(g) => (*g, ConfigRef::Static(g.config())),
             DispatchRef::Local(l) => (l, ConfigRef::Shared(l.config().clone())),
         };
+        // The context's fields were fitted when it was made: count those
+        // corrections for each event they go into.
+        if let Some(fixes) = self.context.as_ref().and_then(AuditContext::fixes) {
+            d.count_fixes(fixes);
+        }
         let record = CallRecord {
             site: self.site,
             config,
@@ -454,7 +553,7 @@ impl CallRecord {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if self.finished {
+        if self.finished || (self.deferred && !std::thread::panicking()) {
             return;
         }
         // The panic payload is never recorded: it may hold PHI.
@@ -470,29 +569,67 @@ impl Drop for Call {
     }
 }
 
-/// [`FRAME`] set to a call's metadata until dropped, then back to what it
-/// was (the enclosing call's, or null). Private: it is only ever made and
-/// dropped inside [`Call::run`] and [`Instrumented`]'s `poll`, while they
-/// hold the call borrowed, so the pointer never outlives its target.
-struct Frame(*mut Metadata);
-
-impl Frame {
-    #[inline(always)]
-    fn install(metadata: &mut Metadata) -> Frame {
-        let this: *mut Metadata = metadata;
-        Frame(
-            FRAME
-                .try_with(|f| f.replace(this))
-                .unwrap_or(std::ptr::null_mut()),
-        )
-    }
+/// A running call on the stack of [`in_frame`], linked to the frame of the
+/// call it runs in, so the chain of running calls can be walked.
+struct Frame {
+    call: *mut Call,
+    outer: Cell<*const Frame>,
 }
 
-impl Drop for Frame {
+/// Puts [`FRAME`] back to what it was when dropped (on unwinding too).
+struct Restore(*const Frame);
+
+impl Drop for Restore {
     #[inline(always)]
     fn drop(&mut self) {
         let _ = FRAME.try_with(|f| f.set(self.0));
     }
+}
+
+/// Runs `f` with `call` installed as this thread's innermost running call.
+/// The frame lives on this function's stack until `f` returns or unwinds,
+/// and `call` stays borrowed all that time, so the pointers never outlive
+/// their targets. Only [`Call::run`] and [`Instrumented`]'s `poll` call it.
+#[inline(always)]
+fn in_frame<R>(call: &mut Call, f: impl FnOnce() -> R) -> R {
+    let frame = Frame {
+        call,
+        outer: Cell::new(std::ptr::null()),
+    };
+    let outer = FRAME
+        .try_with(|c| c.replace(&frame))
+        .unwrap_or(std::ptr::null());
+    frame.outer.set(outer);
+    let _restore = Restore(outer);
+    f()
+}
+
+/// Under `panic = "abort"` nothing unwinds, so no call guard's drop records
+/// the panic: the panic hook of [`crate::flush_on_panic`] calls this to
+/// finish every audited call running on the panicking thread (innermost
+/// first) with FAILURE `Panic`, and flushes their dispatchers. Returns how
+/// many calls it finished.
+pub(crate) fn finish_running_calls_on_abort() -> usize {
+    let mut n = 0;
+    let mut at = FRAME.try_with(Cell::get).unwrap_or(std::ptr::null());
+    // Nothing is finished twice, even if the hook ran twice.
+    let _ = FRAME.try_with(|f| f.set(std::ptr::null()));
+    while !at.is_null() {
+        // SAFETY: a non-null FRAME (and each `outer` link) points at a frame
+        // on this thread's stack, below which the panic began, and its call
+        // is held mutably borrowed there; with `panic = "abort"` that code
+        // never runs again, so this is the only access from here on.
+        let (call, outer) = unsafe { (&mut *(*at).call, (*at).outer.get()) };
+        at = outer;
+        if !call.finished {
+            call.finish(Outcome::failure("Panic", "the audited call panicked"));
+            n += 1;
+            if let DispatchRef::Local(d) = &call.dispatch {
+                let _ = d.flush();
+            }
+        }
+    }
+    n
 }
 
 /// The future returned by [`Call::instrument`].
@@ -508,8 +645,9 @@ impl<F: Future> Future for Instrumented<'_, F> {
         // SAFETY: `body` is structurally pinned (never moved out, no Drop
         // impl on this type); `call` is a plain reference.
         let this = unsafe { self.get_unchecked_mut() };
-        let _frame = Frame::install(&mut this.call.metadata);
-        unsafe { Pin::new_unchecked(&mut this.body) }.poll(cx)
+        let body = &mut this.body;
+        // SAFETY: see above.
+        in_frame(this.call, || unsafe { Pin::new_unchecked(body) }.poll(cx))
     }
 }
 
@@ -519,46 +657,88 @@ pub fn record(key: &'static str, value: MetaValue) {
     let _ = FRAME.try_with(|f| {
         let top = f.get();
         if !top.is_null() {
-            // SAFETY: a non-null FRAME points at the metadata of a call that
-            // `Call::run` or `Instrumented::poll` holds mutably borrowed on
-            // this thread right now (the `Frame` guard resets the pointer
-            // before the borrow ends, on unwinding too). Nothing else reaches
-            // that metadata meanwhile: the body cannot name the call, and
-            // this insertion runs no user code.
-            unsafe { (*top).insert_value(Text::from_static(key), value) };
+            // SAFETY: a non-null FRAME points at a frame on this thread's
+            // stack whose call `in_frame` holds mutably borrowed right now
+            // (`Restore` resets the pointer before either ends, on unwinding
+            // too). Nothing else reaches that call meanwhile: the body cannot
+            // name it, and this insertion runs no user code.
+            unsafe {
+                (*(*top).call)
+                    .metadata
+                    .insert_value(Text::from_static(key), value)
+            };
         }
     });
 }
 
 /// Holds a reference to a return value while its outcome is classified.
+///
+/// The macro calls `(&&&&&Probe(&ret)).__phi_audit_outcome(&call, phi)`
+/// (four `&` for async bodies and futures, whose value is never itself a
+/// future): method resolution takes the first of the `Via*` traits, from
+/// [`ViaFuture`] down to [`ViaValue`], whose impl applies to the value's
+/// type. `phi` is true when the function has a `#[phi]` or `Phi<T>`
+/// parameter.
 pub struct Probe<'a, T: ?Sized>(pub &'a T);
+
+/// A synchronous audited function returning a future the macro cannot
+/// follow to its completion: a compile error, never a silent SUCCESS.
+pub trait ViaFuture {
+    /// The future's type.
+    type Future;
+    /// Never compiles: [`UnfollowedFuture`] has no implementations.
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome
+    where
+        Self::Future: UnfollowedFuture;
+}
+
+/// Implemented by no type: what makes an audited function returning a named
+/// future type a compile error that says what to do.
+#[diagnostic::on_unimplemented(
+    message = "#[audited] cannot see when `{Self}` completes, so it cannot record how the call ended",
+    label = "this function returns a future of a type #[audited] cannot wrap",
+    note = "#[audited] records a future's outcome when it completes if the function is an `async fn` or returns `impl Future<Output = ..>` or `Pin<Box<dyn Future<Output = ..> + ..>>`",
+    note = "return one of those (e.g. `-> impl Future<Output = T>` around this value), or audit the code that awaits it"
+)]
+pub trait UnfollowedFuture {}
 
 /// Outcome of an `Err` whose type implements [`AuditError`].
 pub trait ViaAuditError {
     /// The outcome.
-    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome;
 }
 
-/// Outcome of an `Err` whose type implements `Display`.
+/// Outcome of an `Err` whose type implements `Display` (read only when the
+/// config opts in and the function has no PHI parameter).
 pub trait ViaDisplay {
     /// The outcome.
-    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome;
 }
 
 /// Outcome of any other `Err`.
 pub trait ViaAnyError {
     /// The outcome.
-    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome;
 }
 
 /// Outcome of a value that is not a `Result`: SUCCESS.
 pub trait ViaValue {
     /// The outcome.
-    fn __phi_audit_outcome(&self, call: &Call) -> Outcome;
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome;
+}
+
+impl<F: Future> ViaFuture for &&&&Probe<'_, F> {
+    type Future = F;
+    fn __phi_audit_outcome(&self, _call: &Call, _phi: bool) -> Outcome
+    where
+        F: UnfollowedFuture,
+    {
+        Outcome::SUCCESS
+    }
 }
 
 impl<T, E: AuditError> ViaAuditError for &&&Probe<'_, Result<T, E>> {
-    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+    fn __phi_audit_outcome(&self, _call: &Call, _phi: bool) -> Outcome {
         match self.0 {
             Ok(_) => Outcome::SUCCESS,
             Err(e) => e.audit_outcome(),
@@ -567,17 +747,17 @@ impl<T, E: AuditError> ViaAuditError for &&&Probe<'_, Result<T, E>> {
 }
 
 impl<T, E: Display> ViaDisplay for &&Probe<'_, Result<T, E>> {
-    fn __phi_audit_outcome(&self, call: &Call) -> Outcome {
+    fn __phi_audit_outcome(&self, call: &Call, phi: bool) -> Outcome {
         match self.0 {
             Ok(_) => Outcome::SUCCESS,
             Err(e) => {
-                let ty = short_type_name::<E>();
-                if call.display_allowed() {
+                let ty = Text::from_static(short_type_name::<E>());
+                if call.display_allowed(phi) {
                     let mut msg = StackText::new();
                     let _ = write!(msg, "{e}");
-                    Outcome::failure(Text::from_static(ty), msg.into_text())
+                    Outcome::failure(ty, msg.into_text())
                 } else {
-                    Outcome::failure(Text::from_static(ty), Text::from_static(ty))
+                    Outcome::failure(ty.clone(), ty)
                 }
             }
         }
@@ -585,7 +765,7 @@ impl<T, E: Display> ViaDisplay for &&Probe<'_, Result<T, E>> {
 }
 
 impl<T, E> ViaAnyError for &Probe<'_, Result<T, E>> {
-    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+    fn __phi_audit_outcome(&self, _call: &Call, _phi: bool) -> Outcome {
         match self.0 {
             Ok(_) => Outcome::SUCCESS,
             Err(_) => {
@@ -597,7 +777,7 @@ impl<T, E> ViaAnyError for &Probe<'_, Result<T, E>> {
 }
 
 impl<T: ?Sized> ViaValue for Probe<'_, T> {
-    fn __phi_audit_outcome(&self, _call: &Call) -> Outcome {
+    fn __phi_audit_outcome(&self, _call: &Call, _phi: bool) -> Outcome {
         Outcome::SUCCESS
     }
 }
@@ -645,20 +825,79 @@ impl std::fmt::Write for StackText {
     }
 }
 
-/// `my_app::errors::AppError<T>` → `AppError`.
+/// `my_app::errors::AppError<T>` → `AppError`; through `Box`, `Arc` and
+/// `Rc` to what they hold (`Box<dyn Error + Send>` → `Error`,
+/// `Box<MyError>` → `MyError`).
 pub fn short_type_name<T: ?Sized>() -> &'static str {
-    let full = std::any::type_name::<T>();
+    short_name(std::any::type_name::<T>())
+}
+
+fn short_name(full: &'static str) -> &'static str {
     // Plain byte scans: this runs on every failed call, and a substring
-    // search for `::` cost more than the rest of the outcome.
-    let b = full.as_bytes();
-    let end = b.iter().position(|&c| c == b'<').unwrap_or(b.len());
-    let start = b[..end]
-        .iter()
-        .rposition(|&c| c == b':')
-        .map_or(0, |i| i + 1);
-    match &full[start..end] {
-        "" => full,
-        s => s,
+    // search for `::` cost more than the rest of the outcome. The common
+    // case (`my_app::AppError<T>`) takes one scan forward to `<` and one
+    // back to `:`.
+    if !full.starts_with("dyn ") {
+        let b = full.as_bytes();
+        let end = b.iter().position(|&c| c == b'<').unwrap_or(b.len());
+        let start = b[..end]
+            .iter()
+            .rposition(|&c| c == b':')
+            .map_or(0, |i| i + 1);
+        match &full[start..end] {
+            "Box" | "Arc" | "Rc" => {}
+            "" => return full,
+            name => return name,
+        }
+    }
+    wrapped_short_name(full)
+}
+
+/// [`short_name`] through `dyn` and `Box`/`Arc`/`Rc`.
+#[cold]
+fn wrapped_short_name(full: &'static str) -> &'static str {
+    let mut s = full;
+    let mut inside = false;
+    loop {
+        if let Some(rest) = s.strip_prefix("dyn ") {
+            s = rest;
+        }
+        let b = s.as_bytes();
+        // A path ends at its generics (`<`) or, after `dyn`, at ` + Send`.
+        let end = if inside {
+            b.iter()
+                .position(|&c| matches!(c, b'<' | b' ' | b',' | b'>'))
+        } else {
+            b.iter().position(|&c| c == b'<' || c == b' ')
+        }
+        .unwrap_or(b.len());
+        let start = b[..end]
+            .iter()
+            .rposition(|&c| c == b':')
+            .map_or(0, |i| i + 1);
+        let name = &s[start..end];
+        if matches!(name, "Box" | "Arc" | "Rc") && b.get(end) == Some(&b'<') {
+            s = &s[end + 1..];
+            inside = true;
+            continue;
+        }
+        return if name.is_empty() { full } else { name };
+    }
+}
+
+/// `std::io::Error` says what it is without its message: `error_type` is
+/// its [`ErrorKind`](std::io::ErrorKind) (`NotFound`, `PermissionDenied`)
+/// and `error_message` the kind's fixed description (`entity not found`).
+/// A custom I/O error's message, which may quote a path or a value, is
+/// never read.
+impl AuditError for std::io::Error {
+    fn audit_outcome(&self) -> Outcome {
+        let kind = self.kind();
+        let mut ty = StackText::new();
+        let _ = write!(ty, "{kind:?}");
+        let mut msg = StackText::new();
+        let _ = write!(msg, "{kind}");
+        Outcome::failure(ty.into_text(), msg.into_text())
     }
 }
 
@@ -863,6 +1102,11 @@ mod tests {
                 actor(),
             )
                 .prop_map(|(name, env, version, default)| {
+                    // A config refuses what does not fit the schema; the
+                    // default actor is fitted the way a context's is.
+                    let mut fixes = crate::clamp::Fixes::default();
+                    let default = crate::clamp::actor(default, &mut fixes)
+                        .unwrap_or_else(|| Actor::service("svc"));
                     let mut b = Config::new(name).default_actor(default);
                     if let Some(e) = env {
                         b = b.environment(e);
@@ -1019,6 +1263,16 @@ mod tests {
         assert_eq!(short_type_name::<Vec<String>>(), "Vec");
         assert_eq!(short_type_name::<u8>(), "u8");
         assert_eq!(short_type_name::<dyn std::error::Error>(), "Error");
+        assert_eq!(
+            short_type_name::<Box<dyn std::error::Error + Send + Sync>>(),
+            "Error"
+        );
+        assert_eq!(short_type_name::<Box<std::fmt::Error>>(), "Error");
+        assert_eq!(
+            short_type_name::<std::sync::Arc<std::num::ParseIntError>>(),
+            "ParseIntError"
+        );
+        assert_eq!(short_type_name::<String>(), "String");
         assert_eq!(short_type_name::<&str>(), "&str");
         assert_eq!(short_type_name::<[u8]>(), "[u8]");
         assert_eq!(

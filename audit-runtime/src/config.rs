@@ -36,14 +36,31 @@ pub enum SinkFailurePolicy {
 }
 
 /// What an error's `Display` contributes to `outcome.error_message` for
-/// error types that do not implement `AuditError`.
+/// error types that do not implement [`AuditError`](crate::AuditError).
+///
+/// An error's `Display` is the one place where an audited function's inputs
+/// come back out unseen by the compile-time check: `NotFound(format!("no
+/// chart for {name}"))`, a database error quoting a row, a `String` error.
+/// A sanitizer knows patterns (SSNs, dates, e-mail addresses), not names or
+/// diagnoses, so no sanitizer makes such a message safe. By default the
+/// `Display` is therefore never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ErrorMessages {
-    /// The sanitized `Display` (see [`crate::sanitize`]). The default.
+    /// The default: the `Display` is never read. `error_type` is the error
+    /// type's short name (for `std::io::Error`, its `ErrorKind`), and
+    /// `error_message` the same fixed, PHI-free text (for `io::Error`, the
+    /// kind's description, such as `entity not found`).
     #[default]
-    Sanitized,
-    /// Only the error type's name; the `Display` is never read.
     TypeOnly,
+    /// **A PHI risk; opt in only for error types whose messages you know to
+    /// be free of PHI.** The sanitized `Display` (see [`crate::sanitize`]):
+    /// patterns such as SSNs, dates and e-mail addresses become markers,
+    /// but names, diagnoses and free text pass through.
+    ///
+    /// Even so, in a function with a `#[phi]` or `Phi<T>` parameter the
+    /// `Display` is never read: only an [`AuditError`](crate::AuditError)
+    /// implementation decides the message there.
+    Sanitized,
 }
 
 /// The `tracing` target of the crate's own diagnostics (never event content).
@@ -187,7 +204,7 @@ impl Config {
                 allowlist: None,
                 max_metadata_string: 200,
                 sanitize_errors: true,
-                error_messages: ErrorMessages::Sanitized,
+                error_messages: ErrorMessages::TypeOnly,
                 max_error_message: 200,
                 target: SchemaVersion::V1_1,
                 downgrade: DowngradePolicy::Reject,
@@ -326,7 +343,9 @@ impl ConfigBuilder {
         self
     }
 
-    /// What `Display` contributes for errors without `AuditError`.
+    /// What `Display` contributes for errors without `AuditError`. Default
+    /// [`ErrorMessages::TypeOnly`]: never read. [`ErrorMessages::Sanitized`]
+    /// is a PHI risk (see there).
     pub fn error_messages(mut self, policy: ErrorMessages) -> Self {
         self.inner.error_messages = policy;
         self
@@ -411,12 +430,58 @@ impl ConfigBuilder {
                 }
             }
         }
+        let bad = "must not hold control, bidirectional-formatting or line-separator characters";
+        for (field, v) in [
+            ("service.name", Some(&i.service.name)),
+            ("service.environment", i.service.environment.as_ref()),
+            ("service.version", i.service.version.as_ref()),
+            (
+                "default_actor.subject_id",
+                Some(&i.default_actor.subject_id),
+            ),
+            ("default_actor.org_id", i.default_actor.org_id.as_ref()),
+            (
+                "default_actor.owner_org_id",
+                i.default_actor.owner_org_id.as_ref(),
+            ),
+        ] {
+            if v.is_some_and(|v| crate::clamp::has_bad_chars(v)) {
+                return Err(ConfigError::new(field, bad));
+            }
+        }
         let a = &i.default_actor;
         if a.subject_id.is_empty() || a.subject_id.char_len() > 256 {
             return Err(ConfigError::new(
                 "default_actor.subject_id",
                 "must be 1..=256 characters",
             ));
+        }
+        for (field, v) in [
+            ("default_actor.org_id", &a.org_id),
+            ("default_actor.owner_org_id", &a.owner_org_id),
+        ] {
+            if v.as_ref()
+                .is_some_and(|v| v.is_empty() || v.char_len() > 128)
+            {
+                return Err(ConfigError::new(field, "must be 1..=128 characters"));
+            }
+        }
+        if let Some(roles) = &a.roles {
+            if roles.len() > 25 {
+                return Err(ConfigError::new(
+                    "default_actor.roles",
+                    format!("at most 25 roles (has {})", roles.len()),
+                ));
+            }
+            if roles.iter().any(|r| r.is_empty() || r.char_len() > 64) {
+                return Err(ConfigError::new(
+                    "default_actor.roles",
+                    "each role must be 1..=64 characters",
+                ));
+            }
+            if roles.iter().any(|r| crate::clamp::has_bad_chars(r)) {
+                return Err(ConfigError::new("default_actor.roles", bad));
+            }
         }
         if a.subject_type == crate::event::SubjectType::Agent {
             return Err(ConfigError::new(
@@ -425,6 +490,9 @@ impl ConfigBuilder {
             ));
         }
         if let Some(list) = &i.allowlist {
+            if list.iter().any(|k| crate::clamp::has_bad_chars(k)) {
+                return Err(ConfigError::new("metadata_allowlist", bad));
+            }
             if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
                 return Err(ConfigError::new(
                     "metadata_allowlist",

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
+use crate::clamp::{self, Fixes};
 use crate::event::{Actor, Correlation, Http};
 use crate::text::Text;
 
@@ -44,7 +45,21 @@ struct Inner {
     correlation: Option<Correlation>,
     http: Option<Http>,
     fragments: FragmentCell,
+    /// Corrections made to fit each field to the schema when it was set
+    /// (indexed by the `SLOT_` constants), and their sum, which every call
+    /// under this context adds to its dispatcher's counts.
+    slot_fixes: [Fixes; SLOTS],
+    fixes: Fixes,
+    /// Whether `fixes` holds any (read per call).
+    any_fixes: bool,
 }
+
+const SLOT_ACTOR: usize = 0;
+const SLOT_REQUEST: usize = 1;
+const SLOT_TRACE: usize = 2;
+const SLOT_SESSION: usize = 3;
+const SLOT_HTTP: usize = 4;
+const SLOTS: usize = 5;
 
 /// Parts of an event's JSON that come from a context, rendered the first
 /// time a record needs them.
@@ -155,11 +170,28 @@ impl AuditContext {
         AuditContext::default()
     }
 
-    fn edit(mut self, f: impl FnOnce(&mut Inner)) -> AuditContext {
+    /// Sets one field through `f`, which fits it to the schema and notes
+    /// its corrections.
+    fn edit(mut self, slot: usize, f: impl FnOnce(&mut Inner, &mut Fixes)) -> AuditContext {
         let inner = Arc::make_mut(&mut self.0);
-        f(inner);
+        let mut fixes = Fixes::default();
+        f(inner, &mut fixes);
+        inner.slot_fixes[slot] = fixes;
+        let mut total = Fixes::default();
+        for f in &inner.slot_fixes {
+            total.add(*f);
+        }
+        inner.fixes = total;
+        inner.any_fixes = !total.is_none();
         inner.fragments = FragmentCell::default();
         self
+    }
+
+    /// The corrections made to this context's fields (counted for every
+    /// event they go into), if any.
+    #[inline]
+    pub(crate) fn fixes(&self) -> Option<Fixes> {
+        self.0.any_fixes.then_some(self.0.fixes)
     }
 
     /// This context's parts of an event's JSON (rendered on first use).
@@ -180,37 +212,54 @@ impl AuditContext {
         })
     }
 
-    /// Sets the actor.
+    /// Sets the actor. Its strings are fitted to the schema (see
+    /// [`Dispatch::emit`](crate::Dispatch::emit)); an actor with an empty
+    /// id is left out, so the config's default actor stands in.
     pub fn actor(self, actor: Actor) -> AuditContext {
-        self.edit(|i| i.actor = Some(actor))
+        self.edit(SLOT_ACTOR, |i, f| i.actor = clamp::actor(actor, f))
     }
 
-    /// Sets the request id.
+    fn correlation_id(
+        self,
+        slot: usize,
+        id: Text,
+        field: fn(&mut Correlation) -> &mut Option<Text>,
+    ) -> AuditContext {
+        self.edit(slot, |i, f| {
+            let mut id = Some(id);
+            clamp::opt(&mut id, clamp::ID, f);
+            let c = i.correlation.get_or_insert_with(Default::default);
+            *field(c) = id;
+            if c.is_empty() {
+                i.correlation = None;
+            }
+        })
+    }
+
+    /// Sets the request id (1 to 256 characters; an empty one is left out).
     pub fn request_id(self, id: impl Into<Text>) -> AuditContext {
-        self.edit(|i| {
-            i.correlation
-                .get_or_insert_with(Default::default)
-                .request_id = Some(id.into())
-        })
+        self.correlation_id(SLOT_REQUEST, id.into(), |c| &mut c.request_id)
     }
 
-    /// Sets the trace id.
+    /// Sets the trace id (1 to 256 characters; an empty one is left out).
     pub fn trace_id(self, id: impl Into<Text>) -> AuditContext {
-        self.edit(|i| i.correlation.get_or_insert_with(Default::default).trace_id = Some(id.into()))
+        self.correlation_id(SLOT_TRACE, id.into(), |c| &mut c.trace_id)
     }
 
-    /// Sets the session id.
+    /// Sets the session id (1 to 256 characters; an empty one is left out).
     pub fn session_id(self, id: impl Into<Text>) -> AuditContext {
-        self.edit(|i| {
-            i.correlation
-                .get_or_insert_with(Default::default)
-                .session_id = Some(id.into())
-        })
+        self.correlation_id(SLOT_SESSION, id.into(), |c| &mut c.session_id)
     }
 
     /// Sets the HTTP request details (method, route template, client IP...).
-    pub fn http(self, http: Http) -> AuditContext {
-        self.edit(|i| i.http = Some(http))
+    /// A client IP that is not an IP address and a status code outside
+    /// 100..=599 are left out; the route and user agent are cut to 512
+    /// characters.
+    pub fn http(self, mut http: Http) -> AuditContext {
+        self.edit(SLOT_HTTP, |i, f| {
+            clamp::http(&mut http, f);
+            i.http = Some(http);
+        })
     }
 
     /// The actor, if set.

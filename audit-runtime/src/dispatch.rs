@@ -15,6 +15,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use crate::cache::CacheLine;
 use crate::call::RecordRef;
+use crate::clamp::Fixes;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
 use crate::event::{AuditEvent, Outcome, OutcomeStatus};
 use crate::metadata::{MetaValue, Metadata};
@@ -204,14 +205,26 @@ impl Drop for Guard {
 /// when the process aborts on panic (`panic = "abort"`) or the panic ends
 /// `main` before the guard drops.
 ///
+/// Built with `panic = "abort"`, nothing unwinds, so no audited call's guard
+/// gets to record the panic: the hook first finishes every audited call
+/// running on the panicking thread with FAILURE `Panic` (the event an
+/// unwinding panic records), writes them through their dispatchers, and
+/// flushes. With unwinding the guards do it as the panic passes them (a
+/// panic the body catches itself then ends no call).
+///
 /// A panic inside sink code (on a caller's thread or a sink worker) does not
 /// flush: that could re-enter a lock the panicking sink holds.
 pub fn flush_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let in_sink = IN_SINK.try_with(Cell::get).unwrap_or(true);
-        if let (Some(d), false) = (GLOBAL.get(), in_sink) {
-            let _ = d.flush();
+        if !in_sink {
+            if cfg!(panic = "abort") {
+                crate::call::finish_running_calls_on_abort();
+            }
+            if let Some(d) = GLOBAL.get() {
+                let _ = d.flush();
+            }
         }
         previous(info);
     }));
@@ -349,17 +362,42 @@ impl Dispatch {
 
     /// Applies the config to `event` and hands it to the sink. Never panics;
     /// every outcome is counted in [`Dispatch::stats`].
+    ///
+    /// Every string of the event is first fitted to the schema: empty
+    /// optional fields are left out, long ones cut on a character boundary,
+    /// control and bidirectional-formatting characters replaced, values a
+    /// format rejects left out; each correction is counted
+    /// ([`StatsSnapshot::empty_fields`], [`StatsSnapshot::truncated`],
+    /// [`StatsSnapshot::chars_replaced`], [`StatsSnapshot::invalid_fields`]).
     pub fn emit(&self, mut event: AuditEvent) {
         let inner = &*self.0;
         let cfg = inner.config.inner();
         if event.service.name.is_empty() {
             event.service = cfg.service.clone();
         }
+        let mut fixes = Fixes::default();
+        crate::clamp::event(&mut event, &mut fixes);
+        self.emit_fitted(event, fixes);
+    }
+
+    /// [`Dispatch::emit`] for an event whose strings were fitted where they
+    /// were built (a finished call's), with the corrections made so far.
+    /// Inlined into both callers: the event (~600 bytes) is then built in
+    /// place, not copied into a call's arguments (measured: a copy per event
+    /// more when it was not).
+    #[inline(always)]
+    fn emit_fitted(&self, mut event: AuditEvent, mut fixes: Fixes) {
+        let inner = &*self.0;
+        let cfg = inner.config.inner();
         if crate::schema::retarget(&mut event, cfg.target, cfg.downgrade).is_err() {
+            inner.stats.add_fixes(fixes);
             inner.stats.add_dropped();
             return;
         }
-        self.apply_limits(&mut event);
+        self.limit_parts(&mut event.metadata, &mut event.outcome, &mut fixes);
+        if !fixes.is_none() {
+            inner.stats.add_fixes(fixes);
+        }
         if let Some(policy) = cfg.validate {
             if crate::schema::validate(&event).is_err() {
                 inner.stats.add_validation_failure();
@@ -382,14 +420,22 @@ impl Dispatch {
     /// [`CallRecord::writes_as_is`]) and the sink takes records, the record
     /// goes to the sink after the limits; otherwise it becomes an event and
     /// takes [`Dispatch::emit`]'s way. Never panics; counted like `emit`.
+    ///
+    /// A call's strings were fitted to the schema where they were stored
+    /// (the context's when it was made, the ids and actor when the call set
+    /// them), and their corrections counted then.
     pub(crate) fn emit_record(&self, mut record: RecordRef<'_>) {
         let inner = &*self.0;
         if !inner.takes_records || !record.writes_as_is() {
-            self.emit(record.into_record().into_event());
+            self.emit_fitted(record.into_record().into_event(), Fixes::default());
             return;
         }
         let r = &mut *record;
-        self.limit_parts(&mut r.metadata, &mut r.outcome);
+        let mut fixes = Fixes::default();
+        self.limit_parts(&mut r.metadata, &mut r.outcome, &mut fixes);
+        if !fixes.is_none() {
+            inner.stats.add_fixes(fixes);
+        }
         match in_sink(|| inner.sink.__write_record(record)) {
             Ok(()) => inner.stats.add_emitted(),
             Err(e) => {
@@ -397,6 +443,12 @@ impl Dispatch {
                 self.report_sink_error(&e);
             }
         }
+    }
+
+    /// Counts corrections made outside the dispatcher (a call's ids, its
+    /// context's fields).
+    pub(crate) fn count_fixes(&self, fixes: Fixes) {
+        self.0.stats.add_fixes(fixes);
     }
 
     /// Reports a sink failure (of `e.events()` events) under
@@ -425,21 +477,17 @@ impl Dispatch {
         }
     }
 
-    /// Metadata allowlist and limits, non-finite floats, error message
-    /// sanitization and caps.
-    fn apply_limits(&self, event: &mut AuditEvent) {
-        self.limit_parts(&mut event.metadata, &mut event.outcome);
-    }
-
-    /// [`Dispatch::apply_limits`] on the parts of an event it touches.
-    fn limit_parts(&self, metadata: &mut Metadata, outcome: &mut Outcome) {
+    /// The metadata allowlist and limits (keys, string lengths, 20 entries,
+    /// non-finite floats), and the error type and message: sanitized when
+    /// the config says so, fitted to the schema.
+    fn limit_parts(&self, metadata: &mut Metadata, outcome: &mut Outcome, fixes: &mut Fixes) {
         let cfg = self.0.config.inner();
         let stats = &self.0.stats;
         if !metadata.is_empty() {
             let max = cfg.max_metadata_string;
-            let mut truncated = 0;
+            let mut removed = crate::clamp::metadata_keys(metadata, fixes);
             let mut kept = 0usize;
-            let removed = metadata.retain(|k, v| {
+            removed += metadata.retain(|k, v| {
                 if let Some(list) = &cfg.allowlist {
                     if !list.contains(k.as_str()) {
                         return false;
@@ -449,42 +497,22 @@ impl Dispatch {
                     return false;
                 }
                 if let MetaValue::Str(s) = v {
-                    if let Some(t) = s.truncated(max) {
-                        *s = t;
-                        truncated += 1;
-                    }
+                    crate::clamp::any(s, max, fixes);
                 }
                 kept += 1;
                 true
-            });
-            stats.add_metadata_dropped(removed as u64);
-            stats.add_truncated(truncated);
+            }) as u64;
+            stats.add_metadata_dropped(removed);
         }
         let o = outcome;
         if o.status != OutcomeStatus::Success {
-            let ty = o.error_type.get_or_insert(Text::from_static("Error"));
-            if ty.is_empty() {
-                *ty = Text::from_static("Error");
-            }
-            if let Some(t) = ty.truncated(128) {
-                *ty = t;
-                stats.add_truncated(1);
-            }
             if let Some(msg) = &mut o.error_message {
-                let max = cfg.max_error_message;
                 if cfg.sanitize_errors && !crate::sanitize::is_clean(msg) {
-                    *msg = Text::from(crate::sanitize::sanitize_message(msg, max));
-                } else if let Some(cut) = msg.truncated(max) {
-                    *msg = cut;
-                    stats.add_truncated(1);
+                    // Uncapped here: the cut below is counted.
+                    *msg = Text::from(crate::sanitize::sanitize_message(msg, usize::MAX));
                 }
             }
-            // The schema needs a non-empty message on FAILURE: fall back to the type.
-            if o.status == OutcomeStatus::Failure
-                && o.error_message.as_ref().is_none_or(|m| m.is_empty())
-            {
-                o.error_message = o.error_type.clone();
-            }
+            crate::clamp::outcome(o, cfg.max_error_message, fixes);
         }
     }
 }

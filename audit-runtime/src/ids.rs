@@ -1,12 +1,54 @@
 //! Fast UUIDv4 generation: a per-thread xoshiro256++ generator seeded once
 //! from the operating system, so no system call per event id.
+//!
+//! A `fork()` copies the generator's state into the child, which would then
+//! draw the parent's ids (and a store keyed by event id would drop one
+//! side's events). A handler registered with `pthread_atfork` counts forks
+//! in the child; a thread whose state was seeded before the last fork seeds
+//! anew.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use uuid::Uuid;
 
+/// A thread's generator: its state, and the fork count it was seeded under.
+struct Generator {
+    state: Cell<[u64; 4]>,
+    forks: Cell<u64>,
+}
+
 thread_local! {
-    static STATE: Cell<[u64; 4]> = const { Cell::new([0; 4]) };
+    static STATE: Generator = const {
+        Generator {
+            state: Cell::new([0; 4]),
+            forks: Cell::new(0),
+        }
+    };
+}
+
+/// Forks this process came through (counted in the child).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+extern "C" fn forked_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registers the fork handler, once per process.
+fn watch_forks() {
+    #[cfg(unix)]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: `forked_child` is an `extern "C" fn()` that only adds
+            // to an atomic, which is allowed in a child after fork.
+            unsafe {
+                libc::pthread_atfork(None, None, Some(forked_child));
+            }
+        });
+    }
 }
 
 fn seed() -> [u64; 4] {
@@ -46,14 +88,17 @@ fn next(s: &mut [u64; 4]) -> u64 {
 
 /// A random (version 4) UUID from the per-thread generator.
 pub fn fast_v4() -> Uuid {
-    STATE.with(|cell| {
-        let mut s = cell.get();
-        if s == [0; 4] {
+    STATE.with(|g| {
+        let mut s = g.state.get();
+        let forks = FORKS.load(Ordering::Relaxed);
+        if s == [0; 4] || g.forks.get() != forks {
+            watch_forks();
             s = seed();
+            g.forks.set(forks);
         }
         let hi = next(&mut s);
         let lo = next(&mut s);
-        cell.set(s);
+        g.state.set(s);
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&hi.to_le_bytes());
         bytes[8..].copy_from_slice(&lo.to_le_bytes());

@@ -10,6 +10,7 @@ mod builder;
 mod cache;
 mod call;
 pub mod checkpoint;
+mod clamp;
 mod clock;
 mod config;
 mod context;
@@ -76,8 +77,8 @@ pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, Verif
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        record, short_type_name, Call, CallSite, Instrumented, Probe, ViaAnyError, ViaAuditError,
-        ViaDisplay, ViaValue,
+        record, short_type_name, Call, CallSite, Instrumented, Probe, UnfollowedFuture,
+        ViaAnyError, ViaAuditError, ViaDisplay, ViaFuture, ViaValue,
     };
     pub use crate::event::{ActionType, Actor, DataClassification};
     pub use crate::metadata::{MetaValue, MetadataValue};

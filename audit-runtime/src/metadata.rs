@@ -154,6 +154,23 @@ impl Metadata {
         before - self.0.len()
     }
 
+    /// Gives every key the name `f` returns for it; entries `f` turns down,
+    /// and those whose new name an earlier entry took, are removed. Returns
+    /// how many were removed.
+    pub(crate) fn rekey(&mut self, mut f: impl FnMut(&Text) -> Option<Text>) -> usize {
+        let before = self.0.len();
+        let mut kept: Vec<(Text, MetaValue)> = Vec::with_capacity(before);
+        for (k, v) in self.0.drain(..) {
+            if let Some(k) = f(&k) {
+                if !kept.iter().any(|(e, _)| *e == k) {
+                    kept.push((k, v));
+                }
+            }
+        }
+        self.0 = kept;
+        before - self.0.len()
+    }
+
     /// Moves every entry of `other` into `self` (later keys win).
     pub fn extend(&mut self, other: Metadata) {
         for (k, v) in other.0 {

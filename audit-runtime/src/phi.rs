@@ -16,11 +16,31 @@ use crate::text::Text;
 /// [`crate::MetadataValue`] and no [`AuditId`] implementation, so a `Phi<T>`
 /// cannot reach an audit event except through [`crate::PseudonymKey`].
 ///
+/// A parameter typed `Phi<T>` (also `&Phi<T>`, `Option<Phi<T>>`, ...) of an
+/// `#[audited]` function is tainted like a `#[phi]` one: mentioning it in the
+/// attribute or in `record!` is a compile error, even through `.expose()`.
+///
+/// It implements `serde::Deserialize` (never `Serialize`), so PHI fields of
+/// domain structs read from a database or JSON can carry the type: a value
+/// that fails to deserialize gives an error that does not quote it.
+///
 /// ```
 /// use audit_runtime::Phi;
 /// let name = Phi::new(String::from("Jane Doe"));
 /// assert_eq!(format!("{name:?} {name}"), "[PHI REDACTED] [PHI REDACTED]");
 /// assert_eq!(name.expose(), "Jane Doe");
+///
+/// #[derive(serde::Deserialize, Debug)]
+/// struct Patient { id: String, name: Phi<String> }
+/// let p: Patient = serde_json::from_str(r#"{"id":"p-1","name":"Jane Doe"}"#).unwrap();
+/// assert_eq!(p.name.expose(), "Jane Doe");
+/// assert!(!format!("{p:?}").contains("Jane"));
+/// ```
+///
+/// ```compile_fail
+/// // Never `Serialize`: PHI does not leave through serde either.
+/// let name = audit_runtime::Phi::new(String::from("Jane Doe"));
+/// let json = serde_json::to_string(&name);
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Phi<T>(T);
@@ -50,6 +70,18 @@ impl<T> Phi<T> {
 impl<T> From<T> for Phi<T> {
     fn from(value: T) -> Self {
         Phi(value)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Phi<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The inner error may quote the value ("invalid type: string
+        // \"Jane Doe\", expected u32"): it is replaced by one that does not.
+        T::deserialize(d).map(Phi).map_err(|_| {
+            <D::Error as serde::de::Error>::custom(
+                "a PHI field could not be read (its value is not shown)",
+            )
+        })
     }
 }
 
@@ -281,5 +313,15 @@ mod tests {
         assert_eq!(k.pseudonym(&Phi::new("x")), k.pseudonym("x"));
         assert!(PseudonymKey::new(b"short").is_err());
         assert_eq!(format!("{k:?}"), "PseudonymKey([secret])");
+    }
+
+    #[test]
+    fn phi_deserializes_without_quoting_bad_values() {
+        let p: Phi<String> = serde_json::from_str("\"Jane Doe\"").unwrap();
+        assert_eq!(p.expose(), "Jane Doe");
+        let e = serde_json::from_str::<Phi<u32>>("\"Jane Doe\"").unwrap_err();
+        assert!(!e.to_string().contains("Jane"), "{e}");
+        let o: Option<Phi<u8>> = serde_json::from_str("null").unwrap();
+        assert!(o.is_none());
     }
 }

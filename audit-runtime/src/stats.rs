@@ -11,6 +11,9 @@ pub struct Stats {
     validation_failures: AtomicU64,
     metadata_dropped: AtomicU64,
     truncated: AtomicU64,
+    empty_fields: AtomicU64,
+    chars_replaced: AtomicU64,
+    invalid_fields: AtomicU64,
     unkeyed_pseudonyms: AtomicU64,
 }
 
@@ -32,8 +35,25 @@ pub struct StatsSnapshot {
     /// Metadata entries removed: keys outside the allowlist, non-finite floats,
     /// entries over the 20-key limit.
     pub metadata_dropped: u64,
-    /// Strings cut to a configured or schema length limit.
+    /// Strings cut to a configured or schema length limit (on a character
+    /// boundary), and lists (roles) cut to the schema's size.
     pub truncated: u64,
+    /// Empty strings where the schema needs at least one character: the
+    /// field was left out (an identifier, an organization, a role, a
+    /// correlation id, a metadata entry), or, where the field is required,
+    /// given a fixed placeholder (`Error` for an error type, `Unknown` for a
+    /// resource type). An actor without an id gives way to the context's
+    /// or the default actor.
+    pub empty_fields: u64,
+    /// Strings in which characters no event holds were replaced by U+FFFD:
+    /// control characters (C0, DEL, C1), bidirectional-formatting
+    /// characters, and the Unicode line and paragraph separators.
+    pub chars_replaced: u64,
+    /// Values their format or range rejects, left out: a client IP that is
+    /// not an IP address, a status code outside 100..=599, a delegation's
+    /// depth out of range or without its parent, an integrity block handed
+    /// in incomplete.
+    pub invalid_fields: u64,
     /// `pseudonym(..)` values left out because the config has no pseudonym key.
     pub unkeyed_pseudonyms: u64,
     /// Events the sink accepted and lost afterwards (a non-blocking sink's
@@ -53,6 +73,9 @@ impl Stats {
             validation_failures: self.validation_failures.load(Ordering::Relaxed),
             metadata_dropped: self.metadata_dropped.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
+            empty_fields: self.empty_fields.load(Ordering::Relaxed),
+            chars_replaced: self.chars_replaced.load(Ordering::Relaxed),
+            invalid_fields: self.invalid_fields.load(Ordering::Relaxed),
             unkeyed_pseudonyms: self.unkeyed_pseudonyms.load(Ordering::Relaxed),
             sink_lost: 0,
         }
@@ -78,9 +101,17 @@ impl Stats {
     pub(crate) fn add_unkeyed_pseudonym(&self) {
         self.unkeyed_pseudonyms.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn add_truncated(&self, n: u64) {
-        if n > 0 {
-            self.truncated.fetch_add(n, Ordering::Relaxed);
+    /// Adds the corrections of one event.
+    pub(crate) fn add_fixes(&self, f: crate::clamp::Fixes) {
+        for (counter, n) in [
+            (&self.empty_fields, f.empty),
+            (&self.truncated, f.truncated),
+            (&self.chars_replaced, f.replaced),
+            (&self.invalid_fields, f.invalid),
+        ] {
+            if n > 0 {
+                counter.fetch_add(u64::from(n), Ordering::Relaxed);
+            }
         }
     }
 }

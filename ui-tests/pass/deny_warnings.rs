@@ -67,7 +67,8 @@ pub fn read_chart(
 }
 
 /// The actor given as an `Actor`; the id as a pseudonym.
-#[audited(action = "EXPORT", resource = "Report", id = pseudonym(mrn), actor = Actor::service("exporter"))]
+#[audited(action = "EXPORT", resource = "Report", id = pseudonym(mrn), actor = Actor::service("exporter"),
+          crate = audit)]
 pub async fn export(#[phi] mrn: String, rows: u32) -> u32 {
     audit::record!(rows = rows);
     let _ = mrn;
