@@ -68,7 +68,9 @@ fn a_panicking_sink_never_reaches_the_caller() {
             EventBuilder::new(ActionType::Read, "Patient").emit()
         }
     });
-    d.flush().unwrap();
+    // The flush says what was lost; the dispatcher's stats include it.
+    assert!(matches!(d.flush(), Err(SinkError::Lost { events: 10, .. })));
+    assert_eq!(d.stats().failed, 10);
     let s = nb.stats();
     assert_eq!((s.enqueued, s.written, s.failed), (10, 0, 10));
     // A panic fails the whole batch the worker handed over: at least one.
@@ -112,8 +114,13 @@ fn drop_policy_counts_what_it_drops_and_block_policy_loses_nothing() {
         }
     });
     gate.open();
-    d.flush().unwrap();
+    let flushed = d.flush();
     let s = nb.stats();
+    // Drops are losses: the flush reports them.
+    assert!(
+        matches!(flushed, Err(SinkError::Lost { events, .. }) if events == s.dropped),
+        "{flushed:?} {s:?}"
+    );
     assert_eq!(s.enqueued + s.dropped, 50);
     assert!(s.dropped >= 40, "{s:?}");
     assert_eq!(gate.1.len() as u64, s.written);

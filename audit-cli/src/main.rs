@@ -1,4 +1,10 @@
-//! `phi-audit`: verify ledgers and validate event files.
+//! `phi-audit`: verify ledgers, validate event files, report on them.
+//!
+//! Safe to point at hostile files: nothing read from a file is printed
+//! except in `report`'s output, where every value is escaped; bad events are
+//! named by line number and position; every command reads only regular
+//! files or standard input (`-`), caps lines at 16 MiB, and follows one
+//! exit-code contract (see `EXIT_CODES`).
 
 mod progress;
 mod source;
@@ -9,23 +15,40 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use audit_runtime::checkpoint::checkpoint_path;
-use audit_runtime::report::{self, FailedLoginsByIp, Query};
+use audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
 use audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
 use audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::progress::Progress;
 
+/// All good.
 const EXIT_OK: u8 = 0;
+/// The content fails a check.
 const EXIT_FAIL: u8 = 1;
+/// The input cannot be read, or bad usage.
 const EXIT_ERROR: u8 = 2;
+
+/// The exit-code contract, shared by every command (also in README).
+const EXIT_CODES: &str = "Exit codes (every command):
+  0  all good
+  1  the content fails a check: integrity or validation failures, malformed or
+     truncated lines (including invalid UTF-8 and lines over 16 MiB), no events
+     at all, or (report) lines that were skipped
+  2  the input cannot be read (missing, unreadable, a directory, a FIFO or
+     device not given as `-`, an I/O error, an unreachable database) or bad usage
+
+Inputs are regular files, or standard input as `-` (for pipes, FIFOs and
+devices: `phi-audit verify - < /path/to/fifo`). Nothing read from a file is
+printed except in report output, where control characters, bidi overrides and
+line breaks are escaped (text, CSV) or written as \\u escapes (JSON).";
 
 #[derive(Parser)]
 #[command(
     name = "phi-audit",
     version,
-    about = "Verify and validate phi-audit / bh-audit-schema audit ledgers",
-    after_help = "Exit codes: 0 pass, 1 fail (integrity or validation failures), 2 error (unreadable input, not JSON lines, bad arguments)."
+    about = "Verify, validate and report on phi-audit / bh-audit-schema audit ledgers",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -45,7 +68,10 @@ enum Command {
   phi-audit verify postgres://audit@db/app?schema=audit --service chart-service
 
 Checkpoints are read from PATH.checkpoints when --public-key is given.
-Exit codes: 0 PASS, 1 FAIL, 2 ERROR (unreadable, not JSON lines).")]
+Failures name events by line number and position, never by their content.
+Exit codes: 0 PASS, 1 FAIL (including malformed or truncated lines and an
+empty ledger), 2 cannot read the input or bad usage. `phi-audit --help` has
+the details.")]
     Verify {
         /// Ledger file (JSON lines): PATH or ledger:PATH (a PHI_AUDIT_SINK spec), `-` for
         /// standard input, or a PostgreSQL URL (as --postgres).
@@ -84,7 +110,11 @@ Exit codes: 0 PASS, 1 FAIL, 2 ERROR (unreadable, not JSON lines).")]
 
 Queries: all, patient (--patient), actor (--actor), exports, failures (FAILURE and DENIED),
 resource (--resource-type), phi-24h, cross-org, failed-logins (per client IP over --threshold).
---since/--until (RFC 3339) narrow any query. Exit codes: 0 done, 2 unreadable input or bad arguments.")]
+--since/--until (RFC 3339) narrow any query. Lines that are not events are skipped and
+counted (line numbers on stderr). Values are escaped: control characters, bidi overrides and
+line breaks never reach the output raw.
+Exit codes: 0 done, 1 lines were skipped or the input holds no events (the report is still
+written), 2 cannot read the input or bad usage. `phi-audit --help` has the details.")]
     Report {
         /// Event file (JSON lines): PATH, jsonl:PATH or ledger:PATH, `-` for standard input,
         /// or a PostgreSQL URL (as --postgres).
@@ -130,7 +160,10 @@ resource (--resource-type), phi-24h, cross-org, failed-logins (per client IP ove
   cat events.jsonl | phi-audit validate -
 
 Without --schema each event is validated against its own schema_version.
-Exit codes: 0 all valid, 1 some invalid, 2 unreadable.")]
+Member names the schema does not define are shown as <key>.
+Exit codes: 0 all valid, 1 some invalid (including lines that are not JSON,
+invalid UTF-8, truncated or over 16 MiB) or no events, 2 cannot read the input
+or bad usage. `phi-audit --help` has the details.")]
     Validate {
         /// Event file (JSON lines): PATH, jsonl:PATH or ledger:PATH, or `-` for standard input.
         path: String,
@@ -277,11 +310,70 @@ fn main() -> ExitCode {
 }
 
 fn error(msg: impl std::fmt::Display) -> u8 {
+    progress::clear();
     eprintln!("phi-audit: error: {msg}");
     EXIT_ERROR
 }
 
-/// Opens PATH (or stdin for `-`) with a progress line for large files.
+/// A path as it may be shown: escaped (it came from the command line, but a
+/// file name can hold anything).
+fn shown(path: &str) -> String {
+    escape_text(path).into_owned()
+}
+
+/// What kind of non-regular file `meta` is.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens `path` if it is a regular file, without ever blocking on a FIFO or
+/// reading a device: its type is checked before it is opened, and again on
+/// the open file.
+fn open_regular(path: &Path) -> Result<(File, u64), String> {
+    let p = shown(&path.to_string_lossy());
+    let refuse = |meta: &std::fs::Metadata| {
+        let kind = kind_of(meta);
+        if meta.is_dir() {
+            format!("{p} is a directory, not a JSON lines file")
+        } else {
+            format!(
+                "{p} is {kind}, not a regular file; to read a stream, pass `-` and redirect it \
+                 (e.g. `phi-audit verify - < {p}`)"
+            )
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot open {p}: {e}"))?;
+    if !meta.is_file() {
+        return Err(refuse(&meta));
+    }
+    let f = File::open(path).map_err(|e| format!("cannot open {p}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read {p}: {e}"))?;
+    if !meta.is_file() {
+        return Err(refuse(&meta));
+    }
+    Ok((f, meta.len()))
+}
+
+/// Opens PATH (a regular file) or stdin for `-`, with a progress line for
+/// large files.
 fn open_input(path: &str) -> Result<Box<dyn BufRead>, String> {
     if path == "-" {
         return Ok(Box::new(BufReader::with_capacity(
@@ -289,19 +381,26 @@ fn open_input(path: &str) -> Result<Box<dyn BufRead>, String> {
             io::stdin().lock(),
         )));
     }
-    let f = File::open(path).map_err(|e| format!("cannot open {path}: {e}"))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read {path}: {e}"))?;
-    if meta.is_dir() {
-        return Err(format!("{path} is a directory, not a JSON lines file"));
-    }
-    let reader: Box<dyn Read> = if io::stderr().is_terminal() && meta.len() >= 64 * 1024 * 1024 {
-        Box::new(Progress::new(f, meta.len()))
+    let (f, len) = open_regular(Path::new(path))?;
+    let reader: Box<dyn Read> = if io::stderr().is_terminal() && len >= 64 * 1024 * 1024 {
+        Box::new(Progress::new(f, len))
     } else {
         Box::new(f)
     };
     Ok(Box::new(BufReader::with_capacity(256 * 1024, reader)))
+}
+
+/// Writes `out` and a newline to stdout.
+fn print(out: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{out}");
+}
+
+/// Writes `value` as safe JSON (see [`write_json`]) to stdout.
+fn print_json<T: serde::Serialize>(value: &T) {
+    let mut stdout = io::stdout().lock();
+    let _ = write_json(&mut stdout, value, true);
+    let _ = writeln!(stdout);
 }
 
 fn run_verify(
@@ -313,13 +412,23 @@ fn run_verify(
 ) -> u8 {
     let key = match public_key {
         None => None,
-        Some(k) => match std::fs::read(&k) {
-            Err(e) => return error(format!("cannot read the public key {}: {e}", k.display())),
-            Ok(bytes) => match CheckpointVerifyingKey::from_key_bytes(&bytes) {
-                Ok(key) => Some(key),
-                Err(e) => return error(format!("{}: {e}", k.display())),
-            },
-        },
+        Some(k) => {
+            let kp = shown(&k.to_string_lossy());
+            let bytes = open_regular(&k).and_then(|(f, _)| {
+                let mut b: Vec<u8> = Vec::new();
+                Read::take(f, 4096)
+                    .read_to_end(&mut b)
+                    .map(|_| b)
+                    .map_err(|e| format!("cannot read the public key {kp}: {e}"))
+            });
+            match bytes {
+                Err(e) => return error(e),
+                Ok(bytes) => match CheckpointVerifyingKey::from_key_bytes(&bytes) {
+                    Ok(key) => Some(key),
+                    Err(e) => return error(format!("{kp}: {e}")),
+                },
+            }
+        }
     };
     if let Some(a) = &anchor {
         if a.is_empty() || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -338,15 +447,10 @@ fn run_verify(
         };
         match cp_path {
             None => None,
-            Some(p) => match File::open(&p) {
-                Ok(f) => Some(BufReader::new(f)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound && checkpoints.is_none() => None,
-                Err(e) => {
-                    return error(format!(
-                        "cannot open the checkpoint file {}: {e}",
-                        p.display()
-                    ))
-                }
+            Some(p) => match open_regular(&p) {
+                Ok((f, _)) => Some(BufReader::new(f)),
+                Err(_) if checkpoints.is_none() && !p.exists() => None,
+                Err(e) => return error(format!("checkpoint file: {e}")),
             },
         }
     } else {
@@ -360,19 +464,18 @@ fn run_verify(
     };
     let report = match verify_reader(input, cp_reader, &opts) {
         Ok(r) => r,
-        Err(e) => return error(e),
+        Err(e) => return error(format!("{}: {e}", shown(path))),
     };
     progress::clear();
-    let out = match format {
-        Format::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
-        Format::Text => text_report(&report),
-    };
-    let mut stdout = io::stdout().lock();
-    let _ = writeln!(stdout, "{out}");
+    match format {
+        Format::Json => print_json(&report),
+        Format::Text => print(&text_report(&report)),
+    }
     if report.malformed_lines > 0 {
         eprintln!(
-            "phi-audit: error: {} line(s) of {path} are not JSON objects (first at line {}); the input is not a clean JSON lines ledger",
+            "phi-audit: {} line(s) of {} are not JSON objects (first at line {}); the input is not a clean JSON lines ledger",
             report.malformed_lines,
+            shown(path),
             report
                 .failures
                 .iter()
@@ -380,7 +483,6 @@ fn run_verify(
                 .and_then(|f| f.line)
                 .map_or_else(|| "?".to_owned(), |l| l.to_string())
         );
-        return EXIT_ERROR;
     }
     if report.passed() {
         EXIT_OK
@@ -397,10 +499,15 @@ fn text_report(r: &VerifyReport) -> String {
     };
     line(format!("phi-audit verify v{}", r.version));
     line(String::new());
-    line(format!("Source: {}", r.source));
+    line(format!("Source: {}", shown(&r.source)));
     line(format!("Events scanned: {}", r.events_scanned));
     if let (Some(a), Some(b)) = (&r.time_range.start, &r.time_range.end) {
-        line(format!("Time range: {a} to {b}"));
+        // Only well-formed timestamps get here (see VerifyReport).
+        line(format!(
+            "Time range: {} to {}",
+            escape_text(a),
+            escape_text(b)
+        ));
     }
     line(String::new());
     line("Chain verification:".into());
@@ -423,25 +530,17 @@ fn text_report(r: &VerifyReport) -> String {
     }
     for f in &r.failures {
         line(String::new());
-        line(format!(
-            "FAILURE {} at line {}:",
-            f.failure_type,
-            f.line.map_or_else(|| "-".to_owned(), |l| l.to_string())
-        ));
-        if let Some(i) = f.event_index {
-            line(format!("  event_index:    {i}"));
-        }
-        if !f.event_id.is_empty() {
-            line(format!("  event_id:       {}", f.event_id));
-        }
-        if !f.timestamp.is_empty() {
-            line(format!("  timestamp:      {}", f.timestamp));
-        }
+        let at = match (f.line, f.event_index) {
+            (Some(l), Some(i)) => format!(" at line {l} (event {i})"),
+            (Some(l), None) => format!(" at line {l}"),
+            (None, _) => String::new(),
+        };
+        line(format!("FAILURE {}{at}:", f.failure_type));
         if let Some(e) = &f.expected {
-            line(format!("  expected:       {e}"));
+            line(format!("  expected:       {}", escape_text(e)));
         }
         if let Some(a) = &f.actual {
-            line(format!("  actual:         {a}"));
+            line(format!("  actual:         {}", escape_text(a)));
         }
         line(format!("  detail:         {}", f.message));
     }
@@ -470,6 +569,87 @@ struct PathError {
     message: String,
 }
 
+/// Member names of bh-audit-schema (1.0, 1.1, 2.0): the only names from an
+/// event that `validate` shows.
+const SCHEMA_NAMES: &[&str] = &[
+    "acting",
+    "action",
+    "actor",
+    "agent",
+    "agent_session_id",
+    "authorizing",
+    "chain_depth",
+    "client_ip",
+    "correlation",
+    "data_classification",
+    "delegation",
+    "delegation_type",
+    "environment",
+    "error_message",
+    "error_type",
+    "event_hash",
+    "event_id",
+    "harness",
+    "harness_version",
+    "hash_alg",
+    "http",
+    "id",
+    "integrity",
+    "interface",
+    "metadata",
+    "method",
+    "model_family",
+    "model_version",
+    "name",
+    "org_id",
+    "outcome",
+    "owner_org_id",
+    "parent_agent_session_id",
+    "patient_id",
+    "phi_touched",
+    "prev_event_hash",
+    "request_id",
+    "resource",
+    "roles",
+    "route_template",
+    "schema_version",
+    "service",
+    "session_id",
+    "status",
+    "status_code",
+    "subject_id",
+    "subject_type",
+    "timestamp",
+    "trace_id",
+    "type",
+    "user_agent",
+    "vendor",
+    "version",
+];
+
+/// A JSON Pointer from the validator with every member name the schema
+/// does not define (metadata keys, unknown members: text from the file)
+/// shown as `<key>`; array indices are kept.
+fn safe_pointer(pointer: &str) -> String {
+    if pointer.is_empty() {
+        return "(event)".to_owned();
+    }
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|seg| {
+            let name = seg.replace("~1", "/").replace("~0", "~");
+            if SCHEMA_NAMES.contains(&name.as_str())
+                || (!seg.is_empty() && seg.len() <= 10 && seg.bytes().all(|b| b.is_ascii_digit()))
+            {
+                format!("/{seg}")
+            } else {
+                "/<key>".to_owned()
+            }
+        })
+        .collect()
+}
+
 fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8 {
     let input = match open_input(path) {
         Ok(i) => i,
@@ -482,11 +662,17 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
     let mut invalid_count = 0u64;
     let mut not_json = 0u64;
     let mut stdout = io::stdout().lock();
+    let whole = |m: &str| {
+        vec![PathError {
+            path: "(line)".into(),
+            message: m.to_owned(),
+        }]
+    };
     loop {
         let line = match lines.next_line() {
             Ok(Some(l)) => l,
             Ok(None) => break,
-            Err(e) => return error(format!("cannot read {path}: {e}")),
+            Err(e) => return error(format!("cannot read {}: {e}", shown(path))),
         };
         let text = line.bytes.trim_ascii();
         if text.is_empty() && !line.too_long {
@@ -495,18 +681,19 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
         events += 1;
         let errors: Vec<PathError> = if line.too_long {
             not_json += 1;
-            vec![PathError {
-                path: "$".into(),
-                message: "line is too long to be an event".into(),
-            }]
+            whole("line is longer than the 16 MiB limit: it cannot be an event")
+        } else if std::str::from_utf8(text).is_err() {
+            not_json += 1;
+            whole("not valid UTF-8")
         } else {
             match serde_json::from_slice::<serde_json::Value>(text) {
+                Err(_) if !line.terminated => {
+                    not_json += 1;
+                    whole("unterminated last line that is not JSON (a write cut off)")
+                }
                 Err(_) => {
                     not_json += 1;
-                    vec![PathError {
-                        path: "$".into(),
-                        message: "not valid JSON".into(),
-                    }]
+                    whole("not valid JSON")
                 }
                 Ok(v) => match audit_runtime::schema::validate_value(&v, schema) {
                     Ok(_) => {
@@ -516,7 +703,7 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
                     Err(errs) => errs
                         .iter()
                         .map(|e| PathError {
-                            path: e.path.clone(),
+                            path: safe_pointer(&e.path),
                             message: e.message.clone(),
                         })
                         .collect(),
@@ -532,7 +719,13 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
             // Text output streams; JSON collects (capped) for one document.
             Format::Text => {
                 for e in &item.errors {
-                    let _ = writeln!(stdout, "line {}: {}: {}", item.line, e.path, e.message);
+                    let _ = writeln!(
+                        stdout,
+                        "line {}: {}: {}",
+                        item.line,
+                        e.path,
+                        escape_text(&e.message)
+                    );
                 }
             }
             Format::Json => {
@@ -542,10 +735,8 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
             }
         }
     }
+    drop(stdout);
     progress::clear();
-    if events == 0 {
-        eprintln!("phi-audit: note: {path} holds no events");
-    }
     if format == Format::Json {
         let doc = serde_json::json!({
             "source": path,
@@ -557,20 +748,15 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
             "invalid_events": invalid,
             "invalid_events_omitted": invalid_count.saturating_sub(invalid.len() as u64),
         });
-        let _ = writeln!(
-            stdout,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        );
+        print_json(&doc);
     } else {
-        let _ = writeln!(
-            stdout,
-            "{events} event(s): {valid} valid, {invalid_count} invalid"
-        );
+        print(&format!(
+            "{events} event(s): {valid} valid, {invalid_count} invalid ({not_json} not JSON)"
+        ));
     }
-    if events > 0 && not_json == events {
-        eprintln!("phi-audit: error: {path} is not JSON lines (no line parses as JSON)");
-        return EXIT_ERROR;
+    if events == 0 {
+        eprintln!("phi-audit: {} holds no events", shown(path));
+        return EXIT_FAIL;
     }
     if invalid_count > 0 {
         EXIT_FAIL
@@ -633,6 +819,26 @@ fn build_query(a: &ReportArgs) -> Result<Query, String> {
     Ok(q)
 }
 
+/// Lines a file report skipped: how many, and the first few to name.
+#[derive(Default)]
+struct Skipped {
+    count: u64,
+    first: Option<u64>,
+}
+
+impl Skipped {
+    /// Counts line `line`, naming it on stderr (the first 20).
+    fn note(&mut self, line: u64, reason: report::InvalidReason) {
+        self.count += 1;
+        self.first.get_or_insert(line);
+        if self.count <= 20 {
+            eprintln!("phi-audit: line {line} skipped: {reason}");
+        } else if self.count == 21 {
+            eprintln!("phi-audit: (further skipped lines are counted, not listed)");
+        }
+    }
+}
+
 fn run_report(source: Source, a: &ReportArgs, format: report::Format) -> u8 {
     let query = match build_query(a) {
         Ok(q) => q,
@@ -643,32 +849,39 @@ fn run_report(source: Source, a: &ReportArgs, format: report::Format) -> u8 {
     logins.until = query.until;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let result: Result<(), String> = match source {
+    let mut skipped = Skipped::default();
+    let mut events_read = None;
+    let result: Result<(), String> = match &source {
         Source::File(path) => {
-            let reader = match open_input(&path) {
+            let reader = match open_input(path) {
                 Ok(r) => r,
                 Err(e) => return error(e),
             };
             if a.query == ReportQuery::FailedLogins {
-                report::failed_logins_jsonl(reader, &logins)
+                report::failed_logins_jsonl_with(reader, &logins, |l, r| skipped.note(l, r))
                     .map_err(|e| e.to_string())
-                    .and_then(|(groups, invalid)| {
-                        if invalid > 0 {
-                            eprintln!("phi-audit: warning: {invalid} line(s) were not valid events and were skipped");
-                        }
-                        report::render_groups(&groups, "client_ip", format, &mut out)
+                    .and_then(|scan| {
+                        events_read = Some(scan.events);
+                        report::render_groups(&scan.groups, "client_ip", format, &mut out)
                             .map_err(|e| e.to_string())
                     })
             } else {
                 let mut failure = None;
-                let rows = report::query_jsonl(reader, &query).map_while(|r| match r {
-                    Ok(row) => Some(row),
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        None
+                let mut q = report::query_jsonl(reader, &query);
+                let rows = std::iter::from_fn(|| loop {
+                    match q.next()? {
+                        Ok(row) => return Some(row),
+                        Err(report::ReportError::InvalidLine { line, reason }) => {
+                            skipped.note(line, reason)
+                        }
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            return None;
+                        }
                     }
                 });
                 let r = report::render(rows, format, &mut out).map_err(|e| e.to_string());
+                events_read = Some(q.events_read());
                 match failure {
                     Some(f) => Err(f),
                     None => r.map(|_| ()),
@@ -676,14 +889,39 @@ fn run_report(source: Source, a: &ReportArgs, format: report::Format) -> u8 {
             }
         }
         Source::Postgres(url, schema) => {
-            report_postgres(&url, &schema, a, &query, &logins, format, &mut out)
+            report_postgres(url, schema, a, &query, &logins, format, &mut out)
         }
     };
-    let flushed = out.flush().map_err(|e| e.to_string());
-    match result.and(flushed) {
-        Ok(()) => EXIT_OK,
-        Err(e) => error(e),
+    if skipped.count > 0 && format == report::Format::Text {
+        let _ = writeln!(
+            out,
+            "{} line(s) skipped: not events (first at line {})",
+            skipped.count,
+            skipped.first.unwrap_or(0)
+        );
     }
+    let flushed = out.flush().map_err(|e| e.to_string());
+    progress::clear();
+    if let Err(e) = result.and(flushed) {
+        return error(e);
+    }
+    let name = match &source {
+        Source::File(p) => shown(p),
+        Source::Postgres(..) => String::new(),
+    };
+    if skipped.count > 0 {
+        eprintln!(
+            "phi-audit: {} line(s) of {name} were not events and were skipped (first at line {}); the report covers the rest",
+            skipped.count,
+            skipped.first.unwrap_or(0)
+        );
+        return EXIT_FAIL;
+    }
+    if events_read == Some(0) {
+        eprintln!("phi-audit: {name} holds no events");
+        return EXIT_FAIL;
+    }
+    EXIT_OK
 }
 
 #[cfg(feature = "postgres")]
@@ -735,17 +973,26 @@ fn run_verify_postgres(url: &str, schema: &str, service: &str, format: Format) -
         Err(e) => return error(e),
     };
     let (result, code) = match chain.verify() {
+        Ok(0) => (
+            format!(
+                "FAIL: service {} has no chained events",
+                shown(&format!("{service:?}"))
+            ),
+            EXIT_FAIL,
+        ),
         Ok(n) => (
-            format!("PASS: {n} chained event(s) of service {service:?} verified"),
+            format!(
+                "PASS: {n} chained event(s) of service {} verified",
+                shown(&format!("{service:?}"))
+            ),
             EXIT_OK,
         ),
         Err(e) => (format!("FAIL: {e}"), EXIT_FAIL),
     };
     match format {
-        Format::Text => println!("{result}"),
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({"source": "postgres", "service": service, "result": if code == EXIT_OK { "PASS" } else { "FAIL" }, "message": result})
+        Format::Text => print(&result),
+        Format::Json => print_json(
+            &serde_json::json!({"source": "postgres", "service": service, "result": if code == EXIT_OK { "PASS" } else { "FAIL" }, "message": result}),
         ),
     }
     code

@@ -111,16 +111,18 @@ fn verify_exit_codes() {
     assert_eq!(c, 2);
     assert!(err.contains("cannot open"));
     assert_eq!(run(&["verify", d.path().to_str().unwrap()], None).0, 2);
+    // Garbage and malformed lines: the content fails (1), named by line.
     let g = d.path().join("garbage.bin");
     fs::write(&g, [0u8, 159, 146, 150, 255, 10, 1, 2, 3]).unwrap();
-    let (c, _, err) = run(&["verify", g.to_str().unwrap()], None);
-    assert_eq!(c, 2);
+    let (c, out, err) = run(&["verify", g.to_str().unwrap()], None);
+    assert_eq!(c, 1);
     assert!(err.contains("not JSON objects"), "{err}");
+    assert!(out.contains("not valid UTF-8"), "{out}");
     let mut mixed = fs::read(&p).unwrap();
     mixed.extend_from_slice(b"{not json\n");
     mixed.extend_from_slice(&fs::read(&p).unwrap());
     let (c, out, _) = run(&["verify", "-"], Some(&mixed));
-    assert_eq!(c, 2);
+    assert_eq!(c, 1);
     assert!(out.contains("malformed_line at line 6"), "{out}");
     let e = d.path().join("empty.jsonl");
     fs::write(&e, "").unwrap();
@@ -190,7 +192,14 @@ fn validate_exit_codes() {
     assert_eq!(c, 1);
     assert!(out.contains("line 4: /actor/subject_id"), "{out}");
     assert_eq!(run(&["validate", "/nonexistent"], None).0, 2);
-    assert_eq!(run(&["validate", "-"], Some(b"\xff\xfe\x00garbage")).0, 2);
+    // Content that is not events fails the check (1); bad UTF-8 is named
+    // with its line.
+    let (c, out, _) = run(&["validate", "-"], Some(b"\xff\xfe\x00garbage"));
+    assert_eq!(c, 1);
+    assert!(out.contains("line 1: (line): not valid UTF-8"), "{out}");
     assert_eq!(run(&["validate", "-", "--schema", "9.9"], Some(b"")).0, 2);
-    assert_eq!(run(&["validate", "-", "--schema", "1.0"], Some(b"")).0, 0);
+    // No events at all: 1, as for verify and report.
+    let (c, _, err) = run(&["validate", "-", "--schema", "1.0"], Some(b""));
+    assert_eq!(c, 1);
+    assert!(err.contains("holds no events"), "{err}");
 }

@@ -129,7 +129,7 @@ fn reports_over_a_jsonl_file() {
         "client_ip,count\n10.0.0.9,7"
     );
 
-    // Bad input: a clear message and exit 2, never a panic.
+    // Bad arguments or unreadable input: a clear message and exit 2.
     assert_eq!(run(&["report", p, "--query", "patient"], None).0, 2);
     assert_eq!(
         run(&["report", "/nonexistent", "--query", "all"], None).0,
@@ -143,8 +143,10 @@ fn reports_over_a_jsonl_file() {
         .0,
         2
     );
+    // A line that is not an event is skipped, counted and named: exit 1.
     let (c, _, err) = run(&["report", "-", "--query", "all"], Some(b"{not json\n"));
-    assert_eq!(c, 2, "{err}");
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("line 1 skipped"), "{err}");
 }
 
 #[test]

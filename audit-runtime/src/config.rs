@@ -26,10 +26,12 @@ pub enum ValidationPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SinkFailurePolicy {
     /// Count it only.
-    #[default]
     Ignore,
-    /// Also log the error kind through `tracing` at target
-    /// [`INTERNAL_TARGET`], never with event content.
+    /// Also log it through `tracing` at target [`INTERNAL_TARGET`] (the
+    /// default): the number of failed events, the running total and the
+    /// error's kind and description, never event content; at most one
+    /// report a second, summing the failures in between.
+    #[default]
     Report,
 }
 
@@ -207,7 +209,7 @@ impl Config {
                 target: SchemaVersion::V1_1,
                 downgrade: DowngradePolicy::Reject,
                 validate: None,
-                sink_failure: SinkFailurePolicy::Ignore,
+                sink_failure: SinkFailurePolicy::Report,
                 clock: None,
                 ids: None,
                 pseudonym_key: None,
@@ -375,7 +377,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// What to do when the sink fails. Default: count only.
+    /// What to do when the sink fails. Default: count and report
+    /// ([`SinkFailurePolicy::Report`]).
     pub fn sink_failure(mut self, policy: SinkFailurePolicy) -> Self {
         self.inner.sink_failure = policy;
         self

@@ -36,6 +36,11 @@ struct Inner {
     /// Written on every call: on lines of their own, away from the config
     /// and sink the worker of a non-blocking sink reads per event.
     stats: CacheLine<Stats>,
+    /// Paces [`SinkFailurePolicy::Report`] (touched on failures only).
+    report: crate::sink::loss::ReportThrottle,
+    /// `failed` at the last flush, and the first sink error since.
+    flushed_failed: std::sync::atomic::AtomicU64,
+    cause: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Dispatch {
@@ -289,6 +294,9 @@ impl Dispatch {
             takes_records: sink.__takes_records(),
             sink,
             stats: CacheLine::default(),
+            report: Default::default(),
+            flushed_failed: Default::default(),
+            cause: Default::default(),
         }))
     }
 
@@ -297,9 +305,13 @@ impl Dispatch {
         &self.0.config
     }
 
-    /// Its counters.
+    /// Its counters, including what its sink lost after accepting it
+    /// ([`Sink::lost_events`], counted in `failed` and in `sink_lost`).
     pub fn stats(&self) -> StatsSnapshot {
-        self.0.stats.snapshot()
+        let mut s = self.0.stats.snapshot();
+        s.sink_lost = self.0.sink.lost_events();
+        s.failed += s.sink_lost;
+        s
     }
 
     pub(crate) fn count_unkeyed_pseudonym(&self) {
@@ -307,9 +319,36 @@ impl Dispatch {
     }
 
     /// Flushes the sink (for a non-blocking sink: waits until everything
-    /// queued is written).
+    /// queued is written). Returns [`SinkError::Lost`] with the count when
+    /// events handed to the sink since the previous flush were not written:
+    /// the larger of what the sink reports and what this dispatcher counted
+    /// as `failed` since then (so a sink that only fails its writes is
+    /// covered too).
     pub fn flush(&self) -> Result<(), SinkError> {
-        in_sink(|| self.0.sink.flush())
+        use std::sync::atomic::Ordering;
+        let r = in_sink(|| self.0.sink.flush());
+        let failed = self.stats().failed;
+        let since = failed.saturating_sub(self.0.flushed_failed.swap(failed, Ordering::AcqRel));
+        let cause = self
+            .0
+            .cause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match r {
+            Err(SinkError::Lost { events, cause: c }) => Err(SinkError::Lost {
+                events: events.max(since),
+                cause: c,
+            }),
+            _ if since > 0 => Err(SinkError::Lost {
+                events: since,
+                cause: cause.unwrap_or_else(|| match &r {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "the sink lost events it had accepted".to_owned(),
+                }),
+            }),
+            r => r,
+        }
     }
 
     /// Wraps `future` so this dispatcher is the thread's dispatcher whenever
@@ -412,9 +451,29 @@ impl Dispatch {
         self.0.stats.add_fixes(fixes);
     }
 
+    /// Reports a sink failure (of `e.events()` events) under
+    /// [`SinkFailurePolicy::Report`]: counts and the error's kind and
+    /// description (never event content), at most once a second, summing
+    /// the failures in between.
     fn report_sink_error(&self, e: &SinkError) {
-        if self.0.config.inner().sink_failure == SinkFailurePolicy::Report {
-            tracing::warn!(target: INTERNAL_TARGET, error = %e, "audit sink failed to take an event");
+        {
+            let mut c = self.0.cause.lock().unwrap_or_else(|p| p.into_inner());
+            if c.is_none() {
+                *c = Some(e.to_string());
+            }
+        }
+        if self.0.config.inner().sink_failure != SinkFailurePolicy::Report {
+            return;
+        }
+        if let Some(failed) = self.0.report.add(e.events()) {
+            tracing::warn!(
+                target: INTERNAL_TARGET,
+                failed,
+                failed_total = self.stats().failed,
+                error_kind = e.kind(),
+                error = %e,
+                "audit sink failed to write events"
+            );
         }
     }
 

@@ -14,7 +14,17 @@
 //! ```
 //!
 //! Time ranges are half-open: `since` inclusive, `until` exclusive.
+//!
+//! **Safe to print.** A report is the one place the trail's values are
+//! shown, and they may have been written by anyone: every renderer escapes
+//! control characters, bidirectional overrides, invisible format characters
+//! and line breaks ([`escape_text`]) in text and CSV, and as `\uXXXX`
+//! escapes in JSON ([`write_json`]), so no value can move the cursor,
+//! retitle a terminal, reorder what is shown or forge a row. JSONL sources
+//! are read a line at a time with the same 16 MiB cap as the verifier
+//! ([`crate::verify::MAX_LINE_BYTES`]).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -24,6 +34,7 @@ use uuid::Uuid;
 
 use crate::event::{ActionType, AuditEvent, DataClassification, OutcomeStatus};
 use crate::timestamp::Timestamp;
+use crate::verify::JsonLines;
 
 /// Milliseconds in 24 hours.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -366,6 +377,30 @@ impl ReportRow {
     }
 }
 
+/// Why a line of a JSONL source is not an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidReason {
+    /// The line is not valid UTF-8.
+    NotUtf8,
+    /// The line is longer than [`crate::verify::MAX_LINE_BYTES`].
+    TooLong,
+    /// The last line is unterminated and does not parse (a write cut off).
+    Truncated,
+    /// The line is not JSON of an audit event.
+    NotAnEvent,
+}
+
+impl fmt::Display for InvalidReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidReason::NotUtf8 => "not valid UTF-8",
+            InvalidReason::TooLong => "longer than the 16 MiB line limit",
+            InvalidReason::Truncated => "an unterminated last line (a write cut off)",
+            InvalidReason::NotAnEvent => "not JSON of an audit event (bh-audit-schema)",
+        })
+    }
+}
+
 /// Why a report could not be produced. Never contains event content.
 #[derive(Debug)]
 pub enum ReportError {
@@ -376,6 +411,8 @@ pub enum ReportError {
     InvalidLine {
         /// 1-based line number.
         line: u64,
+        /// What is wrong with it.
+        reason: InvalidReason,
     },
     /// The database refused or failed a query (SQLSTATE code and kind only).
     Database(String),
@@ -385,11 +422,8 @@ impl fmt::Display for ReportError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReportError::Io(e) => write!(f, "report I/O error: {e}"),
-            ReportError::InvalidLine { line } => {
-                write!(
-                    f,
-                    "line {line} is not a valid audit event (JSON of bh-audit-schema)"
-                )
+            ReportError::InvalidLine { line, reason } => {
+                write!(f, "line {line} is not a valid audit event: {reason}")
             }
             ReportError::Database(m) => write!(f, "report query failed: {m}"),
         }
@@ -412,16 +446,16 @@ impl From<io::Error> for ReportError {
 }
 
 /// Streams the events of a JSONL source that match `query`, in file order,
-/// reading one line at a time (constant memory). Blank lines are skipped; a
-/// line that is not an event yields [`ReportError::InvalidLine`] and the scan
-/// goes on. Stops after `query.limit` rows.
+/// reading one line at a time (memory bounded by the line cap). Blank lines
+/// are skipped; a line that is not an event (not UTF-8, too long, not JSON
+/// of an event) yields [`ReportError::InvalidLine`] and the scan goes on.
+/// Stops after `query.limit` rows.
 pub fn query_jsonl<R: BufRead>(reader: R, query: &Query) -> JsonlQuery<'_, R> {
     JsonlQuery {
-        reader,
+        lines: JsonLines::new(reader),
         query,
-        line: 0,
-        buf: String::new(),
         emitted: 0,
+        events: 0,
         done: false,
     }
 }
@@ -429,12 +463,18 @@ pub fn query_jsonl<R: BufRead>(reader: R, query: &Query) -> JsonlQuery<'_, R> {
 /// Iterator returned by [`query_jsonl`].
 #[derive(Debug)]
 pub struct JsonlQuery<'q, R> {
-    reader: R,
+    lines: JsonLines<R>,
     query: &'q Query,
-    line: u64,
-    buf: String,
     emitted: u64,
+    events: u64,
     done: bool,
+}
+
+impl<R> JsonlQuery<'_, R> {
+    /// Lines read so far that were events (matching the query or not).
+    pub fn events_read(&self) -> u64 {
+        self.events
+    }
 }
 
 impl<R: BufRead> Iterator for JsonlQuery<'_, R> {
@@ -446,9 +486,10 @@ impl<R: BufRead> Iterator for JsonlQuery<'_, R> {
                 self.done = true;
                 break;
             }
-            match next_event(&mut self.reader, &mut self.buf, &mut self.line) {
+            match next_event(&mut self.lines) {
                 Ok(None) => self.done = true,
                 Ok(Some(e)) => {
+                    self.events += 1;
                     if self.query.matches(&e) {
                         self.emitted += 1;
                         return Some(Ok(ReportRow::from_event(&e)));
@@ -466,24 +507,31 @@ impl<R: BufRead> Iterator for JsonlQuery<'_, R> {
 }
 
 /// Next non-blank line parsed as an event; `Ok(None)` at the end.
-fn next_event<R: BufRead>(
-    r: &mut R,
-    buf: &mut String,
-    line: &mut u64,
-) -> Result<Option<AuditEvent>, ReportError> {
+fn next_event<R: BufRead>(lines: &mut JsonLines<R>) -> Result<Option<AuditEvent>, ReportError> {
     loop {
-        buf.clear();
-        if r.read_line(buf)? == 0 {
+        let Some(l) = lines.next_line()? else {
             return Ok(None);
+        };
+        let invalid = |reason| {
+            Err(ReportError::InvalidLine {
+                line: l.number,
+                reason,
+            })
+        };
+        if l.too_long {
+            return invalid(InvalidReason::TooLong);
         }
-        *line += 1;
-        let t = buf.trim();
+        let t = l.bytes.trim_ascii();
         if t.is_empty() {
             continue;
         }
-        return match serde_json::from_str::<AuditEvent>(t) {
+        let Ok(text) = std::str::from_utf8(t) else {
+            return invalid(InvalidReason::NotUtf8);
+        };
+        return match serde_json::from_str::<AuditEvent>(text) {
             Ok(e) => Ok(Some(e)),
-            Err(_) => Err(ReportError::InvalidLine { line: *line }),
+            Err(_) if !l.terminated => invalid(InvalidReason::Truncated),
+            Err(_) => invalid(InvalidReason::NotAnEvent),
         };
     }
 }
@@ -493,22 +541,49 @@ fn next_event<R: BufRead>(
 /// number of distinct IPs only. Invalid lines are counted in the second value
 /// and otherwise skipped.
 pub fn failed_logins_jsonl<R: BufRead>(
-    mut reader: R,
+    reader: R,
     q: &FailedLoginsByIp,
 ) -> Result<(Vec<GroupCount>, u64), ReportError> {
+    failed_logins_jsonl_with(reader, q, |_, _| {}).map(|s| (s.groups, s.invalid))
+}
+
+/// What [`failed_logins_jsonl_with`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailedLoginsScan {
+    /// IPs over the threshold, by count (descending) then IP.
+    pub groups: Vec<GroupCount>,
+    /// Lines that were events.
+    pub events: u64,
+    /// Lines that were not events (skipped).
+    pub invalid: u64,
+}
+
+/// [`failed_logins_jsonl`], calling `on_invalid(line, reason)` for each line
+/// that is not an event, and counting the events read.
+pub fn failed_logins_jsonl_with<R: BufRead>(
+    reader: R,
+    q: &FailedLoginsByIp,
+    mut on_invalid: impl FnMut(u64, InvalidReason),
+) -> Result<FailedLoginsScan, ReportError> {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    let (mut buf, mut line, mut invalid) = (String::new(), 0u64, 0u64);
+    let mut lines = JsonLines::new(reader);
+    let mut invalid = 0u64;
+    let mut events = 0u64;
     loop {
-        match next_event(&mut reader, &mut buf, &mut line) {
+        match next_event(&mut lines) {
             Ok(None) => break,
             Ok(Some(e)) => {
+                events += 1;
                 if q.counts(&e) {
                     if let Some(ip) = e.http.as_ref().and_then(|h| h.client_ip.as_ref()) {
                         *counts.entry(ip.as_str().to_owned()).or_insert(0) += 1;
                     }
                 }
             }
-            Err(ReportError::InvalidLine { .. }) => invalid += 1,
+            Err(ReportError::InvalidLine { line, reason }) => {
+                invalid += 1;
+                on_invalid(line, reason);
+            }
             Err(e) => return Err(e),
         }
     }
@@ -518,7 +593,11 @@ pub fn failed_logins_jsonl<R: BufRead>(
         .map(|(key, count)| GroupCount { key, count })
         .collect();
     sort_groups(&mut groups);
-    Ok((groups, invalid))
+    Ok(FailedLoginsScan {
+        groups,
+        events,
+        invalid,
+    })
 }
 
 pub(crate) fn sort_groups(groups: &mut [GroupCount]) {
@@ -552,7 +631,8 @@ impl Format {
 }
 
 /// Writes `rows` to `out` in `format`, streaming (one row in memory at a
-/// time). Returns the number of rows written.
+/// time). Returns the number of rows written. Values are escaped as the
+/// [module docs](self) say: nothing a row holds reaches `out` raw.
 pub fn render<I, W>(rows: I, format: Format, out: &mut W) -> io::Result<u64>
 where
     I: IntoIterator<Item = ReportRow>,
@@ -572,35 +652,36 @@ where
             out.write_all(b"[")?;
             for r in rows {
                 out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut *out, &r).map_err(io::Error::other)?;
+                write_json(&mut *out, &r, false)?;
                 n += 1;
             }
             out.write_all(if n == 0 { b"]\n" } else { b"\n]\n" })?;
         }
         Format::Text => {
             for r in rows {
-                let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+                let e = |s: &str| escape_text(s).into_owned();
+                let opt = |o: &Option<String>| o.as_deref().map_or_else(|| "-".into(), e);
                 write!(
                     out,
                     "{}  {:<7} {:<8} actor={} ({}, org={}) resource={}/{} patient={} owner_org={}",
                     r.timestamp,
-                    r.action_type,
-                    r.outcome_status,
-                    r.actor_subject_id,
-                    r.actor_subject_type,
+                    e(&r.action_type),
+                    e(&r.outcome_status),
+                    e(&r.actor_subject_id),
+                    e(&r.actor_subject_type),
                     opt(&r.actor_org_id),
-                    r.resource_type,
+                    e(&r.resource_type),
                     opt(&r.resource_id),
                     opt(&r.patient_id),
                     opt(&r.owner_org_id),
                 )?;
                 if let Some(t) = &r.error_type {
-                    write!(out, " error={t}")?;
+                    write!(out, " error={}", e(t))?;
                 }
                 if let Some(ip) = &r.client_ip {
-                    write!(out, " ip={ip}")?;
+                    write!(out, " ip={}", e(ip))?;
                 }
-                writeln!(out, " service={} event={}", r.service, r.event_id)?;
+                writeln!(out, " service={} event={}", e(&r.service), r.event_id)?;
                 n += 1;
             }
             writeln!(out, "{n} event(s)")?;
@@ -610,7 +691,8 @@ where
 }
 
 /// Writes grouped counts (`key`, `count`) to `out` in `format`; `key_name`
-/// names the key column (e.g. `client_ip`).
+/// names the key column (e.g. `client_ip`). Keys are escaped like
+/// [`render`]'s values.
 pub fn render_groups<W: Write + ?Sized>(
     groups: &[GroupCount],
     key_name: &str,
@@ -630,25 +712,158 @@ pub fn render_groups<W: Write + ?Sized>(
                 .iter()
                 .map(|g| serde_json::json!({ key_name: g.key, "count": g.count }))
                 .collect();
-            serde_json::to_writer_pretty(&mut *out, &v).map_err(io::Error::other)?;
+            write_json(&mut *out, &v, true)?;
             out.write_all(b"\n")?;
         }
         Format::Text => {
-            let w = groups
+            let keys: Vec<Cow<'_, str>> = groups.iter().map(|g| escape_text(&g.key)).collect();
+            let w = keys
                 .iter()
-                .map(|g| g.key.chars().count())
+                .map(|k| k.chars().count())
                 .max()
                 .unwrap_or(0)
                 .max(key_name.len());
-            writeln!(out, "{key_name:<w$}  count")?;
-            for g in groups {
-                writeln!(out, "{:<w$}  {}", g.key, g.count)?;
+            writeln!(out, "{:<w$}  count", escape_text(key_name))?;
+            for (g, k) in groups.iter().zip(&keys) {
+                writeln!(out, "{k:<w$}  {}", g.count)?;
             }
         }
     }
     Ok(())
 }
 
+/// True for characters that must not reach a terminal or a text report
+/// raw: C0 and C1 controls and DEL (escape sequences, line breaks, NUL),
+/// bidirectional controls (which reorder what is shown), zero-width and
+/// other invisible format characters, line and paragraph separators, the
+/// byte-order mark and tag characters.
+pub fn needs_escape(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{ad}'
+        | '\u{61c}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{e0000}'..='\u{e007f}')
+}
+
+/// `s` with every character [`needs_escape`] names written as `\n`, `\r`,
+/// `\t` or `\u{hex}`, and `\` as `\\` (so the escaped form is
+/// unambiguous). Borrowed when nothing needed escaping.
+///
+/// ```
+/// use audit_runtime::report::escape_text;
+/// assert_eq!(escape_text("plain"), "plain");
+/// assert_eq!(escape_text("a\x1b]0;x\x07\n\u{202e}b"), "a\\u{1b}]0;x\\u{7}\\n\\u{202e}b");
+/// ```
+pub fn escape_text(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || needs_escape(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Writes `value` as JSON (pretty or compact) with every character
+/// [`needs_escape`] names written as a `\uXXXX` escape, so the output is
+/// still the same JSON and safe to show on a terminal.
+pub fn write_json<W: Write + ?Sized, T: Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+    pretty: bool,
+) -> io::Result<()> {
+    let mut out = out;
+    if pretty {
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut out,
+            SafeJson(serde_json::ser::PrettyFormatter::new()),
+        );
+        value.serialize(&mut ser).map_err(io::Error::other)
+    } else {
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut out,
+            SafeJson(serde_json::ser::CompactFormatter),
+        );
+        value.serialize(&mut ser).map_err(io::Error::other)
+    }
+}
+
+/// A JSON formatter that also escapes what [`needs_escape`] names (serde
+/// escapes C0 controls, `"` and `\` itself).
+struct SafeJson<F>(F);
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for SafeJson<F> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if needs_escape(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{:04x}", u)?;
+                }
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+/// One CSV record (RFC 4180): cells holding `,` or `"` are quoted; cells a
+/// spreadsheet would run as a formula get a `'` first (and are quoted);
+/// characters [`needs_escape`] names, line breaks included, are escaped as
+/// in [`escape_text`] and their cells quoted, so a value never splits a row
+/// or reaches a terminal raw.
 fn write_csv_record<'a, W: Write + ?Sized>(
     out: &mut W,
     cells: impl Iterator<Item = Option<&'a str>>,
@@ -657,9 +872,10 @@ fn write_csv_record<'a, W: Write + ?Sized>(
         if i > 0 {
             out.write_all(b",")?;
         }
-        let Some(c) = cell else { continue };
-        let formula = c.starts_with(['=', '+', '-', '@', '\t', '\r']);
-        let quote = formula || c.contains([',', '"', '\n', '\r']);
+        let Some(raw) = cell else { continue };
+        let c = escape_text(raw);
+        let formula = raw.starts_with(['=', '+', '-', '@', '\t', '\r']);
+        let quote = formula || matches!(c, Cow::Owned(_)) || c.contains([',', '"']);
         if quote {
             out.write_all(b"\"")?;
             if formula {

@@ -23,7 +23,9 @@ pub struct StatsSnapshot {
     /// Events the sink accepted. For a non-blocking sink this means queued;
     /// its own stats tell how many reached the medium.
     pub emitted: u64,
-    /// Events the sink refused with an error (I/O, closed, queue full).
+    /// Events that did not reach the sink's medium: refused with an error
+    /// (I/O, closed, queue full) when handed over, or accepted and lost
+    /// later (`sink_lost` of them).
     pub failed: u64,
     /// Events not handed to any sink: rejected by validation with the drop
     /// policy, or using 2.0-only data while targeting 1.x without downgrade.
@@ -54,6 +56,11 @@ pub struct StatsSnapshot {
     pub invalid_fields: u64,
     /// `pseudonym(..)` values left out because the config has no pseudonym key.
     pub unkeyed_pseudonyms: u64,
+    /// Events the sink accepted and lost afterwards (a non-blocking sink's
+    /// worker could not write them; a buffered batch failed), from
+    /// [`crate::Sink::lost_events`]. Included in `failed`. Filled by
+    /// [`crate::Dispatch::stats`].
+    pub sink_lost: u64,
 }
 
 impl Stats {
@@ -70,6 +77,7 @@ impl Stats {
             chars_replaced: self.chars_replaced.load(Ordering::Relaxed),
             invalid_fields: self.invalid_fields.load(Ordering::Relaxed),
             unkeyed_pseudonyms: self.unkeyed_pseudonyms.load(Ordering::Relaxed),
+            sink_lost: 0,
         }
     }
 

@@ -7,6 +7,12 @@
 //! with it on the same file), plus:
 //!
 //! * each failure's 1-based `line` number;
+//! * the report never repeats what the file says: failures identify events
+//!   by `line` and `event_index`, never by their `event_id` or timestamp
+//!   (so, unlike the reference's, they have no `event_id` and `timestamp`
+//!   fields); `expected` and `actual` hold only hashes (hex digests of the
+//!   algorithm's length; anything else is left out), key ids and counts;
+//!   `time_range` holds only well-formed RFC 3339 timestamps;
 //! * failure kinds the reference does not report (it passes such files):
 //!   `unchained_event` (an event without an `integrity` block), `malformed_line`
 //!   (not a JSON object), `torn_tail` (an unterminated, unparseable last line),
@@ -164,20 +170,19 @@ pub struct TimeRange {
     pub end: Option<String>,
 }
 
-/// One integrity failure.
+/// One integrity failure. It names the event by position (`line`,
+/// `event_index`) and never holds text read from the ledger other than
+/// hashes, key ids and counts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyFailure {
     /// 0-based index among events (non-blank lines), as the reference counts.
     pub event_index: Option<u64>,
-    /// The event's `event_id` (`unknown` when it has none).
-    pub event_id: String,
-    /// The event's timestamp (empty when it has none).
-    pub timestamp: String,
     /// The kind: `hash_mismatch`, `chain_gap`, or one of ours (module docs).
     pub failure_type: String,
-    /// Expected value (a hash, a count), when there is one.
+    /// Expected value (a hash, a key id, a count), when there is one.
     pub expected: Option<String>,
-    /// Value found, when there is one.
+    /// Value found (a hash, a key id, a count), when there is one and it
+    /// has that form; other text found in the file is never copied here.
     pub actual: Option<String>,
     /// What it means, without event content.
     pub message: String,
@@ -332,11 +337,37 @@ struct Fail {
     kind: &'static str,
     index: Option<u64>,
     line: Option<u64>,
-    event_id: String,
-    timestamp: String,
     expected: Option<String>,
     actual: Option<String>,
     message: &'static str,
+}
+
+/// `s` when it is a hash as this crate writes them (lowercase hex of the
+/// length of a SHA-256, -384 or -512 digest): the only text of a ledger a
+/// report repeats.
+fn digest(s: &str) -> Option<String> {
+    let hex = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && matches!(s.len(), 64 | 96 | 128)).then(|| s.to_owned())
+}
+
+/// `s` when it is a checkpoint key id (16 lowercase hex digits).
+fn key_id(s: &str) -> Option<String> {
+    let hex = s
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (hex && s.len() == 16).then(|| s.to_owned())
+}
+
+/// `s` when it is a well-formed RFC 3339 timestamp (digits and `-:.TZ+`
+/// only).
+fn timestamp(s: &str) -> Option<String> {
+    let shape = !s.is_empty()
+        && s.len() <= 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b"-:.TZ+".contains(&b));
+    (shape && crate::timestamp::Timestamp::parse_rfc3339(s).is_ok()).then(|| s.to_owned())
 }
 
 impl Fail {
@@ -345,8 +376,6 @@ impl Fail {
             kind,
             index: None,
             line: None,
-            event_id: String::new(),
-            timestamp: String::new(),
             expected: None,
             actual: None,
             message: "",
@@ -408,8 +437,6 @@ impl<'o> Walk<'o> {
         }
         self.report.failures.push(VerifyFailure {
             event_index: f.index,
-            event_id: f.event_id,
-            timestamp: f.timestamp,
             failure_type: f.kind.to_owned(),
             expected: f.expected,
             actual: f.actual,
@@ -462,7 +489,7 @@ impl<'o> Walk<'o> {
                 );
                 f.line = Some(number);
                 f.expected = Some(key.key_id());
-                f.actual = Some(cp.key_id.clone());
+                f.actual = key_id(&cp.key_id);
                 self.fail(f);
                 continue;
             }
@@ -503,46 +530,38 @@ impl<'o> Walk<'o> {
         let Some(event) = parsed else {
             self.report.malformed_lines += 1;
             let torn = !line.terminated;
+            let utf8 = line.too_long || std::str::from_utf8(text).is_ok();
             let mut f = Fail::global(if torn { "torn_tail" } else { "malformed_line" }).msg(
                 if torn {
                     "The last line is unterminated and not a JSON object: a write was cut off. Opening the ledger with LedgerSink moves it aside."
+                } else if line.too_long {
+                    "The line is longer than the 16 MiB limit: it cannot be an event."
+                } else if !utf8 {
+                    "The line is not valid UTF-8, so not a JSON object."
                 } else {
                     "The line is not a JSON object."
                 },
             );
             f.index = Some(index);
             f.line = Some(line.number);
-            f.event_id = "unknown".into();
             self.fail(f);
             self.prev = None;
             self.anchor_pending = false;
-            self.check_cp(index, line.number, None, "unknown", "");
+            self.check_cp(index, line.number, None);
             return;
         };
         let ts = event
             .get("timestamp")
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let eid = event
-            .get("event_id")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_owned();
-        if self.report.time_range.start.is_none() && index == 0 && !ts.is_empty() {
-            self.report.time_range.start = Some(ts.clone());
+            .and_then(timestamp);
+        if self.report.time_range.start.is_none() && index == 0 {
+            self.report.time_range.start = ts.clone();
         }
-        self.report.time_range.end = if ts.is_empty() {
-            None
-        } else {
-            Some(ts.clone())
-        };
+        self.report.time_range.end = ts;
         let base = |kind: &'static str| Fail {
             kind,
             index: Some(index),
             line: Some(line.number),
-            event_id: eid.clone(),
-            timestamp: ts.clone(),
             expected: None,
             actual: None,
             message: "",
@@ -555,7 +574,7 @@ impl<'o> Walk<'o> {
                 ));
                 self.prev = None;
                 self.anchor_pending = false;
-                self.check_cp(index, line.number, None, &eid, &ts);
+                self.check_cp(index, line.number, None);
                 return;
             }
             Some(Value::Object(m)) => m,
@@ -566,7 +585,7 @@ impl<'o> Walk<'o> {
                 );
                 self.prev = None;
                 self.anchor_pending = false;
-                self.check_cp(index, line.number, None, &eid, &ts);
+                self.check_cp(index, line.number, None);
                 return;
             }
         };
@@ -590,7 +609,7 @@ impl<'o> Walk<'o> {
                         "Event content does not match its recorded hash: the event was modified after it was written.",
                     );
                     f.expected = Some(recomputed);
-                    f.actual = Some(recorded.clone());
+                    f.actual = digest(&recorded);
                     self.fail(f);
                 }
             }
@@ -599,7 +618,6 @@ impl<'o> Walk<'o> {
                     "The integrity block names a hash algorithm other than sha256, sha384 or sha512; the event cannot be checked.",
                 );
                 f.expected = Some("sha256|sha384|sha512".into());
-                f.actual = integrity.get("hash_alg").map(as_text);
                 self.fail(f);
             }
         }
@@ -614,7 +632,7 @@ impl<'o> Walk<'o> {
                 let mut f = base("chain_gap").msg(
                     "The event has no prev_event_hash in the middle of a chain: it was emitted unchained or the chain restarted.",
                 );
-                f.expected = self.prev.clone();
+                f.expected = self.prev.as_deref().and_then(digest);
                 self.fail(f);
             }
             Some(p) if Some(&p) != self.prev.as_ref() => {
@@ -622,19 +640,19 @@ impl<'o> Walk<'o> {
                 let mut f = base("chain_gap").msg(
                     "prev_event_hash does not match the previous event's hash: an event was deleted, inserted or reordered.",
                 );
-                f.expected = self.prev.clone();
-                f.actual = Some(p);
+                f.expected = self.prev.as_deref().and_then(digest);
+                f.actual = digest(&p);
                 self.fail(f);
             }
             _ => {}
         }
         self.anchor_pending = false;
-        self.check_cp(index, line.number, Some(&recorded), &eid, &ts);
+        self.check_cp(index, line.number, Some(&recorded));
         self.prev = Some(recorded);
     }
 
     /// Compares event number `index + 1` against the pending checkpoint.
-    fn check_cp(&mut self, index: u64, line: u64, hash: Option<&str>, eid: &str, ts: &str) {
+    fn check_cp(&mut self, index: u64, line: u64, hash: Option<&str>) {
         let Some((_, count, cp_hash)) = self.cp.as_ref() else {
             return;
         };
@@ -650,10 +668,8 @@ impl<'o> Walk<'o> {
                 kind: "checkpoint_mismatch",
                 index: Some(index),
                 line: Some(line),
-                event_id: eid.to_owned(),
-                timestamp: ts.to_owned(),
-                expected: Some(cp_hash.clone()),
-                actual: hash.map(str::to_owned),
+                expected: digest(cp_hash),
+                actual: hash.and_then(digest),
                 message: "The event at a signed checkpoint's position is not the one the checkpoint signed: the ledger was replaced or rewritten up to here.",
             };
             self.fail(f);

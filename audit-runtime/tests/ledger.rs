@@ -340,3 +340,166 @@ fn the_ledger_reserves_blocks_while_open_and_releases_them_at_close() {
     assert!(common::disk_bytes(&p) <= len.next_multiple_of(4096) + 4096);
     assert!(verify(&p, None).passed());
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn lines(p: &std::path::Path) -> Vec<serde_json::Value> {
+    fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_garbage_last_line_is_set_aside_recorded_and_the_chain_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p).unwrap();
+    for i in 0..5 {
+        l.write(&event(i)).unwrap();
+    }
+    let head = l.last_event_hash().unwrap();
+    drop(l);
+    let good = fs::read(&p).unwrap();
+    // What a crash can leave: a block of zeros, then a newline.
+    let mut garbage = vec![0u8; 300];
+    garbage.push(b'\n');
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(&garbage)
+        .unwrap();
+    assert_eq!(kinds(&verify(&p, None)), ["malformed_line"]);
+
+    let l = LedgerSink::open(&p).expect("a garbage tail no longer stops the service");
+    let rec = l.recovery().clone();
+    let d = rec.damaged_tail.clone().expect("damaged tail reported");
+    assert_eq!((d.bytes, d.lines, d.first_line), (301, 1, 6));
+    assert_eq!(d.sha256, sha256_hex(&garbage));
+    assert_eq!(fs::read(&d.moved_to).unwrap(), garbage);
+    assert!(d
+        .moved_to
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("audit.jsonl.damaged-"));
+    assert_eq!(rec.events, 5);
+    assert_eq!(rec.last_event_hash.as_deref(), Some(head.as_str()));
+    // The ledger records the move, chained to the last good event.
+    let text = fs::read(&p).unwrap();
+    assert!(text.starts_with(&good));
+    let all = lines(&p);
+    assert_eq!(all.len(), 6);
+    let note = &all[5];
+    assert_eq!(note["integrity"]["prev_event_hash"], head.as_str());
+    assert_eq!(note["action"]["type"], "UPDATE");
+    assert_eq!(note["action"]["name"], "set_aside_damaged_tail");
+    assert_eq!(note["resource"]["type"], "AuditLedger");
+    assert_eq!(note["service"]["name"], "intake-api");
+    assert_eq!(note["metadata"]["damaged_sha256"], d.sha256.as_str());
+    assert_eq!(note["metadata"]["damaged_bytes"], 301);
+    assert_eq!(note["metadata"]["first_line"], 6);
+    assert_eq!(
+        note["metadata"]["moved_to"],
+        d.moved_to.file_name().unwrap().to_str().unwrap()
+    );
+    // The record is a valid event of the ledger's schema.
+    validate_value(note, None).unwrap();
+    assert_eq!(l.events_written(), 6);
+    l.write(&event(5)).unwrap();
+    drop(l);
+    let r = verify(&p, None);
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.chain_length, 7);
+    // Reopening finds nothing more to recover.
+    let l = LedgerSink::open(&p).unwrap();
+    assert!(l.recovery().damaged_tail.is_none() && l.recovery().torn_tail.is_none());
+    assert_eq!(l.recovery().events, 7);
+}
+
+#[test]
+fn several_damaged_lines_and_a_torn_tail_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p).unwrap();
+    for i in 0..3 {
+        l.write(&event(i)).unwrap();
+    }
+    drop(l);
+    // Garbage lines, a blank one, an event line without a chain, then an
+    // unterminated tail.
+    let damaged = b"\xff\xfe\x00garbage\n\n{\"not\":\"chained\"}\n{\"truncated\":".to_vec();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .write_all(&damaged)
+        .unwrap();
+    let l = LedgerSink::open(&p).unwrap();
+    let rec = l.recovery().clone();
+    let torn = rec.torn_tail.unwrap();
+    assert_eq!(fs::read(&torn.moved_to).unwrap(), b"{\"truncated\":");
+    let d = rec.damaged_tail.unwrap();
+    let complete = &damaged[..damaged.len() - b"{\"truncated\":".len()];
+    assert_eq!(fs::read(&d.moved_to).unwrap(), complete);
+    assert_eq!((d.lines, d.first_line), (2, 4));
+    assert_eq!(d.sha256, sha256_hex(complete));
+    l.write(&event(3)).unwrap();
+    drop(l);
+    let r = verify(&p, None);
+    assert!(r.passed(), "{:?}", r.failures);
+    assert_eq!(r.chain_length, 5);
+}
+
+#[test]
+fn a_ledger_of_only_garbage_starts_a_new_chain_and_keeps_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let zeros = [vec![0u8; 4096], b"\n".to_vec()].concat();
+    fs::write(&p, &zeros).unwrap();
+    let l = LedgerSink::open(&p).unwrap();
+    let d = l.recovery().damaged_tail.clone().unwrap();
+    assert_eq!(fs::read(&d.moved_to).unwrap(), zeros);
+    assert_eq!(d.first_line, 1);
+    l.write(&event(0)).unwrap();
+    drop(l);
+    let all = lines(&p);
+    assert_eq!(all.len(), 2);
+    // No earlier event to take a service from: the sink's own.
+    assert_eq!(all[0]["service"]["name"], "phi-audit");
+    assert!(all[0]["integrity"].get("prev_event_hash").is_none());
+    assert!(verify(&p, None).passed());
+}
+
+#[test]
+fn a_damaged_tail_over_64_mib_is_left_for_a_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let l = LedgerSink::open(&p).unwrap();
+    l.write(&event(0)).unwrap();
+    drop(l);
+    let before = fs::metadata(&p).unwrap().len();
+    let mut f = fs::OpenOptions::new().append(true).open(&p).unwrap();
+    let block = [b'x'; 1 << 20];
+    for _ in 0..65 {
+        f.write_all(&block).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    drop(f);
+    let len = fs::metadata(&p).unwrap().len();
+    let e = LedgerSink::open(&p).unwrap_err();
+    assert!(matches!(e, LedgerError::NotChained { .. }), "{e}");
+    // Nothing was moved or cut.
+    assert_eq!(fs::metadata(&p).unwrap().len(), len);
+    assert!(len > before);
+}

@@ -267,8 +267,9 @@ fn jsonl_report_queries_without_postgres() {
         let got: Ids = report::query_jsonl(BufReader::new(&file[..]), &q)
             .filter_map(|r| match r {
                 Ok(r) => Some(r.event_id),
-                Err(report::ReportError::InvalidLine { line }) => {
+                Err(report::ReportError::InvalidLine { line, reason }) => {
                     assert_eq!(line, events.len() as u64 + 2);
+                    assert_eq!(reason, report::InvalidReason::NotAnEvent);
                     bad += 1;
                     None
                 }
@@ -862,7 +863,12 @@ fn database_gone_for_good_gives_up_after_the_limit_and_counts_the_loss() {
     for n in 2..5 {
         sink.write_owned(make_event(&d, n, now)).unwrap(); // never raised into callers
     }
-    sink.flush().unwrap();
+    // The flush says what was lost, once.
+    match sink.flush() {
+        Err(audit_runtime::SinkError::Lost { events, .. }) => assert_eq!(events, 3),
+        other => panic!("flush after a loss: {other:?}"),
+    }
+    assert!(sink.flush().is_ok());
     let st = sink.stats();
     let ps = pg.stats();
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -871,4 +877,127 @@ fn database_gone_for_good_gives_up_after_the_limit_and_counts_the_loss() {
     assert!(ps.failed_batches >= 1 && ps.retries >= 2, "{ps:?}");
     assert!(ps.last_error.is_some());
     assert_eq!(schema.count(""), 1);
+}
+
+#[test]
+fn an_event_id_taken_by_a_different_event_is_counted_and_reported_never_dropped_silently() {
+    let Some(url) = pg_url() else { return };
+    for chained in [false, true] {
+        let schema = TestSchema::new(&url, "conflict");
+        let pg = Arc::new(
+            PostgresSink::connect(
+                &url,
+                PostgresOptions::new()
+                    .schema(&schema.name)
+                    .integrity(chained)
+                    .report_errors(false),
+            )
+            .unwrap(),
+        );
+        let d = dispatch("conflict-svc");
+        let now = Timestamp::now();
+        let first = make_event(&d, 1, now);
+        pg.write(&first).unwrap();
+        // The same event again (a retry): a duplicate, nothing lost.
+        pg.write(&first).unwrap();
+        assert!(pg.flush().is_ok());
+        // Another event with the same id: it cannot be stored; the write
+        // fails, the stats count it, and the next flush reports it.
+        let mut other = make_event(&d, 2, now);
+        other.event_id = first.event_id;
+        assert!(pg.write(&other).is_err(), "chained={chained}");
+        let st = pg.stats();
+        assert_eq!(
+            (st.inserted, st.duplicates, st.conflicts),
+            (1, 1, 1),
+            "{st:?}"
+        );
+        match pg.flush() {
+            Err(audit_runtime::SinkError::Lost { events: 1, cause }) => {
+                assert!(cause.contains("event_id"), "{cause}")
+            }
+            other => panic!("chained={chained}: {other:?}"),
+        }
+        // In a batch, through a queue: the rest of the batch is stored, the
+        // conflicting event (and a repeated id with other content inside
+        // the batch) counted as failed.
+        let sink = NonBlocking::new(pg.clone());
+        let mut batch: Vec<AuditEvent> = (10..15).map(|n| make_event(&d, n, now)).collect();
+        batch[1].event_id = first.event_id;
+        batch[3].event_id = batch[2].event_id;
+        let mut third = batch[4].clone();
+        third.event_id = batch[0].event_id;
+        batch.push(third);
+        for e in batch {
+            sink.write_owned(e).unwrap();
+        }
+        match sink.flush() {
+            Err(audit_runtime::SinkError::Lost { events, .. }) => {
+                assert_eq!(
+                    events,
+                    3,
+                    "chained={chained} {:?} {:?}",
+                    sink.stats(),
+                    pg.stats()
+                )
+            }
+            other => panic!("chained={chained}: {other:?}"),
+        }
+        let nb = sink.stats();
+        assert_eq!((nb.written, nb.failed), (3, 3), "{nb:?}");
+        assert_eq!(pg.stats().conflicts, 4);
+        assert_eq!(schema.count(""), 4);
+        if chained {
+            let chain = schema.store().read_chain("conflict-svc").unwrap();
+            assert_eq!(chain.verify().unwrap(), 4);
+        }
+    }
+}
+
+#[test]
+fn ts_column_agrees_with_the_json_timestamp_at_the_edges() {
+    let Some(url) = pg_url() else { return };
+    let schema = TestSchema::new(&url, "ts");
+    let pg = PostgresSink::connect(
+        &url,
+        PostgresOptions::new().schema(&schema.name).integrity(true),
+    )
+    .unwrap();
+    let d = dispatch("ts-svc");
+    for (n, ms) in [
+        i64::MIN,
+        -62_167_219_200_001,
+        -62_167_219_200_000,
+        0,
+        253_402_300_799_999,
+        253_402_300_800_000,
+        i64::MAX,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = make_event(&d, n as u64, Timestamp::from_unix_millis(0));
+        e.timestamp = Timestamp::from_unix_millis(ms);
+        pg.write(&e).unwrap();
+    }
+    let mut c = schema.client();
+    for r in c
+        .query(
+            &format!(
+                "SELECT ts, event->>'timestamp' FROM {}.audit_events",
+                schema.name
+            ),
+            &[],
+        )
+        .unwrap()
+    {
+        let ts: std::time::SystemTime = r.get(0);
+        let json: String = r.get(1);
+        assert_eq!(
+            Timestamp::from_system_time(ts),
+            Timestamp::parse_rfc3339(&json).unwrap(),
+            "{json}"
+        );
+    }
+    assert_eq!(schema.store().verify_chain("ts-svc").unwrap(), 7);
 }

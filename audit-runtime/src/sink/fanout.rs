@@ -56,7 +56,7 @@ impl FanOut {
             .collect()
     }
 
-    fn each(&self, f: impl Fn(&dyn Sink) -> Result<(), SinkError>) -> Result<(), SinkError> {
+    fn each(&self, mut f: impl FnMut(&dyn Sink) -> Result<(), SinkError>) -> Result<(), SinkError> {
         let mut failed = 0;
         for (sink, count) in &self.sinks {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&**sink)));
@@ -118,7 +118,29 @@ impl Sink for FanOut {
         }
     }
 
+    /// Flushes every sink. A sink's [`SinkError::Lost`] is passed on (the
+    /// largest count when several lost events); otherwise any other error
+    /// is summarized.
     fn flush(&self) -> Result<(), SinkError> {
-        self.each(|s| s.flush())
+        let mut lost: Option<(u64, String)> = None;
+        let r = self.each(|s| {
+            let r = s.flush();
+            if let Err(SinkError::Lost { events, cause }) = &r {
+                if lost.as_ref().is_none_or(|(n, _)| events > n) {
+                    lost = Some((*events, cause.clone()));
+                }
+            }
+            r
+        });
+        match lost {
+            Some((events, cause)) => Err(SinkError::Lost { events, cause }),
+            None => r,
+        }
+    }
+
+    /// The sinks' lost events, added up (an event two sinks lost counts
+    /// twice).
+    fn lost_events(&self) -> u64 {
+        self.sinks.iter().map(|(s, _)| s.lost_events()).sum()
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 
 use crate::call::{CallRecord, RecordRef};
 use crate::event::AuditEvent;
-use crate::sink::{BatchError, Sink, SinkError};
+use crate::sink::loss::{flush_result, LossTracker};
+use crate::sink::{lock, BatchError, Sink, SinkError};
 
 /// When written lines are made durable with `fsync` (`File::sync_data`).
 ///
@@ -117,7 +118,12 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
 /// unterminated write), ends that line first so it cannot swallow ours.
 /// Returns the file and its length.
 pub(crate) fn open_append_terminated(path: &Path) -> io::Result<(File, u64)> {
-    let mut file = open_append(path)?;
+    let file = open_append(path)?;
+    terminate(file)
+}
+
+/// Ends `file`'s last line if it is unterminated; returns it and its length.
+fn terminate(mut file: File) -> io::Result<(File, u64)> {
     let mut len = file.metadata()?.len();
     if len > 0 {
         let mut last = [0u8; 1];
@@ -131,11 +137,23 @@ pub(crate) fn open_append_terminated(path: &Path) -> io::Result<(File, u64)> {
     Ok((file, len))
 }
 
+/// Creates `path`'s parent directories.
+pub(crate) fn create_parent(path: &Path) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    Ok(())
+}
+
 impl LineWriter {
     pub(crate) fn file_len(&self) -> u64 {
         self.file_len
     }
 
+    /// Opens `path` for appending under the exclusive write lock (see
+    /// [`crate::sink::FileLocked`]), ending an unterminated last line.
     pub(crate) fn open(
         path: &Path,
         fsync: FsyncPolicy,
@@ -143,12 +161,22 @@ impl LineWriter {
         capacity: usize,
         preallocate: u64,
     ) -> io::Result<LineWriter> {
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                fs::create_dir_all(parent)?;
-            }
-        }
-        let (file, file_len) = open_append_terminated(path)?;
+        create_parent(path)?;
+        let file = lock::open_locked(path)?;
+        LineWriter::from_locked(path, file, fsync, rotate_bytes, capacity, preallocate)
+    }
+
+    /// A writer on `file`, already opened at `path` by
+    /// [`lock::open_locked`].
+    pub(crate) fn from_locked(
+        path: &Path,
+        file: File,
+        fsync: FsyncPolicy,
+        rotate_bytes: Option<u64>,
+        capacity: usize,
+        preallocate: u64,
+    ) -> io::Result<LineWriter> {
+        let (file, file_len) = terminate(file)?;
         Ok(LineWriter {
             path: path.to_path_buf(),
             file: Some(file),
@@ -316,7 +344,21 @@ impl LineWriter {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("the file sink is closed"));
         };
-        match file.write_all(&self.buf) {
+        // Count the bytes that reach the file, so a failure cuts back only
+        // what this write appended.
+        let mut done = 0usize;
+        let result = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
             Ok(()) => {
                 self.file_len += self.buf.len() as u64;
                 self.buf.clear();
@@ -324,14 +366,55 @@ impl LineWriter {
                 Ok(())
             }
             Err(e) => {
-                // Also gives back any reservation.
-                let _ = file.set_len(self.file_len);
-                self.reserved_to = self.file_len;
+                self.undo_partial(done as u64);
                 self.lost_events += self.buffered_events.saturating_sub(unacknowledged);
                 self.buffered_events = 0;
                 self.buf.clear();
                 Err(e)
             }
+        }
+    }
+
+    /// After a failed write that appended `written` bytes (the first
+    /// `written` of the buffer): cuts exactly those bytes off again, and
+    /// gives back any reservation, when they are the file's last bytes.
+    /// Never more: a writer only ever undoes its own bytes. If something
+    /// else was appended after them (a program ignoring the lock), nothing
+    /// is cut; a partial line of ours is then ended with a newline where
+    /// possible, so it cannot swallow the next one.
+    fn undo_partial(&mut self, written: u64) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let ours_at_end = len >= written
+            && (written == 0 || {
+                let mut tail = vec![0u8; written as usize];
+                file.seek(SeekFrom::Start(len - written)).is_ok()
+                    && file.read_exact(&mut tail).is_ok()
+                    && tail[..] == self.buf[..written as usize]
+            });
+        if ours_at_end {
+            let keep = len - written;
+            if keep == self.file_len || written > 0 {
+                // Also gives back the blocks reserved past the end.
+                let _ = file.set_len(keep);
+                self.reserved_to = keep;
+            }
+            self.file_len = keep;
+        } else {
+            let mut last = [0u8; 1];
+            let unterminated = file.seek(SeekFrom::Start(len - 1)).is_ok()
+                && file.read_exact(&mut last).is_ok()
+                && last[0] != b'\n';
+            self.file_len = if unterminated && file.write_all(b"\n").is_ok() {
+                len + 1
+            } else {
+                len
+            };
+            self.reserved_to = self.reserved_to.max(self.file_len);
         }
     }
 
@@ -363,19 +446,44 @@ impl LineWriter {
         r
     }
 
-    /// Renames the file to the next number and opens a fresh one. If the
-    /// rename fails, writing continues in the old file; if opening the new
-    /// file fails, writing continues in the renamed one. Nothing is lost.
+    /// Moves the file to the next number and continues in a fresh one,
+    /// keeping the write lock throughout: the fresh file is created and
+    /// locked under a temporary name, the current file gets its numbered
+    /// name as a second link, and the fresh file then replaces it at the
+    /// path in one rename. So the path always names a file this writer
+    /// locks; another process opening it fails. (Without hard links, two
+    /// renames: the path is briefly absent.)
+    ///
+    /// On failure writing continues in the current file; nothing is lost.
     fn rotate(&mut self) -> io::Result<()> {
         let n = next_rotation_number(&self.path)?;
         let mut target = self.path.clone().into_os_string();
         target.push(format!(".{n}"));
-        fs::rename(&self.path, &target)?;
+        let target = PathBuf::from(target);
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".rotating-{}", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        // A leftover of a rotation by a killed process with our pid.
+        let _ = fs::remove_file(&tmp);
+        let fresh = lock::create_locked(&tmp)?;
+        let swapped = match fs::hard_link(&self.path, &target) {
+            Ok(()) => fs::rename(&tmp, &self.path).inspect_err(|_| {
+                let _ = fs::remove_file(&target);
+            }),
+            Err(_) => fs::rename(&self.path, &target).and_then(|()| {
+                fs::rename(&tmp, &self.path).inspect_err(|_| {
+                    let _ = fs::rename(&target, &self.path);
+                })
+            }),
+        };
+        if let Err(e) = swapped {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         self.release_reserve();
-        let file = open_append(&self.path)?;
-        self.file_len = file.metadata()?.len();
-        self.reserved_to = self.file_len;
-        self.file = Some(file);
+        self.file = Some(fresh);
+        self.file_len = 0;
+        self.reserved_to = 0;
         self.rotations += 1;
         Ok(())
     }
@@ -440,16 +548,26 @@ fn preallocate(_file: &File, _offset: u64, _len: u64) -> bool {
 /// renamed to `<path>.1`, `<path>.2`, ... (the lowest number is the oldest)
 /// when the next line would cross the limit; no line is split or lost.
 ///
-/// If a batch write fails, the file is cut back to its last whole line, the
-/// error is returned, and the events of that batch are counted in
-/// [`JsonlFileSink::lost_events`].
+/// **One writer per file.** Opening takes an exclusive advisory lock on the
+/// file (`flock`, unix); a second open of the same path, by another process
+/// or in this one, fails at once with an [`io::Error`] of kind
+/// [`io::ErrorKind::WouldBlock`] holding a [`crate::sink::FileLocked`] that
+/// names the path and, on Linux, the holder's pid. The kernel drops the lock
+/// when the holder exits or is killed, so no stale lock is left. Rotation
+/// keeps the lock: the fresh file is locked before it takes the path.
+///
+/// If a batch write fails, the bytes this write appended are cut off again
+/// (never more: a writer only ever undoes its own bytes), the error is
+/// returned, and events of earlier acknowledged batches lost with it are
+/// counted in [`JsonlFileSink::lost_events`]. [`Sink::flush`] returns
+/// [`SinkError::Lost`] with the count of every event that failed since the
+/// previous flush.
 ///
 /// On Linux the sink reserves disk blocks [`JsonlOptions::preallocate`]
 /// bytes ahead of its writes (the file's length still only counts whole
 /// lines) and gives back what is left when it closes or rotates the file.
-/// It assumes it is the file's only writer while open: if the file grew
-/// behind its back, the reservation is left rather than risk cutting a
-/// line.
+/// If the file grew behind its back (a program ignoring the lock), the
+/// reservation is left rather than risk cutting a line.
 ///
 /// ```
 /// use audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
@@ -463,18 +581,26 @@ fn preallocate(_file: &File, _offset: u64, _len: u64) -> bool {
 pub struct JsonlFileSink {
     inner: Mutex<LineWriter>,
     path: PathBuf,
+    losses: LossTracker,
 }
 
 impl JsonlFileSink {
     /// Opens (or creates, with parent directories) `path` for appending, with
-    /// the default options (fsync every event, no rotation).
+    /// the default options (fsync every event, no rotation). See
+    /// [`JsonlFileSink::open_with`].
     pub fn open(path: impl AsRef<Path>) -> io::Result<JsonlFileSink> {
         JsonlFileSink::open_with(path, JsonlOptions::default())
     }
 
-    /// Opens (or creates, with parent directories) `path` for appending.
+    /// Opens (or creates, with parent directories) `path` for appending,
+    /// taking its write lock (see [`JsonlFileSink`]).
+    ///
+    /// `{pid}` and `{hostname}` in `path` are replaced by the process id and
+    /// the host name, so every process or replica of a service can be given
+    /// a file of its own from one setting (`audit-{hostname}.jsonl`);
+    /// [`JsonlFileSink::path`] is the result.
     pub fn open_with(path: impl AsRef<Path>, options: JsonlOptions) -> io::Result<JsonlFileSink> {
-        let path = path.as_ref().to_path_buf();
+        let path = lock::expand_placeholders(path.as_ref());
         let w = LineWriter::open(
             &path,
             options.fsync,
@@ -485,6 +611,7 @@ impl JsonlFileSink {
         Ok(JsonlFileSink {
             inner: Mutex::new(w),
             path,
+            losses: LossTracker::default(),
         })
     }
 
@@ -503,14 +630,21 @@ impl JsonlFileSink {
         self.lock().map(|w| w.rotations()).unwrap_or(0)
     }
 
-    /// Flushes, syncs (unless the policy is `Never`) and closes the file;
-    /// later writes fail with [`SinkError::Closed`].
+    /// Flushes, syncs (unless the policy is `Never`) and closes the file,
+    /// releasing its lock; later writes fail with [`SinkError::Closed`].
+    /// Like [`Sink::flush`], returns [`SinkError::Lost`] when events failed
+    /// since the last flush.
     pub fn close(&self) -> Result<(), SinkError> {
         let mut w = self.lock()?;
         if w.is_closed() {
             return Ok(());
         }
-        w.close().map_err(SinkError::Io)
+        let lost_before = w.lost_events();
+        let r = w.close().map_err(SinkError::Io);
+        if let Err(e) = &r {
+            self.losses.record(w.lost_events() - lost_before, e);
+        }
+        flush_result(r, self.losses.take())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, LineWriter>, SinkError> {
@@ -527,11 +661,16 @@ impl JsonlFileSink {
         if w.is_closed() {
             return Err(SinkError::Closed);
         }
+        let lost_before = w.lost_events();
         let buf = w.buffer();
         let mark = buf.len();
         encode(buf);
         buf.push(b'\n');
-        w.commit_line(mark).map(|_| ()).map_err(SinkError::Io)
+        let r = w.commit_line(mark).map(|_| ()).map_err(SinkError::Io);
+        if let Err(e) = &r {
+            self.losses.record(1 + (w.lost_events() - lost_before), e);
+        }
+        r
     }
 
     /// Writes one line per item, as one batch (one write, one sync as the
@@ -546,6 +685,7 @@ impl JsonlFileSink {
             Ok(_) => return Err(BatchError::all(items, SinkError::Closed)),
             Err(error) => return Err(BatchError::all(items, error)),
         };
+        let lost_before = w.lost_events();
         w.begin_batch();
         let mut failed = 0;
         let mut first = None;
@@ -566,7 +706,11 @@ impl JsonlFileSink {
         }
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { failed, error }),
+            Some(error) => {
+                let lost = w.lost_events() - lost_before;
+                self.losses.record(failed + lost, &error);
+                Err(BatchError { failed, error })
+            }
         }
     }
 }
@@ -592,11 +736,25 @@ impl Sink for JsonlFileSink {
         self.write_lines(records, CallRecord::write_json)
     }
 
+    /// Writes and syncs what is buffered; then returns
+    /// [`SinkError::Lost`] if any event handed to the sink since the last
+    /// flush was not written.
     fn flush(&self) -> Result<(), SinkError> {
         let mut w = self.lock()?;
-        if w.is_closed() {
-            return Ok(());
-        }
-        w.flush().map_err(SinkError::Io)
+        let r = if w.is_closed() {
+            Ok(())
+        } else {
+            let lost_before = w.lost_events();
+            let r = w.flush().map_err(SinkError::Io);
+            if let Err(e) = &r {
+                self.losses.record(w.lost_events() - lost_before, e);
+            }
+            r
+        };
+        flush_result(r, self.losses.take())
+    }
+
+    fn lost_events(&self) -> u64 {
+        JsonlFileSink::lost_events(self)
     }
 }

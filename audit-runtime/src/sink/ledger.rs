@@ -1,16 +1,26 @@
 //! [`LedgerSink`]: a JSONL file of hash-chained events, with resume, torn-tail
 //! recovery and signed checkpoints.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
 use crate::checkpoint::{checkpoint_path, Checkpoint, CheckpointSigner};
-use crate::event::{AuditEvent, HashAlg};
+use crate::event::{
+    Action, ActionType, Actor, AuditEvent, DataClassification, HashAlg, Outcome, Resource,
+    SchemaVersion, Service,
+};
 use crate::integrity::{Canonicalizer, HexDigest};
-use crate::sink::file::{open_append_terminated, FsyncPolicy, LineWriter};
+use crate::metadata::{MetaValue, Metadata};
+use crate::sink::file::{create_parent, open_append_terminated, FsyncPolicy, LineWriter};
+use crate::sink::lock::{self, FileLocked};
+use crate::sink::loss::{flush_result, LossTracker};
 use crate::sink::{BatchError, Sink, SinkError};
+use crate::text::Text;
 use crate::timestamp::Timestamp;
 
 /// Options of a [`LedgerSink`].
@@ -60,6 +70,32 @@ pub struct Recovery {
     pub last_event_hash: Option<String>,
     /// An unterminated last line left by a crash mid-write, if there was one.
     pub torn_tail: Option<TornTail>,
+    /// Complete lines after the last chained event that were not chained
+    /// events (garbage such as the zeros a crash can leave), if there were
+    /// any: moved aside, and recorded in the ledger by an event of its own.
+    pub damaged_tail: Option<DamagedTail>,
+}
+
+/// Complete lines at the end of a ledger that were not chained events,
+/// moved out of the ledger when it was opened.
+///
+/// The chain resumes from the last chained event, and the sink appends a
+/// chained audit event of its own recording the move (action `UPDATE`,
+/// resource type `AuditLedger`, action name `set_aside_damaged_tail`,
+/// metadata `damaged_bytes`, `damaged_lines`, `first_line`,
+/// `damaged_sha256` and `moved_to`, the side file's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedTail {
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Lines with content in it.
+    pub lines: u64,
+    /// 1-based line number in the ledger where it started.
+    pub first_line: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    /// The side file now holding those bytes (`<ledger>.damaged-<millis>`).
+    pub moved_to: PathBuf,
 }
 
 /// An unterminated last line that was moved out of the ledger.
@@ -76,12 +112,16 @@ pub struct TornTail {
 pub enum LedgerError {
     /// Reading, moving or writing a file failed.
     Io(io::Error),
-    /// The last complete line is not a chained event, so the chain cannot
-    /// be resumed safely.
+    /// The ledger holds no chained event to resume from but does hold JSON
+    /// lines (an event file that is not a ledger), or its damaged tail is
+    /// too large to move aside on its own (over 64 MiB).
     NotChained {
-        /// 1-based line number of that line.
+        /// 1-based line number of its last line with content.
         line: u64,
     },
+    /// Another writer (another process, or another sink in this one) has
+    /// the ledger open.
+    Locked(FileLocked),
 }
 
 impl std::fmt::Display for LedgerError {
@@ -91,9 +131,11 @@ impl std::fmt::Display for LedgerError {
             LedgerError::NotChained { line } => write!(
                 f,
                 "cannot resume the ledger: line {line} (its last complete line) is not a chained \
-                 event with integrity.event_hash; run `phi-audit verify` on the file and move it \
-                 aside (or repair it) before opening a ledger at this path"
+                 event with integrity.event_hash, and no chained event precedes it within 64 MiB; \
+                 run `phi-audit verify` on the file and move it aside (or repair it) before \
+                 opening a ledger at this path"
             ),
+            LedgerError::Locked(l) => write!(f, "cannot open the ledger: {l}"),
         }
     }
 }
@@ -103,13 +145,17 @@ impl std::error::Error for LedgerError {
         match self {
             LedgerError::Io(e) => Some(e),
             LedgerError::NotChained { .. } => None,
+            LedgerError::Locked(l) => Some(l),
         }
     }
 }
 
 impl From<io::Error> for LedgerError {
     fn from(e: io::Error) -> Self {
-        LedgerError::Io(e)
+        match e.get_ref().and_then(|i| i.downcast_ref::<FileLocked>()) {
+            Some(l) => LedgerError::Locked(l.clone()),
+            None => LedgerError::Io(e),
+        }
     }
 }
 
@@ -123,9 +169,21 @@ impl From<io::Error> for LedgerError {
 /// * **Advance after write.** The chain head moves only once the line reached
 ///   the file; a failed batch is cut from the file and the head goes back to
 ///   the last line in it, so no gap is left.
+/// * **One writer.** Opening takes an exclusive advisory lock on the file
+///   (`flock`, unix) before anything is read or repaired; a second open, by
+///   another process or in this one, fails at once with
+///   [`LedgerError::Locked`] naming the path and, on Linux, the holder's pid.
+///   The kernel drops the lock when the holder exits or is killed.
 /// * **Resume.** Opening an existing ledger continues the chain from its last
 ///   complete line. An unterminated last line (a crash mid-write) is moved to
 ///   a side file and reported in [`LedgerSink::recovery`]; it is never hashed.
+///   Complete lines after the last chained event that are not chained events
+///   (garbage) are moved to `<ledger>.damaged-<millis>`, reported in
+///   [`Recovery::damaged_tail`] and through `tracing`, and recorded in the
+///   ledger by a chained event of the sink's own (see [`DamagedTail`]).
+/// * **Losses are never silent.** A failed write is cut back to this
+///   writer's own bytes; [`Sink::flush`] returns [`SinkError::Lost`] with
+///   the count of events that failed since the previous flush.
 /// * **Checkpoints.** With [`LedgerOptions::signer`], signed checkpoints go to
 ///   `<ledger>.checkpoints` (format in [`crate::checkpoint`]).
 ///
@@ -145,6 +203,7 @@ pub struct LedgerSink {
     inner: Mutex<State>,
     path: PathBuf,
     recovery: Recovery,
+    losses: LossTracker,
 }
 
 #[derive(Debug)]
@@ -178,33 +237,38 @@ impl LedgerSink {
         LedgerSink::open_with(path, LedgerOptions::default())
     }
 
-    /// Opens (or creates) the ledger at `path`, recovering a torn tail and
-    /// resuming the chain from the last complete line.
+    /// Opens (or creates) the ledger at `path` under its write lock,
+    /// recovering a torn or damaged tail and resuming the chain from the last
+    /// chained line.
+    ///
+    /// `{pid}` and `{hostname}` in `path` are replaced by the process id and
+    /// the host name (one ledger per process or replica from one setting;
+    /// `{hostname}` keeps the same ledger across restarts);
+    /// [`LedgerSink::path`] is the result.
     pub fn open_with(
         path: impl AsRef<Path>,
         options: LedgerOptions,
     ) -> Result<LedgerSink, LedgerError> {
-        let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent() {
-            if !parent.as_os_str().is_empty() {
-                fs::create_dir_all(parent)?;
-            }
-        }
-        let recovery = recover(&path)?;
+        let path = lock::expand_placeholders(path.as_ref());
+        create_parent(&path)?;
+        // Lock first: recovery must never cut what a live writer is appending.
+        let mut file = lock::open_locked(&path)?;
+        let (recovery, last_event) = recover(&mut file, &path)?;
         let cp_path = checkpoint_path(&path);
         let last_checkpoint = if options.signer.is_some() {
             last_checkpoint_count(&cp_path)?
         } else {
             0
         };
-        let w = LineWriter::open(
+        let w = LineWriter::from_locked(
             &path,
+            file,
             options.fsync,
             None,
             options.buffer_capacity,
             options.preallocate,
         )?;
-        let state = State {
+        let mut state = State {
             w,
             canon: Canonicalizer::new(),
             alg: options.hash_alg,
@@ -220,10 +284,18 @@ impl LedgerSink {
             checkpoint_errors: 0,
             closed: false,
         };
+        if let Some(d) = &recovery.damaged_tail {
+            // The record of the move, chained and made durable now.
+            let event = damaged_tail_event(d, last_event.as_ref());
+            state.append(&event).map_err(sink_to_ledger)?;
+            state.run_flush().map_err(sink_to_ledger)?;
+            state.w.sync()?;
+        }
         Ok(LedgerSink {
             inner: Mutex::new(state),
             path,
             recovery,
+            losses: LossTracker::default(),
         })
     }
 
@@ -258,15 +330,18 @@ impl LedgerSink {
         self.lock().map(|s| s.checkpoint_errors).unwrap_or(0)
     }
 
-    /// Flushes, syncs, writes a final checkpoint (with a signer) and closes.
-    /// Later writes fail with [`SinkError::Closed`]. Dropping the sink closes
-    /// it too, ignoring errors.
+    /// Flushes, syncs, writes a final checkpoint (with a signer) and closes,
+    /// releasing the lock. Later writes fail with [`SinkError::Closed`].
+    /// Like [`Sink::flush`], returns [`SinkError::Lost`] when events failed
+    /// since the last flush. Dropping the sink closes it too, ignoring
+    /// errors.
     pub fn close(&self) -> Result<(), SinkError> {
         let mut s = self.lock()?;
         if s.closed {
             return Ok(());
         }
         s.closed = true;
+        let lost_before = s.w.lost_events();
         let r = s.run_flush();
         let cp = if s.signer.is_some() && s.count > s.last_checkpoint {
             s.w.sync()
@@ -276,7 +351,11 @@ impl LedgerSink {
             Ok(())
         };
         let c = s.w.close().map_err(SinkError::Io);
-        r.and(cp).and(c)
+        let r = r.and(cp).and(c);
+        if let Err(e) = &r {
+            self.losses.record(s.w.lost_events() - lost_before, e);
+        }
+        flush_result(r, self.losses.take())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, SinkError> {
@@ -418,7 +497,12 @@ impl Sink for LedgerSink {
         if s.closed {
             return Err(SinkError::Closed);
         }
-        s.append(event)?;
+        let lost_before = s.w.lost_events();
+        if let Err(e) = s.append(event) {
+            self.losses
+                .record(1 + (s.w.lost_events() - lost_before), &e);
+            return Err(e);
+        }
         s.maybe_checkpoint();
         Ok(())
     }
@@ -430,6 +514,7 @@ impl Sink for LedgerSink {
             Err(error) => return Err(BatchError::all(events, error)),
         };
         let s = &mut *guard;
+        let lost_before = s.w.lost_events();
         s.w.begin_batch();
         let mut failed = 0;
         let mut first = None;
@@ -451,16 +536,34 @@ impl Sink for LedgerSink {
         s.maybe_checkpoint();
         match first {
             None => Ok(()),
-            Some(error) => Err(BatchError { failed, error }),
+            Some(error) => {
+                let lost = s.w.lost_events() - lost_before;
+                self.losses.record(failed + lost, &error);
+                Err(BatchError { failed, error })
+            }
         }
     }
 
+    /// Writes and syncs what is buffered; then returns
+    /// [`SinkError::Lost`] if any event handed to the sink since the last
+    /// flush was not written.
     fn flush(&self) -> Result<(), SinkError> {
         let mut s = self.lock()?;
-        if s.closed {
-            return Ok(());
-        }
-        s.run_flush()
+        let r = if s.closed {
+            Ok(())
+        } else {
+            let lost_before = s.w.lost_events();
+            let r = s.run_flush();
+            if let Err(e) = &r {
+                self.losses.record(s.w.lost_events() - lost_before, e);
+            }
+            r
+        };
+        flush_result(r, self.losses.take())
+    }
+
+    fn lost_events(&self) -> u64 {
+        LedgerSink::lost_events(self)
     }
 }
 
@@ -511,35 +614,56 @@ fn count_events(f: &mut File, end: u64) -> io::Result<u64> {
     Ok(count + u64::from(content))
 }
 
-fn recover(path: &Path) -> Result<Recovery, LedgerError> {
-    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recovery::default()),
-        Err(e) => return Err(e.into()),
+/// Longest damaged tail moved aside on its own; a longer one is left for a
+/// person to look at ([`LedgerError::NotChained`]).
+const MAX_DAMAGED: u64 = 64 * 1024 * 1024;
+
+/// What a line at the end of a ledger is.
+enum Tail {
+    Blank,
+    /// A JSON object with `integrity.event_hash`: the chain resumes here.
+    Chained(String, Value),
+    /// A JSON object without a chain hash (an event, but not a ledger's).
+    Unchained,
+    /// Not a JSON object at all.
+    Garbage,
+}
+
+fn classify(line: &[u8]) -> Tail {
+    if line.trim_ascii().is_empty() {
+        return Tail::Blank;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        return Tail::Garbage;
     };
+    if !v.is_object() {
+        return Tail::Garbage;
+    }
+    let hash = v
+        .get("integrity")
+        .and_then(|i| i.get("event_hash"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    match hash {
+        Some(h) => Tail::Chained(h, v),
+        None => Tail::Unchained,
+    }
+}
+
+/// Recovers the ledger open (and locked) in `f`: moves a torn tail and a
+/// damaged tail aside, and finds the chain head. Also returns the last
+/// chained event (for the record of a damaged tail).
+fn recover(f: &mut File, path: &Path) -> Result<(Recovery, Option<Value>), LedgerError> {
     let len = f.metadata()?.len();
     let mut rec = Recovery::default();
     if len == 0 {
-        return Ok(rec);
+        return Ok((rec, None));
     }
-    let good_end = line_start_before(&mut f, len)?;
+    let good_end = line_start_before(f, len)?;
     if good_end < len {
         // Torn tail: copy it aside, make that durable, then cut it off.
         let torn_len = len - good_end;
-        let side = side_path(path);
-        let mut o = OpenOptions::new();
-        o.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let mut side_file = o.open(&side)?;
-        f.seek(SeekFrom::Start(good_end))?;
-        io::copy(&mut (&mut f).take(torn_len), &mut side_file)?;
-        side_file.sync_all()?;
-        f.set_len(good_end)?;
-        f.sync_all()?;
+        let (side, _) = move_aside(f, path, good_end, len, "torn")?;
         tracing::warn!(
             target: "phi_audit::ledger",
             torn_bytes = torn_len,
@@ -551,56 +675,239 @@ fn recover(path: &Path) -> Result<Recovery, LedgerError> {
             moved_to: side,
         });
     }
-    // The last line with content before good_end.
+    // Walk back over the complete lines to the last chained event.
     let mut end = good_end;
-    loop {
-        if end == 0 {
-            return Ok(rec);
-        }
-        let start = line_start_before(&mut f, end - 1)?;
+    let mut damaged_from: Option<u64> = None;
+    let mut unchained_json = false;
+    let mut last_content_start = None;
+    let mut head = None;
+    while end > 0 {
+        let start = line_start_before(f, end - 1)?;
         let line_len = end - 1 - start;
-        if line_len > MAX_LINE {
-            let line = count_events(&mut f, start)? + 1;
-            return Err(LedgerError::NotChained { line });
-        }
-        let mut line = vec![0u8; line_len as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut line)?;
-        if line.trim_ascii().is_empty() {
-            end = start;
-            continue;
-        }
-        rec.events = count_events(&mut f, good_end)?;
-        let hash = serde_json::from_slice::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| {
-                v.get("integrity")?
-                    .get("event_hash")?
-                    .as_str()
-                    .map(str::to_owned)
-            });
-        match hash {
-            Some(h) => {
-                rec.last_event_hash = Some(h);
-                return Ok(rec);
+        let kind = if line_len > MAX_LINE {
+            Tail::Garbage
+        } else {
+            let mut line = vec![0u8; line_len as usize];
+            f.seek(SeekFrom::Start(start))?;
+            f.read_exact(&mut line)?;
+            classify(&line)
+        };
+        match kind {
+            Tail::Blank => {}
+            Tail::Chained(hash, v) => {
+                head = Some((end, hash, v));
+                break;
             }
-            None => {
-                let line_no = count_events(&mut f, start)? + 1;
-                return Err(LedgerError::NotChained { line: line_no });
+            Tail::Unchained | Tail::Garbage => {
+                unchained_json |= matches!(kind, Tail::Unchained);
+                last_content_start.get_or_insert(start);
+                damaged_from = Some(start);
+                if good_end - start > MAX_DAMAGED {
+                    let line = count_events(f, start)? + 1;
+                    return Err(LedgerError::NotChained { line });
+                }
             }
         }
+        end = start;
+    }
+    if head.is_none() && unchained_json {
+        // Event lines without a chain: not a ledger (or not ours to cut).
+        let start = last_content_start.unwrap_or(0);
+        let line = count_events(f, start)? + 1;
+        return Err(LedgerError::NotChained { line });
+    }
+    let (chain_end, last) = match head {
+        Some((end, hash, v)) => {
+            rec.last_event_hash = Some(hash);
+            (end, Some(v))
+        }
+        None => (0, None),
+    };
+    if damaged_from.is_some() {
+        let first_line = count_lines(f, chain_end)? + 1;
+        let lines = count_events(f, good_end)? - count_events(f, chain_end)?;
+        let (side, sha256) = move_aside(f, path, chain_end, good_end, "damaged")?;
+        let bytes = good_end - chain_end;
+        tracing::warn!(
+            target: "phi_audit::ledger",
+            damaged_bytes = bytes,
+            damaged_lines = lines,
+            first_line,
+            sha256 = %sha256,
+            moved_to = %side.display(),
+            "ledger ended in lines that are not chained events; moved them aside, the chain \
+             resumes from the last chained event and the ledger records the move"
+        );
+        rec.damaged_tail = Some(DamagedTail {
+            bytes,
+            lines,
+            first_line,
+            sha256,
+            moved_to: side,
+        });
+    }
+    let now = f.metadata()?.len();
+    rec.events = count_events(f, now)?;
+    Ok((rec, last))
+}
+
+/// Copies bytes `from..to` of `f` (its end) to a new side file
+/// `<path>.<what>-<millis>`, makes that durable, then cuts them off `f`.
+/// Returns the side file and the SHA-256 of the bytes.
+fn move_aside(
+    f: &mut File,
+    path: &Path,
+    from: u64,
+    to: u64,
+    what: &str,
+) -> Result<(PathBuf, String), LedgerError> {
+    let side = side_path(path, what);
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut side_file = o.open(&side)?;
+    f.seek(SeekFrom::Start(from))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut left = to - from;
+    while left > 0 {
+        let n = (left.min(buf.len() as u64)) as usize;
+        f.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        side_file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    side_file.sync_all()?;
+    sync_parent(&side);
+    f.set_len(from)?;
+    f.sync_all()?;
+    let sha = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((side, sha))
+}
+
+/// Makes a new directory entry durable (best effort).
+fn sync_parent(path: &Path) {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// Physical lines (newlines) before `end`.
+fn count_lines(f: &mut File, end: u64) -> io::Result<u64> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut r = f.take(end);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut count = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(count);
+        }
+        count += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
     }
 }
 
-fn side_path(path: &Path) -> PathBuf {
+fn sink_to_ledger(e: SinkError) -> LedgerError {
+    match e {
+        SinkError::Io(e) => LedgerError::Io(e),
+        other => LedgerError::Io(io::Error::other(other.to_string())),
+    }
+}
+
+/// The ledger's record of a damaged tail it set aside: a chained event of
+/// the service that wrote the last chained event (its schema version and
+/// service block when they are valid), by the `phi-audit` service actor.
+fn damaged_tail_event(d: &DamagedTail, last: Option<&Value>) -> AuditEvent {
+    let name = d
+        .moved_to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut metadata = Metadata::new();
+    let mut put = |k: &'static str, v: MetaValue| metadata.insert_value(Text::from_static(k), v);
+    put("damaged_bytes", MetaValue::UInt(d.bytes));
+    put("damaged_lines", MetaValue::UInt(d.lines));
+    put("first_line", MetaValue::UInt(d.first_line));
+    put(
+        "damaged_sha256",
+        MetaValue::Str(Text::from(d.sha256.as_str())),
+    );
+    put("moved_to", MetaValue::Str(Text::from(name.as_str())));
+    let fallback = Service {
+        name: Text::from_static("phi-audit"),
+        environment: None,
+        version: None,
+    };
+    let mut event = AuditEvent {
+        schema_version: SchemaVersion::V1_1,
+        event_id: uuid::Uuid::new_v4(),
+        timestamp: Timestamp::now(),
+        service: fallback.clone(),
+        actor: Actor::service("phi-audit"),
+        action: Action {
+            kind: ActionType::Update,
+            name: Some(Text::from_static("set_aside_damaged_tail")),
+            phi_touched: Some(false),
+            data_classification: Some(DataClassification::None),
+        },
+        resource: Resource {
+            kind: Text::from_static("AuditLedger"),
+            id: None,
+            patient_id: None,
+        },
+        outcome: Outcome::SUCCESS,
+        correlation: None,
+        http: None,
+        delegation: None,
+        metadata,
+        integrity: None,
+    };
+    let version = last
+        .and_then(|v| v.get("schema_version"))
+        .and_then(|v| serde_json::from_value::<SchemaVersion>(v.clone()).ok());
+    let service = last
+        .and_then(|v| v.get("service"))
+        .and_then(|v| serde_json::from_value::<Service>(v.clone()).ok());
+    let mut like_the_ledger = event.clone();
+    if let Some(v) = version {
+        like_the_ledger.schema_version = v;
+    }
+    if let Some(s) = service {
+        like_the_ledger.service = s;
+    }
+    if crate::schema::validate(&like_the_ledger).is_ok() {
+        event = like_the_ledger;
+    }
+    event
+}
+
+fn side_path(path: &Path, what: &str) -> PathBuf {
     let ms = Timestamp::now().unix_millis();
     let mut i = 0u32;
     loop {
         let mut p = path.as_os_str().to_owned();
         if i == 0 {
-            p.push(format!(".torn-{ms}"));
+            p.push(format!(".{what}-{ms}"));
         } else {
-            p.push(format!(".torn-{ms}-{i}"));
+            p.push(format!(".{what}-{ms}-{i}"));
         }
         let p = PathBuf::from(p);
         if !p.exists() {

@@ -9,6 +9,8 @@ use crate::event::AuditEvent;
 mod fanout;
 mod file;
 mod ledger;
+mod lock;
+pub(crate) mod loss;
 mod memory;
 mod nonblocking;
 #[cfg(feature = "postgres")]
@@ -18,7 +20,8 @@ mod tracing_sink;
 
 pub use fanout::FanOut;
 pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions, DEFAULT_PREALLOCATE};
-pub use ledger::{LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
+pub use ledger::{DamagedTail, LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
+pub use lock::FileLocked;
 pub use memory::MemorySink;
 pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
@@ -44,6 +47,38 @@ pub enum SinkError {
     QueueFull,
     /// Anything else, described without event content.
     Other(String),
+    /// Returned by [`Sink::flush`]: events handed to the sink since the
+    /// previous flush did not reach its medium (refused with an error, or
+    /// acknowledged and lost later). The flush itself may have succeeded.
+    Lost {
+        /// How many events.
+        events: u64,
+        /// The first error among them, described without event content.
+        cause: String,
+    },
+}
+
+impl SinkError {
+    /// A short, stable name of the error's kind for logs and metrics:
+    /// `io`, `closed`, `queue_full`, `lost` or `other`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkError::Io(_) => "io",
+            SinkError::Closed => "closed",
+            SinkError::QueueFull => "queue_full",
+            SinkError::Other(_) => "other",
+            SinkError::Lost { .. } => "lost",
+        }
+    }
+
+    /// Events this error says were lost: `events` of [`SinkError::Lost`],
+    /// else 1 (one refused event).
+    pub fn events(&self) -> u64 {
+        match self {
+            SinkError::Lost { events, .. } => *events,
+            _ => 1,
+        }
+    }
 }
 
 impl fmt::Display for SinkError {
@@ -53,6 +88,10 @@ impl fmt::Display for SinkError {
             SinkError::Closed => f.write_str("sink is closed"),
             SinkError::QueueFull => f.write_str("sink queue is full; event dropped"),
             SinkError::Other(m) => write!(f, "sink error: {m}"),
+            SinkError::Lost { events, cause } => write!(
+                f,
+                "{events} audit event(s) were not written since the last flush (first error: {cause})"
+            ),
         }
     }
 }
@@ -160,8 +199,24 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Makes everything written so far durable in the sink's medium (as far
     /// as its fsync policy says) and, for queued sinks, written at all.
+    ///
+    /// Never `Ok` after a loss: the crate's sinks return
+    /// [`SinkError::Lost`] with the count when events handed to them since
+    /// the previous flush failed (including failures already returned by
+    /// `write`), and start counting afresh.
     fn flush(&self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Events this sink acknowledged (a write returned `Ok`) and could not
+    /// deliver afterwards, since it was created: a buffered batch whose
+    /// write failed, a queued event its worker could not write. Wrappers
+    /// add their inner sink's. [`crate::Dispatch::stats`] adds them to its
+    /// `failed` count (as `sink_lost`).
+    ///
+    /// The default, 0, is right for a sink that writes before it returns.
+    fn lost_events(&self) -> u64 {
+        0
     }
 
     /// Whether [`Sink::__write_record`] is worth calling: the crate's queue
@@ -204,6 +259,9 @@ macro_rules! forward_sink {
             }
             fn flush(&self) -> Result<(), SinkError> {
                 (**self).flush()
+            }
+            fn lost_events(&self) -> u64 {
+                (**self).lost_events()
             }
             fn __takes_records(&self) -> bool {
                 (**self).__takes_records()

@@ -5,6 +5,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::loss::ReportThrottle;
 use super::{BatchError, Sink, SinkError};
 use crate::cache::CacheLine;
 use crate::call::{CallRecord, RecordRef};
@@ -73,9 +74,64 @@ struct Counters {
     failed: AtomicU64,
     panics: AtomicU64,
     dropped: AtomicU64,
+    /// Failed + dropped + the inner sink's lost events at the last flush.
+    flushed_losses: AtomicU64,
+    /// The first error since the last flush (no event content).
+    cause: Mutex<Option<String>>,
+    /// An error of the inner sink's flush run when the worker idled.
+    idle_flush_error: Mutex<Option<SinkError>>,
+    throttle: ReportThrottle,
 }
 
 impl Counters {
+    fn note_cause(&self, cause: &dyn std::fmt::Display) {
+        let mut c = self.cause.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_none() {
+            *c = Some(cause.to_string());
+        }
+    }
+
+    /// What a flush reports, given the inner sink's flush result: the
+    /// events failed, dropped or lost by the inner sink since the previous
+    /// flush, else an inner flush error (this one's or an idle one's).
+    fn flush_result(
+        &self,
+        inner: &dyn Sink,
+        flushed: Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let total = self.failed.load(Ordering::Acquire)
+            + self.dropped.load(Ordering::Acquire)
+            + inner.lost_events();
+        let since = total.saturating_sub(self.flushed_losses.swap(total, Ordering::AcqRel));
+        let cause = self.cause.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let idle = self
+            .idle_flush_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let flushed = flushed.and(idle.map_or(Ok(()), Err));
+        match flushed {
+            // An inner sink that counts losses only in its flush result.
+            Err(SinkError::Lost { events, cause: c }) if events > since => {
+                Err(SinkError::Lost { events, cause: c })
+            }
+            Err(SinkError::Lost { .. }) | Ok(()) if since == 0 => Ok(()),
+            Err(SinkError::Lost { cause: c, .. }) => Err(SinkError::Lost {
+                events: since,
+                cause: cause.unwrap_or(c),
+            }),
+            Ok(()) => Err(SinkError::Lost {
+                events: since,
+                cause: cause.unwrap_or_else(|| "unknown".into()),
+            }),
+            Err(e) if since == 0 => Err(e),
+            Err(e) => Err(SinkError::Lost {
+                events: since,
+                cause: cause.unwrap_or_else(|| e.to_string()),
+            }),
+        }
+    }
+
     /// The worker's counters, then `enqueued` (read second, so it is never
     /// behind what was written).
     fn snapshot(&self, queue: &Queue) -> NonBlockingStats {
@@ -359,7 +415,12 @@ impl Queue {
 ///   the inner sink is flushed.
 /// - [`NonBlocking::shutdown`] drains with a deadline and reports what, if
 ///   anything, was not written; dropping the sink drains without a deadline.
-/// - Inner-sink errors and panics are counted, never propagated to callers.
+/// - Inner-sink errors and panics are counted, never propagated to callers;
+///   they are reported instead: [`Sink::flush`] returns
+///   [`SinkError::Lost`] with the count of events failed, dropped or lost by
+///   the inner sink since the previous flush, [`Sink::lost_events`] (and so
+///   [`crate::Dispatch::stats`]) includes them, and by default the worker
+///   logs them through `tracing` (see [`NonBlockingBuilder::report_errors`]).
 /// - Batching: when the worker finds fewer than 64 events queued it naps
 ///   about 20 µs (a timed sleep, not polling) to let the batch grow, and
 ///   naps once more before it sleeps for good on an empty queue; a flush or
@@ -380,6 +441,8 @@ pub struct NonBlocking {
     queue: Arc<Queue>,
     policy: FullPolicy,
     counters: Arc<Counters>,
+    /// The inner sink, also held by the worker (asked for its losses).
+    inner: Arc<dyn Sink>,
     worker: Mutex<Option<JoinHandle<()>>>,
     /// Whether the inner sink takes call records: if not, callers build
     /// the events (their cores are the ones with time to spare when the
@@ -426,8 +489,9 @@ impl<S: Sink> NonBlockingBuilder<S> {
         self
     }
 
-    /// Also log inner-sink errors through `tracing` at
-    /// [`crate::INTERNAL_TARGET`] (the error kind only, never event content).
+    /// Log inner-sink errors through `tracing` at [`crate::INTERNAL_TARGET`]
+    /// (default on): counts and the error kind, never event content; at
+    /// most one report a second, summing the failures in between.
     pub fn report_errors(mut self, on: bool) -> Self {
         self.report_errors = on;
         self
@@ -454,10 +518,11 @@ impl<S: Sink> NonBlockingBuilder<S> {
             linger_batch: LINGER_BATCH.min(self.capacity),
         });
         let counters = Arc::new(Counters::default());
+        let inner = Arc::new(self.inner);
         let worker = {
             let counters = counters.clone();
             let queue = queue.clone();
-            let inner = self.inner;
+            let inner = inner.clone();
             let report = self.report_errors;
             let capacity = self.capacity;
             std::thread::Builder::new()
@@ -469,6 +534,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
             queue,
             policy: self.policy,
             counters,
+            inner,
             worker: Mutex::new(Some(worker)),
             takes_records,
         }
@@ -488,7 +554,7 @@ impl NonBlocking {
             capacity: 4096,
             policy: FullPolicy::Block,
             thread_name: "phi-audit-sink".into(),
-            report_errors: false,
+            report_errors: true,
         }
     }
 
@@ -533,8 +599,9 @@ impl NonBlocking {
     /// Counts a drop for a full queue.
     #[inline]
     fn counted(&self, r: Result<(), SinkError>) -> Result<(), SinkError> {
-        if let Err(SinkError::QueueFull) = &r {
+        if let Err(e @ SinkError::QueueFull) = &r {
             self.counters.dropped.fetch_add(1, Ordering::AcqRel);
+            self.counters.note_cause(e);
         }
         r
     }
@@ -571,6 +638,12 @@ impl Sink for NonBlocking {
             Err(_) => Err(SinkError::Closed),
         }
     }
+
+    /// Events accepted into the queue that the inner sink refused (or
+    /// panicked on), plus the inner sink's own lost events.
+    fn lost_events(&self) -> u64 {
+        self.counters.failed.load(Ordering::Acquire) + self.inner.lost_events()
+    }
 }
 
 impl Drop for NonBlocking {
@@ -584,7 +657,7 @@ impl Drop for NonBlocking {
 }
 
 fn run_worker<S: Sink>(
-    inner: S,
+    inner: Arc<S>,
     queue: &Queue,
     capacity: usize,
     counters: &Counters,
@@ -600,16 +673,31 @@ fn run_worker<S: Sink>(
             let failed = e.failed.min(n);
             counters.written.fetch_add(n - failed, Ordering::AcqRel);
             counters.failed.fetch_add(failed, Ordering::AcqRel);
-            if report {
-                tracing::warn!(target: INTERNAL_TARGET, error = %e.error, failed, "audit sink worker failed to write events");
+            counters.note_cause(&e.error);
+            if let Some(since) = report.then(|| counters.throttle.add(failed)).flatten() {
+                tracing::warn!(
+                    target: INTERNAL_TARGET,
+                    failed = since,
+                    failed_total = counters.failed.load(Ordering::Acquire),
+                    error_kind = e.error.kind(),
+                    error = %e.error,
+                    "audit sink worker failed to write events"
+                );
             }
         }
         Err(_) => {
             // Which events of the batch made it is unknown: count them all.
             counters.failed.fetch_add(n, Ordering::AcqRel);
             counters.panics.fetch_add(1, Ordering::AcqRel);
-            if report {
-                tracing::error!(target: INTERNAL_TARGET, "audit sink panicked while writing events");
+            counters.note_cause(&"the sink panicked");
+            if let Some(since) = report.then(|| counters.throttle.add(n)).flatten() {
+                tracing::error!(
+                    target: INTERNAL_TARGET,
+                    failed = since,
+                    failed_total = counters.failed.load(Ordering::Acquire),
+                    error_kind = "panic",
+                    "audit sink panicked while writing events"
+                );
             }
         }
     };
@@ -676,8 +764,17 @@ fn run_worker<S: Sink>(
     };
     let mut batch = Queued::with_capacity(capacity, inner.__takes_records());
     let mut idle = || {
-        // Nothing queued: push buffered lines to the medium.
-        let _ = flush();
+        // Nothing queued: push buffered lines to the medium. An error is
+        // kept for the next flush to report.
+        if let Err(e) = flush() {
+            let mut slot = counters
+                .idle_flush_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
     };
     loop {
         queue.take_all(&mut batch, &mut idle);
@@ -687,7 +784,8 @@ fn run_worker<S: Sink>(
             write_upto(&mut batch, &mut done, records, events);
             match ctl {
                 Control::Flush(ack) => {
-                    let _ = ack.send(flush());
+                    let r = counters.flush_result(&*inner, flush());
+                    let _ = ack.send(r);
                 }
                 Control::Shutdown(ack) => {
                     queue.close();
@@ -783,10 +881,17 @@ mod tests {
                 .build(&d);
             sink.write_owned(e).unwrap();
         }
-        sink.flush().unwrap();
+        let flushed = sink.flush();
         let sizes = inner.0.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 40);
         let st = sink.stats();
+        // The flush reports the loss, with its count, once.
+        match flushed {
+            Err(SinkError::Lost { events, .. }) => assert_eq!(events, st.failed),
+            other => panic!("flush after a loss: {other:?}"),
+        }
+        assert!(sink.flush().is_ok());
+        assert_eq!(sink.lost_events(), st.failed);
         // Exactly the batch holding event 13 failed, counted per event.
         assert!(sizes.contains(&(st.failed as usize)), "{st:?} {sizes:?}");
         assert!(st.failed >= 1);

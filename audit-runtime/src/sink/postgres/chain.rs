@@ -1,7 +1,7 @@
 //! Chain hashing for the PostgreSQL store, and the normalization that makes
 //! an event hash the same before it is stored and after `jsonb` gives it back.
 //!
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use crate::event::HashAlg;
 
@@ -12,14 +12,10 @@ pub(crate) fn chain_hash(event_json_without_integrity: &Value, prev: Option<&str
     crate::integrity::event_hash(event_json_without_integrity, prev, HashAlg::Sha256)
 }
 
-/// Rewrites `v` in place into the form PostgreSQL stores, so that the hash of
-/// the stored event equals the hash computed before storing it:
-/// - U+0000 (which neither `text` nor `jsonb` can hold) becomes U+FFFD;
-/// - an integral float of magnitude at least 1e16 that fits a 64-bit integer
-///   becomes that integer (`jsonb` writes `1e16` back as
-///   `10000000000000000`, which reads back as an integer).
-///
-/// Returns true when anything changed.
+/// Replaces U+0000, which neither `text` nor `jsonb` can hold, by U+FFFD
+/// in every string and key of `v`. Everything else `jsonb` changes (number
+/// forms, negative zero, key order) the sink learns from the server itself
+/// before hashing. Returns true when anything changed.
 pub(crate) fn normalize_for_postgres(v: &mut Value) -> bool {
     match v {
         Value::String(s) => {
@@ -30,31 +26,11 @@ pub(crate) fn normalize_for_postgres(v: &mut Value) -> bool {
                 false
             }
         }
-        Value::Number(n) => {
-            if n.is_f64() {
-                if let Some(f) = n.as_f64() {
-                    if f.is_finite() && f.fract() == 0.0 && f.abs() >= 1e16 {
-                        let as_int = if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
-                            Some(Number::from(f as u64))
-                        } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
-                            Some(Number::from(f as i64))
-                        } else {
-                            None
-                        };
-                        if let Some(i) = as_int {
-                            *n = i;
-                            return true;
-                        }
-                    }
-                }
-            }
-            false
-        }
         Value::Array(a) => a
             .iter_mut()
             .fold(false, |acc, x| normalize_for_postgres(x) | acc),
         Value::Object(m) => normalize_map(m),
-        Value::Null | Value::Bool(_) => false,
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 
@@ -94,12 +70,12 @@ mod tests {
     }
 
     #[test]
-    fn normalization_replaces_nul_and_big_integral_floats() {
-        let mut v = json!({"k\u{0}": "a\u{0}b", "f": 1e16, "g": 1.5, "h": -1e17, "i": 1e300});
+    fn normalization_replaces_nul_only() {
+        let mut v = json!({"k\u{0}": ["a\u{0}b"], "f": 1e16, "g": -0.0});
         assert!(normalize_for_postgres(&mut v));
         assert_eq!(
             v,
-            json!({"k\u{fffd}": "a\u{fffd}b", "f": 10000000000000000u64, "g": 1.5, "h": -100000000000000000i64, "i": 1e300})
+            json!({"k\u{fffd}": ["a\u{fffd}b"], "f": 1e16, "g": -0.0})
         );
         assert!(!normalize_for_postgres(&mut v));
     }

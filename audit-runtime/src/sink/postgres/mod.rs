@@ -16,6 +16,25 @@
 //! default) applies meanwhile. Errors are counted ([`PostgresStats`]) and
 //! logged by kind and SQLSTATE, never with event content.
 //!
+//! An `event_id` already in the table is never dropped silently: when the
+//! stored event is the same (`jsonb` equality, `integrity` aside: a retried
+//! batch, an event written twice) it is counted in
+//! [`PostgresStats::duplicates`]; when it differs, the new event could not
+//! be stored, and it is counted in [`PostgresStats::conflicts`], logged, and
+//! returned as a failure of the batch (so a [`crate::NonBlocking`] wrapper
+//! and [`Sink::flush`] report it).
+//!
+//! **What is hashed is what is stored.** With [`PostgresOptions::integrity`]
+//! the sink hashes each event in the form `jsonb` gives back, so `verify
+//! --postgres` recomputes the same hashes. Strings, integers and key order
+//! (the canonical form sorts keys) survive `jsonb` as they are; floats may
+//! not (negative zero, the form of large values), so events holding floats
+//! are first put in the server's own `jsonb` form (one query per batch that
+//! has any). U+0000, which `jsonb` cannot
+//! hold, becomes U+FFFD before anything else. The `ts` column holds the
+//! instant the event's JSON `timestamp` says (timestamps outside years
+//! 0000-9999 are written clamped to that range, in both).
+//!
 //! ```no_run
 //! use audit_runtime::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
 //! use std::sync::Arc;
@@ -30,6 +49,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -43,6 +63,7 @@ use super::{BatchError, Sink, SinkError};
 use crate::config::INTERNAL_TARGET;
 use crate::event::{AuditEvent, HashAlg, Integrity};
 use crate::text::Text;
+use crate::timestamp::Timestamp;
 
 mod chain;
 mod store;
@@ -280,8 +301,9 @@ pub struct PostgresStats {
     pub batches: u64,
     /// Events inserted (rows new to the table).
     pub inserted: u64,
-    /// Events skipped because their `event_id` was already in the table
-    /// (a retry after a commit whose acknowledgement was lost).
+    /// Events skipped because the same event (same `event_id`, same
+    /// content) was already in the table (a retry after a commit whose
+    /// acknowledgement was lost, an event written twice). Nothing is lost.
     pub duplicates: u64,
     /// Batch attempts that failed and were retried.
     pub retries: u64,
@@ -291,6 +313,10 @@ pub struct PostgresStats {
     pub errors: u64,
     /// Batches given up on (permanent error or [`PostgresOptions::give_up_after`]).
     pub failed_batches: u64,
+    /// Events not stored because their `event_id` was already in the table
+    /// (or earlier in the batch) with different content. Each is a loss:
+    /// reported as a failed event of its batch.
+    pub conflicts: u64,
     /// The last error, described without event content.
     pub last_error: Option<String>,
 }
@@ -304,13 +330,16 @@ struct Counters {
     reconnects: AtomicU64,
     errors: AtomicU64,
     failed_batches: AtomicU64,
+    conflicts: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
-/// A failed attempt: a client error, or a condition no retry fixes.
+/// A failed attempt: a client error, a condition no retry fixes, or one a
+/// retry does.
 enum Attempt {
     Db(postgres::Error),
     Permanent(&'static str),
+    Retry(&'static str),
 }
 
 impl From<postgres::Error> for Attempt {
@@ -324,6 +353,23 @@ type Connector = Box<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>;
 struct Conn {
     client: Client,
     insert: Statement,
+    /// Events as `jsonb` gives them back.
+    normalize: Statement,
+    /// Which ids are stored already.
+    stored: Statement,
+    /// For ids already stored: whether the stored event is the same.
+    same: Statement,
+}
+
+/// Whether `v` holds a float anywhere (the only values `jsonb` may give
+/// back in another form).
+fn has_float(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(a) => a.iter().any(has_float),
+        Value::Object(m) => m.values().any(has_float),
+        _ => false,
+    }
 }
 
 /// Writes audit events into PostgreSQL: one `audit_events` row per event,
@@ -338,6 +384,7 @@ pub struct PostgresSink {
     options: PostgresOptions,
     conn: Mutex<Option<Conn>>,
     counters: Counters,
+    losses: super::loss::LossTracker,
 }
 
 impl fmt::Debug for PostgresSink {
@@ -356,9 +403,11 @@ struct Row {
     service: String,
     cols: [Option<String>; 14],
     phi_touched: Option<bool>,
-    /// The event without `integrity`, normalized (chained mode only).
-    value: Option<Value>,
-    /// The JSON to store (unchained mode; set after hashing in chained mode).
+    /// The event's JSON (in chained mode without `integrity`): what is
+    /// normalized, hashed and compared with a stored event.
+    base: String,
+    /// The JSON to store: `base`, or in chained mode the normalized event
+    /// with its `integrity` block (set by each attempt).
     json: String,
 }
 
@@ -372,6 +421,16 @@ fn system_time(ms: i64) -> SystemTime {
     t.unwrap_or(UNIX_EPOCH)
 }
 
+/// The instant the event's JSON `timestamp` says: the model's instant,
+/// clamped to the years 0000-9999 RFC 3339 can write.
+fn json_instant(t: Timestamp) -> i64 {
+    let bytes = t.rfc3339_bytes();
+    std::str::from_utf8(&bytes)
+        .ok()
+        .and_then(|s| Timestamp::parse_rfc3339(s).ok())
+        .map_or(t.unix_millis(), Timestamp::unix_millis)
+}
+
 fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
     let mut event = event;
     // The event's own integrity block (from an upstream chaining sink) is
@@ -380,8 +439,7 @@ fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
         event.integrity = None;
     }
     let mut json = event.to_json();
-    let mut value = None;
-    if chained || json.contains("\\u0000") {
+    if json.contains("\\u0000") {
         let mut v: Value = serde_json::from_str(&json)
             .map_err(|_| SinkError::Other("event did not serialize to JSON".into()))?;
         if chain::normalize_for_postgres(&mut v) {
@@ -389,9 +447,6 @@ fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
             event = serde_json::from_value(v.clone())
                 .map_err(|_| SinkError::Other("normalized event does not parse back".into()))?;
             json = event.to_json();
-        }
-        if chained {
-            value = Some(v);
         }
     }
     let s = |t: &Option<Text>| t.as_ref().map(|t| t.as_str().to_owned());
@@ -416,11 +471,11 @@ fn prepare_row(event: AuditEvent, chained: bool) -> Result<Row, SinkError> {
     ];
     Ok(Row {
         event_id: event.event_id,
-        ts: system_time(event.timestamp.unix_millis()),
+        ts: system_time(json_instant(event.timestamp)),
         service: event.service.name.as_str().to_owned(),
         cols,
         phi_touched: event.action.phi_touched,
-        value,
+        base: json.clone(),
         json,
     })
 }
@@ -438,8 +493,42 @@ fn insert_sql(q: &str) -> String {
                        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::bool[],
                        $19::int8[], $20::text[])
                 AS u(id, ts, svc, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, phi, seq, ev)
-         ON CONFLICT (event_id) DO NOTHING"
+         ON CONFLICT (event_id) DO NOTHING
+         RETURNING event_id"
     )
+}
+
+/// Each event (in order) as `jsonb` gives it back.
+const NORMALIZE_SQL: &str =
+    "SELECT u.ev::jsonb FROM unnest($1::text[]) WITH ORDINALITY AS u(ev, ord) ORDER BY u.ord";
+
+/// Which of the ids are stored already.
+fn stored_sql(q: &str) -> String {
+    format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)")
+}
+
+/// For events whose id is stored already: whether the stored one is the same.
+fn same_sql(q: &str) -> String {
+    format!(
+        "SELECT coalesce((e.event - 'integrity') = (u.ev::jsonb - 'integrity'), false)
+           FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, ev, ord)
+           LEFT JOIN {q}.audit_events e ON e.event_id = u.id
+          ORDER BY u.ord"
+    )
+}
+
+fn prepare_conn(mut client: Client, q: &str) -> Result<Conn, postgres::Error> {
+    let insert = client.prepare(&insert_sql(q))?;
+    let normalize = client.prepare(NORMALIZE_SQL)?;
+    let stored = client.prepare(&stored_sql(q))?;
+    let same = client.prepare(&same_sql(q))?;
+    Ok(Conn {
+        client,
+        insert,
+        normalize,
+        stored,
+        same,
+    })
 }
 
 impl PostgresSink {
@@ -470,16 +559,16 @@ impl PostgresSink {
         let quoted = quoted_schema(&options.schema)?;
         let mut client = connect().map_err(|e| PostgresError::Connect(describe(&e)))?;
         migrate(&mut client, &options.schema)?;
-        let insert = client
-            .prepare(&insert_sql(&quoted))
-            .map_err(|e| PostgresError::Migration(describe(&e)))?;
+        let conn =
+            prepare_conn(client, &quoted).map_err(|e| PostgresError::Migration(describe(&e)))?;
         Ok(PostgresSink {
             connector: Box::new(connect),
             schema: options.schema.clone(),
             quoted,
             options,
-            conn: Mutex::new(Some(Conn { client, insert })),
+            conn: Mutex::new(Some(conn)),
             counters: Counters::default(),
+            losses: Default::default(),
         })
     }
 
@@ -499,6 +588,7 @@ impl PostgresSink {
             reconnects: c.reconnects.load(Ordering::Acquire),
             errors: c.errors.load(Ordering::Acquire),
             failed_batches: c.failed_batches.load(Ordering::Acquire),
+            conflicts: c.conflicts.load(Ordering::Acquire),
             last_error: c
                 .last_error
                 .lock()
@@ -520,14 +610,13 @@ impl PostgresSink {
     }
 
     fn open(&self) -> Result<Conn, postgres::Error> {
-        let mut client = (self.connector)()?;
-        let insert = client.prepare(&insert_sql(&self.quoted))?;
-        Ok(Conn { client, insert })
+        prepare_conn((self.connector)()?, &self.quoted)
     }
 
     /// Inserts `rows` in one transaction, retrying on transient errors with
-    /// backoff until committed (or given up).
-    fn insert_with_retry(&self, mut rows: Vec<Row>) -> Result<(), SinkError> {
+    /// backoff until committed (or given up). Returns how many events were
+    /// not stored because their id is taken by a different event.
+    fn insert_with_retry(&self, mut rows: Vec<Row>) -> Result<u64, SinkError> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let mut backoff = self.options.backoff_initial;
@@ -547,20 +636,31 @@ impl PostgresSink {
                 },
             };
             match attempt {
-                Ok((inserted, dups)) => {
+                Ok(done) => {
                     let c = &self.counters;
                     c.batches.fetch_add(1, Ordering::AcqRel);
-                    c.inserted.fetch_add(inserted, Ordering::AcqRel);
-                    c.duplicates.fetch_add(dups, Ordering::AcqRel);
-                    return Ok(());
+                    c.inserted.fetch_add(done.inserted, Ordering::AcqRel);
+                    c.duplicates.fetch_add(done.duplicates, Ordering::AcqRel);
+                    c.conflicts.fetch_add(done.conflicts, Ordering::AcqRel);
+                    if done.duplicates > 0 && self.options.report_errors {
+                        tracing::info!(
+                            target: INTERNAL_TARGET,
+                            duplicates = done.duplicates,
+                            "audit events already stored (same event_id and content) were skipped"
+                        );
+                    }
+                    return Ok(done.conflicts);
                 }
                 Err((e, what)) => {
                     let (desc, transient) = match &e {
                         Attempt::Db(e) => (describe(e), is_transient(e)),
                         Attempt::Permanent(m) => ((*m).to_owned(), false),
+                        Attempt::Retry(m) => ((*m).to_owned(), true),
                     };
                     self.record_error(what, desc.clone());
-                    if transient || guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    if guard.as_ref().is_some_and(|c| c.client.is_closed())
+                        || matches!(&e, Attempt::Db(e) if is_transient(e))
+                    {
                         *guard = None;
                     }
                     let out_of_time = self
@@ -582,29 +682,89 @@ impl PostgresSink {
         }
     }
 
-    /// One transaction. Returns (inserted, duplicates).
-    fn insert_once(&self, conn: &mut Conn, rows: &mut [Row]) -> Result<(u64, u64), Attempt> {
+    /// One transaction.
+    fn insert_once(&self, conn: &mut Conn, rows: &mut [Row]) -> Result<Done, Attempt> {
         let q = &self.quoted;
+        let chained = self.options.integrity;
         let mut tx = conn.client.transaction()?;
-        let n = rows.len() as u64;
-        // (index into rows, chain_seq) of the rows to insert.
-        let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+        // Which rows to insert; of the others, which repeat a stored (or an
+        // earlier) event and which only share its id.
         let mut take: Vec<bool> = vec![true; rows.len()];
-        if self.options.integrity {
-            // Skip events already stored (a retry after a lost commit
-            // acknowledgement) and repeated ids, so the chain has no gaps.
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-            let existing: std::collections::HashSet<Uuid> = tx
-                .query(
-                    &format!("SELECT event_id FROM {q}.audit_events WHERE event_id = ANY($1)"),
-                    &[&ids],
-                )?
+        let mut done = Done::default();
+        let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
+        if chained {
+            // Events already stored (a retried batch, or an id collision):
+            // not inserted again; the same event is a duplicate, another
+            // one a conflict.
+            let stored: std::collections::HashSet<Uuid> = tx
+                .query(&conn.stored, &[&ids])?
                 .iter()
-                .map(|r| r.get::<_, Uuid>(0))
+                .map(|r| r.try_get::<_, Uuid>(0))
+                .collect::<Result<_, _>>()?;
+            if !stored.is_empty() {
+                let at: Vec<usize> = (0..rows.len())
+                    .filter(|&i| stored.contains(&rows[i].event_id))
+                    .collect();
+                let ids: Vec<Uuid> = at.iter().map(|&i| rows[i].event_id).collect();
+                let texts: Vec<&str> = at.iter().map(|&i| rows[i].base.as_str()).collect();
+                for (k, r) in tx.query(&conn.same, &[&ids, &texts])?.iter().enumerate() {
+                    if let Some(&i) = at.get(k) {
+                        take[i] = false;
+                        if r.try_get::<_, bool>(0)? {
+                            done.duplicates += 1;
+                        } else {
+                            done.conflicts += 1;
+                        }
+                    }
+                }
+            }
+            // Hash what jsonb stores. Strings, integers and key order come
+            // back as they went (U+0000 was replaced already); floats may
+            // not (negative zero, the form of large values), so events with
+            // floats are put in the form jsonb gives back by the server
+            // itself, in one query for the batch.
+            let mut values: Vec<Value> = Vec::with_capacity(rows.len());
+            for r in rows.iter() {
+                values.push(
+                    serde_json::from_str(&r.base)
+                        .map_err(|_| Attempt::Permanent("an event did not serialize to JSON"))?,
+                );
+            }
+            let floats: Vec<usize> = (0..rows.len())
+                .filter(|&i| take[i] && has_float(&values[i]))
                 .collect();
-            let mut seen = std::collections::HashSet::with_capacity(rows.len());
-            for (i, r) in rows.iter().enumerate() {
-                take[i] = !existing.contains(&r.event_id) && seen.insert(r.event_id);
+            if !floats.is_empty() {
+                let texts: Vec<&str> = floats.iter().map(|&i| rows[i].base.as_str()).collect();
+                let found = tx.query(&conn.normalize, &[&texts])?;
+                if found.len() != floats.len() {
+                    return Err(Attempt::Permanent(
+                        "the server returned a different number of normalized events",
+                    ));
+                }
+                for (&i, f) in floats.iter().zip(&found) {
+                    values[i] = f.try_get(0)?;
+                }
+            }
+            // A repeated id within the batch: the first is inserted.
+            let mut first_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
+            for i in 0..rows.len() {
+                if !take[i] {
+                    continue;
+                }
+                match first_of.get(&rows[i].event_id) {
+                    Some(&j) => {
+                        take[i] = false;
+                        if values[j] == values[i] {
+                            done.duplicates += 1;
+                        } else {
+                            done.conflicts += 1;
+                        }
+                    }
+                    None => {
+                        first_of.insert(rows[i].event_id, i);
+                    }
+                }
             }
             let mut services: Vec<&str> = rows
                 .iter()
@@ -637,7 +797,7 @@ impl PostgresSink {
                     if !take[i] || r.service != *svc {
                         continue;
                     }
-                    let Some(v) = r.value.as_ref() else { continue };
+                    let v = &values[i];
                     let hash = chain::chain_hash(v, prev.as_deref());
                     seq += 1;
                     seqs[i] = Some(seq);
@@ -661,9 +821,8 @@ impl PostgresSink {
                 )?;
             }
         }
-        let sel = |i: &usize| take[*i];
-        let idx: Vec<usize> = (0..rows.len()).filter(sel).collect();
-        let ids: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
+        let idx: Vec<usize> = (0..rows.len()).filter(|&i| take[i]).collect();
+        let ids_in: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
         let ts: Vec<SystemTime> = idx.iter().map(|&i| rows[i].ts).collect();
         let svc: Vec<&str> = idx.iter().map(|&i| rows[i].service.as_str()).collect();
         let col = |k: usize| -> Vec<Option<&str>> {
@@ -675,23 +834,68 @@ impl PostgresSink {
         let phi: Vec<Option<bool>> = idx.iter().map(|&i| rows[i].phi_touched).collect();
         let seq: Vec<Option<i64>> = idx.iter().map(|&i| seqs[i]).collect();
         let ev: Vec<&str> = idx.iter().map(|&i| rows[i].json.as_str()).collect();
-        let inserted = tx.execute(
-            &conn.insert,
-            &[
-                &ids, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10, &c11,
-                &c12, &c13, &phi, &seq, &ev,
-            ],
-        )?;
+        let inserted: std::collections::HashSet<Uuid> = tx
+            .query(
+                &conn.insert,
+                &[
+                    &ids_in, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10,
+                    &c11, &c12, &c13, &phi, &seq, &ev,
+                ],
+            )?
+            .iter()
+            .map(|r| r.try_get::<_, Uuid>(0))
+            .collect::<Result<_, _>>()?;
+        done.inserted = inserted.len() as u64;
+        // The first row of an inserted id is the one stored (rows go in in
+        // order); later rows with that id, and rows of ids not inserted,
+        // were skipped.
+        let mut stored_now = std::collections::HashSet::with_capacity(inserted.len());
+        let skipped: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let id = rows[i].event_id;
+                !(inserted.contains(&id) && stored_now.insert(id))
+            })
+            .collect();
+        if !skipped.is_empty() {
+            if chained {
+                // Another writer stored one of these ids meanwhile: the
+                // chain would have a hole. Start over; the next attempt sees
+                // the stored event.
+                return Err(Attempt::Retry(
+                    "an event id of the batch was stored by another writer meanwhile; retrying",
+                ));
+            }
+            let ids: Vec<Uuid> = skipped.iter().map(|&i| rows[i].event_id).collect();
+            let texts: Vec<&str> = skipped.iter().map(|&i| rows[i].base.as_str()).collect();
+            for r in tx.query(&conn.same, &[&ids, &texts])? {
+                if r.try_get::<_, bool>(0)? {
+                    done.duplicates += 1;
+                } else {
+                    done.conflicts += 1;
+                }
+            }
+        }
         tx.commit()?;
-        Ok((inserted, n - inserted))
+        Ok(done)
     }
 }
 
+/// What one committed transaction did.
+#[derive(Default)]
+struct Done {
+    inserted: u64,
+    duplicates: u64,
+    conflicts: u64,
+}
+
 impl PostgresSink {
-    /// Inserts `events` in one transaction, all or nothing.
-    fn insert_events(&self, events: Vec<AuditEvent>) -> Result<(), SinkError> {
+    /// Inserts `events` in one transaction, all or nothing. Returns how
+    /// many were not stored because their id is taken by a different event.
+    fn insert_events(&self, events: Vec<AuditEvent>) -> Result<u64, SinkError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let chained = self.options.integrity;
         let rows = events
@@ -700,15 +904,54 @@ impl PostgresSink {
             .collect::<Result<Vec<Row>, SinkError>>()?;
         self.insert_with_retry(rows)
     }
+
+    /// Counts and reports `n` events of a batch not written because of `e`.
+    fn lose(&self, n: u64, e: &SinkError) {
+        self.losses.record(n, e);
+        if self.options.report_errors {
+            tracing::warn!(
+                target: INTERNAL_TARGET,
+                failed = n,
+                error_kind = e.kind(),
+                error = %e,
+                "audit events not stored in PostgreSQL"
+            );
+        }
+    }
+
+    /// The error for `n` events whose id was taken by a different event.
+    fn conflict_error(n: u64) -> SinkError {
+        SinkError::Other(format!(
+            "{n} event(s) not stored: their event_id is already in the table with different \
+             content (an id collision); nothing was overwritten"
+        ))
+    }
+
+    /// Writes one chunk; returns the events not written and the error.
+    fn write_chunk(&self, chunk: Vec<AuditEvent>) -> Result<(), (u64, SinkError)> {
+        let n = chunk.len() as u64;
+        match self.insert_events(chunk) {
+            Ok(0) => Ok(()),
+            Ok(conflicts) => {
+                let e = Self::conflict_error(conflicts);
+                self.lose(conflicts, &e);
+                Err((conflicts, e))
+            }
+            Err(e) => {
+                self.losses.record(n, &e);
+                Err((n, e))
+            }
+        }
+    }
 }
 
 impl Sink for PostgresSink {
     fn write(&self, event: &AuditEvent) -> Result<(), SinkError> {
-        self.insert_events(vec![event.clone()])
+        self.write_chunk(vec![event.clone()]).map_err(|(_, e)| e)
     }
 
     fn write_owned(&self, event: AuditEvent) -> Result<(), SinkError> {
-        self.insert_events(vec![event])
+        self.write_chunk(vec![event]).map_err(|(_, e)| e)
     }
 
     /// One transaction per `batch_size` events, each all or nothing.
@@ -719,8 +962,8 @@ impl Sink for PostgresSink {
         while !events.is_empty() {
             let n = size.min(events.len());
             let chunk: Vec<AuditEvent> = events.drain(..n).collect();
-            if let Err(e) = self.insert_events(chunk) {
-                failed += n as u64;
+            if let Err((lost, e)) = self.write_chunk(chunk) {
+                failed += lost;
                 first.get_or_insert(e);
             }
         }
@@ -731,8 +974,9 @@ impl Sink for PostgresSink {
     }
 
     /// Nothing is buffered: every batch is committed before `write_batch`
-    /// returns.
+    /// returns. Returns [`SinkError::Lost`] when events failed (batches
+    /// given up on, id conflicts) since the previous flush.
     fn flush(&self) -> Result<(), SinkError> {
-        Ok(())
+        self.losses.take()
     }
 }
