@@ -245,17 +245,33 @@ impl Call {
             DispatchRef::Global(g) => (*g, ConfigRef::Static(g.config())),
             DispatchRef::Local(l) => (l, ConfigRef::Shared(l.config().clone())),
         };
-        let record = CallRecord {
-            site: self.site,
-            config,
-            context: self.context.take(),
-            started: self.started,
-            resource_id: self.resource_id.take(),
-            patient_id: self.patient_id.take(),
-            actor: self.actor.take().map(Box::new),
-            outcome,
-            metadata: std::mem::take(&mut self.metadata),
-        };
+        // Field by field (not a method on `self`): `d` borrows the
+        // dispatcher field meanwhile.
+        macro_rules! take_record {
+            ($config:expr) => {
+                CallRecord {
+                    site: self.site,
+                    config: $config,
+                    context: self.context.take(),
+                    started: self.started,
+                    resource_id: self.resource_id.take(),
+                    patient_id: self.patient_id.take(),
+                    actor: self.actor.take().map(Box::new),
+                    outcome,
+                    metadata: std::mem::take(&mut self.metadata),
+                }
+            };
+        }
+        // A call made while an `AuditLayer` handles a request waits for the
+        // response status (the request scope emits it).
+        #[cfg(feature = "tower")]
+        if let Some(scope) = self.context.as_ref().and_then(AuditContext::request_scope) {
+            let scope = std::sync::Arc::clone(scope);
+            let d = d.clone();
+            scope.hold(d, take_record!(config));
+            return;
+        }
+        let record = take_record!(config);
         RecordRef::pass(record, |r| d.emit_record(r));
     }
 }

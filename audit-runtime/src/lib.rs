@@ -29,6 +29,9 @@ pub mod stats;
 mod text;
 mod timestamp;
 pub mod verify;
+#[cfg(feature = "tower")]
+pub mod web;
+mod task;
 
 pub use builder::EventBuilder;
 pub use call::AuditError;
@@ -69,6 +72,11 @@ pub use sink::{
 pub use stats::StatsSnapshot;
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
+pub use task::{carry, Carried, CurrentScope};
+#[cfg(feature = "tokio")]
+pub use task::{spawn, spawn_blocking};
+#[cfg(feature = "tower")]
+pub use web::AuditLayer;
 pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
 
 /// What `#[audited]` and `record!` expand to. Not a public API: it may change
