@@ -186,6 +186,9 @@ mod tests {
     fn mapped_addresses_are_ipv4() {
         let t = trusted(&["127.0.0.0/8"]);
         let headers = h(&[("x-forwarded-for", "::ffff:198.51.100.7")]);
-        assert_eq!(t.client(ip("::ffff:127.0.0.1"), &headers), ip("198.51.100.7"));
+        assert_eq!(
+            t.client(ip("::ffff:127.0.0.1"), &headers),
+            ip("198.51.100.7")
+        );
     }
 }

@@ -195,7 +195,12 @@ impl RouteTable {
     }
 
     /// The route matching a request's path and method.
-    pub(crate) fn find(&self, path: &str, method: &Method, counters: &Counters) -> Option<Matched<'_>> {
+    pub(crate) fn find(
+        &self,
+        path: &str,
+        method: &Method,
+        counters: &Counters,
+    ) -> Option<Matched<'_>> {
         if self.routes.is_empty() {
             return None;
         }

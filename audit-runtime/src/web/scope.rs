@@ -42,7 +42,10 @@ impl Done {
     /// request ended: with the status, without the scope.
     pub(crate) fn finished_for(&self, ctx: &AuditContext) -> AuditContext {
         if self.base.is(ctx) {
-            return self.finished.get_or_init(|| ctx.finished(self.status)).clone();
+            return self
+                .finished
+                .get_or_init(|| ctx.finished(self.status))
+                .clone();
         }
         ctx.finished(self.status)
     }

@@ -124,7 +124,9 @@ impl Shared {
     fn session_id(&self, headers: &HeaderMap) -> Option<Text> {
         let raw: std::borrow::Cow<'_, str> = match self.session.as_ref()? {
             SessionSource::Header(name) => headers::header_text(headers, name)?,
-            SessionSource::Cookie(name) => std::borrow::Cow::Borrowed(headers::cookie(headers, name)?),
+            SessionSource::Cookie(name) => {
+                std::borrow::Cow::Borrowed(headers::cookie(headers, name)?)
+            }
         };
         if self.session_digest {
             let digest = Sha256::digest(raw.as_bytes());
@@ -239,7 +241,9 @@ impl Pending {
             Some(d) => d.config().now(),
             None => Timestamp::now(),
         };
-        let actor = shared.actor(parts).unwrap_or_else(|| shared.anonymous.clone());
+        let actor = shared
+            .actor(parts)
+            .unwrap_or_else(|| shared.anonymous.clone());
 
         let (request_id, response_id) =
             match headers::header_text(&parts.headers, &shared.request_id_header) {
@@ -268,9 +272,7 @@ impl Pending {
             method: headers::method(&parts.method),
             route_template,
             status_code: None,
-            client_ip: shared
-                .client_ip(parts)
-                .map(|ip| Text::from(ip.to_string())),
+            client_ip: shared.client_ip(parts).map(|ip| Text::from(ip.to_string())),
             user_agent: headers::user_agent(&parts.headers, c),
         };
         let route = matched.map(|m| RouteHit {
@@ -306,7 +308,12 @@ impl Pending {
     }
 
     /// The request ended with `status` (`None`: no response), as `outcome`.
-    fn complete(self, status: Option<StatusCode>, outcome: Outcome, headers: Option<&mut HeaderMap>) {
+    fn complete(
+        self,
+        status: Option<StatusCode>,
+        outcome: Outcome,
+        headers: Option<&mut HeaderMap>,
+    ) {
         let code = status.map(|s| s.as_u16());
         let done = self.scope.finish(code, &self.ctx);
         if let Some(hit) = self.route {
