@@ -67,7 +67,7 @@ pub use sink::{
 #[cfg(feature = "postgres")]
 pub use sink::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
-    PostgresStore, PurgeReport,
+    PostgresStore, PostgresTls, PurgeReport,
 };
 pub use stats::StatsSnapshot;
 pub use task::{carry, Carried, CurrentScope};
