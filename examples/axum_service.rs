@@ -31,7 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use phi_audit::web::{route, AuditLayer, EXPORT, READ};
-use phi_audit::{audited, Actor, AuditContext, AuditError, Config, JsonlFileSink, NonBlocking, Outcome};
+use phi_audit::{
+    audited, Actor, AuditContext, AuditError, Config, JsonlFileSink, NonBlocking, Outcome,
+};
 
 /// The actor recorded for requests without credentials.
 const ANONYMOUS: &str = "anonymous";
@@ -46,7 +48,11 @@ fn demo_auth(parts: &Parts) -> Option<Actor> {
     }
     let actor = Actor::human(subject).org("demo-clinic");
     let roles: Vec<&str> = roles.split(',').filter(|r| !r.is_empty()).collect();
-    Some(if roles.is_empty() { actor } else { actor.roles(roles) })
+    Some(if roles.is_empty() {
+        actor
+    } else {
+        actor.roles(roles)
+    })
 }
 
 /// The handlers' errors: each knows its audit outcome and its response.
@@ -154,7 +160,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     phi_audit::flush_on_panic();
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{}, audit events to {file}", listener.local_addr()?);
+    println!(
+        "listening on http://{}, audit events to {file}",
+        listener.local_addr()?
+    );
     axum::serve(
         listener,
         app().into_make_service_with_connect_info::<SocketAddr>(),

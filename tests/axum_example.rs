@@ -46,7 +46,9 @@ impl Drop for Running {
 #[test]
 fn the_example_audits_requests_and_flushes_on_sigterm() {
     let Some(bin) = example_binary() else {
-        eprintln!("skipped: the axum_service example is not built (cargo test --all-features builds it)");
+        eprintln!(
+            "skipped: the axum_service example is not built (cargo test --all-features builds it)"
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -68,7 +70,10 @@ fn the_example_audits_requests_and_flushes_on_sigterm() {
     );
     let start = Instant::now();
     while TcpStream::connect(&addr).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the example did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the example did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -77,22 +82,44 @@ fn the_example_audits_requests_and_flushes_on_sigterm() {
     assert!(body.to_ascii_lowercase().contains("x-request-id: "));
     assert_eq!(request(&addr, "GET", "/patients/p-42", None).0, 401);
     assert_eq!(
-        request(&addr, "POST", "/patients/p-42/export", Some("dr-house:clinician")).0,
+        request(
+            &addr,
+            "POST",
+            "/patients/p-42/export",
+            Some("dr-house:clinician")
+        )
+        .0,
         403
     );
     assert_eq!(
-        request(&addr, "POST", "/patients/p-42/export", Some("cm-1:exporter,auditor")).0,
+        request(
+            &addr,
+            "POST",
+            "/patients/p-42/export",
+            Some("cm-1:exporter,auditor")
+        )
+        .0,
         200
     );
     assert_eq!(request(&addr, "GET", "/health", None).0, 200);
 
     // SIGTERM: graceful shutdown, then the flush.
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let mut out = String::new();
-    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(out.contains("every audit event is in"), "{out}");
 
     let text = std::fs::read_to_string(&file).unwrap();
@@ -107,7 +134,11 @@ fn the_example_audits_requests_and_flushes_on_sigterm() {
         let h = e.http.as_ref().unwrap();
         assert_eq!(h.client_ip.as_deref(), Some("127.0.0.1"));
         assert_eq!(h.user_agent.as_deref(), Some("example-test"));
-        assert!(h.route_template.as_deref().unwrap().starts_with("/patients/{id}"));
+        assert!(h
+            .route_template
+            .as_deref()
+            .unwrap()
+            .starts_with("/patients/{id}"));
         assert!(h.status_code.is_some());
     }
     let outcomes: Vec<(&str, &str, u16)> = events

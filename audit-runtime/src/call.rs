@@ -267,8 +267,11 @@ impl Call {
         #[cfg(feature = "tower")]
         if let Some(scope) = self.context.as_ref().and_then(AuditContext::request_scope) {
             let scope = std::sync::Arc::clone(scope);
-            let d = d.clone();
-            scope.hold(d, take_record!(config));
+            let target = match &self.dispatch {
+                DispatchRef::Global(g) => crate::web::Target::Global(g),
+                _ => crate::web::Target::Local(d.clone()),
+            };
+            scope.hold(target, take_record!(config));
             return;
         }
         let record = take_record!(config);
@@ -429,7 +432,7 @@ impl CallRecord {
             },
             outcome: self.outcome,
             correlation: ctx.and_then(|c| c.correlation().cloned()),
-            http: ctx.and_then(|c| c.http_ref().cloned()),
+            http: ctx.and_then(|c| c.http_for_event().map(std::borrow::Cow::into_owned)),
             delegation: None,
             metadata: self.metadata,
             integrity: None,

@@ -51,6 +51,32 @@ struct Inner {
     /// held until the response status is known (set by `AuditLayer`).
     #[cfg(feature = "tower")]
     scope: Option<Arc<crate::web::RequestScope>>,
+    /// The response status of that request once known (0: not yet): set
+    /// once, before any event with this context is written, so the
+    /// rendered fragments include it.
+    #[cfg(feature = "tower")]
+    status: StatusCell,
+}
+
+/// A response status set once (0: none); a copy keeps the value.
+#[cfg(feature = "tower")]
+#[derive(Default)]
+struct StatusCell(std::sync::atomic::AtomicU16);
+
+#[cfg(feature = "tower")]
+impl Clone for StatusCell {
+    fn clone(&self) -> Self {
+        StatusCell(std::sync::atomic::AtomicU16::new(
+            self.0.load(std::sync::atomic::Ordering::Acquire),
+        ))
+    }
+}
+
+#[cfg(feature = "tower")]
+impl std::fmt::Debug for StatusCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0.load(std::sync::atomic::Ordering::Acquire), f)
+    }
 }
 
 /// Parts of an event's JSON that come from a context, rendered the first
@@ -178,10 +204,11 @@ impl AuditContext {
                 .as_ref()
                 .map(|a| crate::encode::rendered(|out| crate::encode::actor(out, a))),
             tail: crate::encode::rendered(|out| {
+                let http = self.http_for_event();
                 crate::encode::context_tail(
                     out,
                     self.0.correlation.as_ref().filter(|c| !c.is_empty()),
-                    self.0.http.as_ref(),
+                    http.as_deref(),
                 )
             }),
         })
@@ -230,9 +257,23 @@ impl AuditContext {
         self.0.correlation.as_ref()
     }
 
-    /// The HTTP details, if set.
+    /// The HTTP details, if set, as the request arrived: the response
+    /// status that `AuditLayer` adds to events is not among them.
     pub fn http_ref(&self) -> Option<&Http> {
         self.0.http.as_ref()
+    }
+
+    /// The `http` block of an event made under this context: the details,
+    /// with the response status once the request has one.
+    pub(crate) fn http_for_event(&self) -> Option<std::borrow::Cow<'_, Http>> {
+        let http = self.0.http.as_ref()?;
+        #[cfg(feature = "tower")]
+        if let Some(status) = self.status() {
+            let mut h = http.clone();
+            h.status_code = Some(status);
+            return Some(std::borrow::Cow::Owned(h));
+        }
+        Some(std::borrow::Cow::Borrowed(http))
     }
 
     /// A context with all of its parts at once (one allocation).
@@ -249,6 +290,7 @@ impl AuditContext {
             http,
             fragments: FragmentCell::default(),
             scope,
+            status: StatusCell::default(),
         }))
     }
 
@@ -259,17 +301,39 @@ impl AuditContext {
         self.0.scope.as_ref()
     }
 
-    /// This context as the request ended: its `http` block with the
-    /// response status (when there is one and it is in 100..=599), and no
-    /// request scope (what is emitted with it is final).
+    /// The response status, once [`AuditContext::set_status`] set it.
     #[cfg(feature = "tower")]
-    pub(crate) fn finished(&self, status: Option<u16>) -> AuditContext {
+    #[inline]
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self.0.status.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Sets the response status (kept only in 100..=599, as the schema
+    /// allows). Call it before anything with this context is written: the
+    /// rendered fragments are cached.
+    #[cfg(feature = "tower")]
+    pub(crate) fn set_status(&self, status: Option<u16>) {
+        if let Some(s) = status.filter(|s| (100..=599).contains(s)) {
+            self.0
+                .status
+                .0
+                .store(s, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// A copy of this context with `status` and without a request scope:
+    /// for events written apart from the request's own context.
+    #[cfg(feature = "tower")]
+    pub(crate) fn detached(&self, status: Option<u16>) -> AuditContext {
         let mut inner = Inner::clone(&self.0);
         inner.scope = None;
-        if let Some(http) = &mut inner.http {
-            http.status_code = status.filter(|s| (100..=599).contains(s));
-        }
-        AuditContext(Arc::new(inner))
+        inner.status = StatusCell::default();
+        let ctx = AuditContext(Arc::new(inner));
+        ctx.set_status(status);
+        ctx
     }
 
     /// The context's identity (its allocation's address): equal for

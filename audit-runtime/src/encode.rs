@@ -387,10 +387,27 @@ pub(crate) fn context_tail(out: &mut Vec<u8>, c: Option<&Correlation>, h: Option
 }
 
 /// What `write` appends, as a boxed slice (for fragments rendered once).
+///
+/// Written into a buffer this thread keeps, then copied out in one
+/// allocation of the exact size: a context per request renders its
+/// fragments once per request, and growing a fresh vector byte by byte cost
+/// more than the rendering (measured: ~5,000 instructions per context).
 pub(crate) fn rendered(write: impl FnOnce(&mut Vec<u8>)) -> Box<[u8]> {
-    let mut out = Vec::new();
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut out = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
+    out.clear();
+    if out.capacity() < 1024 {
+        out.reserve(1024);
+    }
     write(&mut out);
-    out.into_boxed_slice()
+    let boxed = Box::<[u8]>::from(out.as_slice());
+    // A huge fragment's buffer is not kept.
+    if out.capacity() <= 64 * 1024 {
+        let _ = SCRATCH.try_with(|s| s.set(out));
+    }
+    boxed
 }
 
 /// `,"action":{..},"resource":{"type":..` of a call site.

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ::http::header::{HeaderMap, FORWARDED};
+use ::http::header::{HeaderMap, HeaderName, FORWARDED};
 use ipnet::IpNet;
 
 /// Networks whose `Forwarded` / `X-Forwarded-For` headers are believed.
@@ -79,7 +79,7 @@ fn parse_hop(s: &str) -> Option<IpAddr> {
     inner.parse::<IpAddr>().ok()
 }
 
-fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
@@ -89,7 +89,8 @@ fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item =
 }
 
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    header_values(headers, "x-forwarded-for")
+    static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    header_values(headers, &X_FORWARDED_FOR)
         .flat_map(|v| v.split(','))
         .map(parse_hop)
         .collect()
@@ -98,7 +99,7 @@ fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 /// The `for=` parameter of each element of `Forwarded` (RFC 7239); an
 /// element without one counts as an unreadable hop.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    header_values(headers, FORWARDED.as_str())
+    header_values(headers, &FORWARDED)
         .flat_map(|v| v.split(','))
         .map(|element| {
             element.split(';').find_map(|pair| {

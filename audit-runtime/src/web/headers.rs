@@ -84,7 +84,8 @@ pub(crate) fn user_agent(headers: &HeaderMap, counters: &Counters) -> Option<Tex
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), or `None`
 /// when the header is absent or malformed (an all-zero id is invalid).
 pub(crate) fn trace_id(headers: &HeaderMap) -> Option<Text> {
-    let v = headers.get("traceparent")?.as_bytes();
+    static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+    let v = headers.get(&TRACEPARENT)?.as_bytes();
     let v = v.trim_ascii();
     if v.len() < 55 {
         return None;

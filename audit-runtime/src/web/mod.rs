@@ -92,6 +92,7 @@ mod status;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
 
 use ::http::header::HeaderName;
@@ -102,7 +103,7 @@ use crate::event::{ActionType, Actor};
 
 pub use ipnet::IpNet;
 pub use routes::{route, RouteError, RouteSpec};
-pub(crate) use scope::RequestScope;
+pub(crate) use scope::{RequestScope, Target};
 pub use service::{AuditService, ResponseFuture};
 pub use status::outcome_for_status;
 
@@ -403,35 +404,70 @@ impl<S> tower_layer::Layer<S> for AuditLayer {
     }
 }
 
+/// A counter split over cache lines: each thread adds to its own stripe
+/// (requests on different cores do not contend for one line), a snapshot
+/// sums them.
+#[derive(Default)]
+pub(crate) struct Counter([Stripe; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[derive(Default)]
+#[repr(align(64))]
+struct Stripe(AtomicU64);
+
+impl Counter {
+    pub(crate) fn add(&self, n: u64) {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static MINE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        }
+        if n > 0 {
+            let i = MINE.try_with(|m| *m).unwrap_or(0);
+            self.0[i].0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl fmt::Debug for Counter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
 /// The counters behind [`HttpStats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    requests: AtomicU64,
-    skipped: AtomicU64,
-    route_events: AtomicU64,
-    held: AtomicU64,
-    emitted_without_status: AtomicU64,
-    clamped: AtomicU64,
-    cancelled: AtomicU64,
-    service_errors: AtomicU64,
+    pub(crate) requests: Counter,
+    pub(crate) skipped: Counter,
+    pub(crate) route_events: Counter,
+    pub(crate) held: Counter,
+    pub(crate) emitted_without_status: Counter,
+    pub(crate) clamped: Counter,
+    pub(crate) cancelled: Counter,
+    pub(crate) service_errors: Counter,
 }
 
 impl Counters {
-    pub(crate) fn add(&self, c: &AtomicU64) {
-        c.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn add(&self, c: &Counter) {
+        c.add(1);
     }
 
     fn snapshot(&self) -> HttpStats {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         HttpStats {
-            requests: l(&self.requests),
-            skipped: l(&self.skipped),
-            route_events: l(&self.route_events),
-            held: l(&self.held),
-            emitted_without_status: l(&self.emitted_without_status),
-            clamped: l(&self.clamped),
-            cancelled: l(&self.cancelled),
-            service_errors: l(&self.service_errors),
+            requests: self.requests.get(),
+            skipped: self.skipped.get(),
+            route_events: self.route_events.get(),
+            held: self.held.get(),
+            emitted_without_status: self.emitted_without_status.get(),
+            clamped: self.clamped.get(),
+            cancelled: self.cancelled.get(),
+            service_errors: self.service_errors.get(),
         }
     }
 }

@@ -130,9 +130,11 @@ pub(crate) struct Route {
 #[derive(Clone, Default)]
 pub(crate) struct RouteTable {
     routes: Vec<Route>,
-    /// Pattern → indexes into `routes` (one per method).
-    by_pattern: HashMap<String, Vec<usize>>,
-    matcher: matchit::Router<String>,
+    /// Pattern → its group in `groups`.
+    by_pattern: HashMap<String, usize>,
+    /// Per pattern, indexes into `routes` (one per method).
+    groups: Vec<Vec<usize>>,
+    matcher: matchit::Router<usize>,
 }
 
 impl fmt::Debug for RouteTable {
@@ -162,11 +164,18 @@ impl RouteTable {
         if spec.resource.is_empty() || spec.resource.chars().count() > 128 {
             return Err(err("the resource type must have 1 to 128 characters".into()));
         }
-        if !self.by_pattern.contains_key(&spec.pattern) {
-            self.matcher
-                .insert(spec.pattern.clone(), spec.pattern.clone())
-                .map_err(|e| err(e.to_string()))?;
-        }
+        let group = match self.by_pattern.get(&spec.pattern) {
+            Some(&g) => g,
+            None => {
+                let g = self.groups.len();
+                self.matcher
+                    .insert(spec.pattern.clone(), g)
+                    .map_err(|e| err(e.to_string()))?;
+                self.groups.push(Vec::new());
+                self.by_pattern.insert(spec.pattern.clone(), g);
+                g
+            }
+        };
         let name = match (&spec.name, &spec.method) {
             (Some(n), _) => n.clone(),
             (None, Some(m)) => format!("{m} {}", spec.pattern),
@@ -180,10 +189,7 @@ impl RouteTable {
             phi_touched: spec.phi_touched,
             classification: spec.classification,
         }));
-        self.by_pattern
-            .entry(spec.pattern.clone())
-            .or_default()
-            .push(self.routes.len());
+        self.groups[group].push(self.routes.len());
         self.routes.push(Route {
             pattern: clamp(&spec.pattern, super::headers::MAX_HTTP_TEXT).0,
             method: spec.method,
@@ -205,13 +211,17 @@ impl RouteTable {
             return None;
         }
         let m = self.matcher.at(path).ok()?;
-        let route = self.by_pattern.get(m.value)?.iter().find_map(|&i| {
+        let route = self.groups.get(*m.value)?.iter().find_map(|&i| {
             let r = &self.routes[i];
             r.method.as_ref().is_none_or(|rm| rm == method).then_some(r)
         })?;
         let param = |name: &Option<String>| -> Option<Text> {
             let raw = m.params.get(name.as_deref()?)?;
-            let decoded = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            let decoded = if raw.contains('%') {
+                percent_encoding::percent_decode_str(raw).decode_utf8_lossy()
+            } else {
+                std::borrow::Cow::Borrowed(raw)
+            };
             if decoded.is_empty() {
                 return None;
             }

@@ -2,13 +2,28 @@
 //! it until the response status is known, then leave with that status.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::call::{CallRecord, RecordRef};
 use crate::context::{AuditContext, ContextId};
 use crate::dispatch::Dispatch;
 
-use super::Counters;
+/// Where a held call goes: the global dispatcher (no reference count to
+/// take) or a scoped one.
+pub(crate) enum Target {
+    Global(&'static Dispatch),
+    Local(Dispatch),
+}
+
+impl Target {
+    fn emit(&self, record: CallRecord) {
+        let d = match self {
+            Target::Global(g) => *g,
+            Target::Local(l) => l,
+        };
+        RecordRef::pass(record, |r| d.emit_record(r));
+    }
+}
 
 /// One HTTP request's held calls.
 ///
@@ -19,36 +34,19 @@ use super::Counters;
 pub(crate) struct RequestScope {
     state: Mutex<State>,
     limit: usize,
-    counters: Arc<Counters>,
 }
 
+#[derive(Default)]
 struct State {
-    held: Vec<(Dispatch, CallRecord)>,
-    /// Set once the request ended: its status, the request's context and
-    /// that context as finished.
-    done: Option<Arc<Done>>,
-}
-
-/// How a request ended, for the calls it held and any made later.
-pub(crate) struct Done {
-    status: Option<u16>,
-    base: ContextId,
-    /// The request's context as finished, made on first use.
-    finished: OnceLock<AuditContext>,
-}
-
-impl Done {
-    /// `ctx` (the request's context or a copy a handler made of it) as the
-    /// request ended: with the status, without the scope.
-    pub(crate) fn finished_for(&self, ctx: &AuditContext) -> AuditContext {
-        if self.base.is(ctx) {
-            return self
-                .finished
-                .get_or_init(|| ctx.finished(self.status))
-                .clone();
-        }
-        ctx.finished(self.status)
-    }
+    held: Vec<(Target, CallRecord)>,
+    /// Calls emitted at once because `limit` were held.
+    overflow: u64,
+    /// Set when the request ended, with its status.
+    done: Option<Option<u16>>,
+    /// Copies without the scope of contexts whose calls were written
+    /// before the request ended, by context (weakly, so no other context
+    /// can take an address while it is a key).
+    detached: Vec<(ContextId, AuditContext)>,
 }
 
 impl fmt::Debug for RequestScope {
@@ -59,21 +57,23 @@ impl fmt::Debug for RequestScope {
     }
 }
 
+/// What [`RequestScope::finish`] did, for the layer's counters.
+pub(crate) struct Finished {
+    pub(crate) held: u64,
+    pub(crate) overflow: u64,
+}
+
 impl RequestScope {
-    pub(crate) fn new(limit: usize, counters: Arc<Counters>) -> RequestScope {
+    pub(crate) fn new(limit: usize) -> RequestScope {
         RequestScope {
-            state: Mutex::new(State {
-                held: Vec::new(),
-                done: None,
-            }),
+            state: Mutex::new(State::default()),
             limit,
-            counters,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing user-supplied runs under this lock, and every update is
-        // one push or one swap: a poisoned state is still consistent.
+        // one push, one count or one swap: a poisoned state is consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,74 +81,90 @@ impl RequestScope {
     /// response status is known; past the limit, emitted now without a
     /// status (counted); after the request ended, emitted now with its
     /// final status.
-    pub(crate) fn hold(&self, dispatch: Dispatch, mut record: CallRecord) {
+    pub(crate) fn hold(&self, target: Target, mut record: CallRecord) {
         let mut st = self.lock();
-        match &st.done {
+        match st.done {
             None if st.held.len() < self.limit => {
-                st.held.push((dispatch, record));
-                drop(st);
-                self.counters.add(&self.counters.held);
+                st.held.push((target, record));
             }
             None => {
+                st.overflow += 1;
+                // Written before the request's context has its status: on
+                // a copy, so that the context's rendered JSON (cached once)
+                // is only ever made with the status.
+                if let Some(c) = record.context.take() {
+                    let copy = match st.detached.iter().find(|(id, _)| id.is(&c)) {
+                        Some((_, d)) => d.clone(),
+                        None => {
+                            let d = c.detached(None);
+                            st.detached.push((c.id(), d.clone()));
+                            d
+                        }
+                    };
+                    record.context = Some(copy);
+                }
                 drop(st);
-                self.counters.add(&self.counters.emitted_without_status);
-                emit(&dispatch, record);
+                target.emit(record);
             }
-            Some(done) => {
-                let done = Arc::clone(done);
+            Some(status) => {
                 drop(st);
                 if let Some(c) = record.context.take() {
-                    record.context = Some(done.finished_for(&c));
+                    record.context = Some(finished(c, status));
                 }
-                emit(&dispatch, record);
+                target.emit(record);
             }
         }
     }
 
-    /// Ends the request with `status`: the held calls are emitted with the
-    /// request's context `base` as finished (see [`Done::finished_for`]),
-    /// and any call made later is emitted at once the same way. The first
-    /// call decides; a later one returns what it decided.
-    pub(crate) fn finish(&self, status: Option<u16>, base: &AuditContext) -> Arc<Done> {
-        let (done, held) = {
+    /// Ends the request with `status` (already set on its context `base`):
+    /// the held calls are emitted, and any call made later is emitted at
+    /// once. The first call decides; a later one does nothing.
+    pub(crate) fn finish(&self, status: Option<u16>) -> Finished {
+        let (held, overflow) = {
             let mut st = self.lock();
-            if let Some(d) = &st.done {
-                return Arc::clone(d);
+            if st.done.is_some() {
+                return Finished {
+                    held: 0,
+                    overflow: 0,
+                };
             }
-            let done = Arc::new(Done {
-                status,
-                base: base.id(),
-                finished: OnceLock::new(),
-            });
-            st.done = Some(Arc::clone(&done));
-            (done, std::mem::take(&mut st.held))
+            st.done = Some(status);
+            st.detached.clear();
+            (std::mem::take(&mut st.held), st.overflow)
         };
+        let n = held.len() as u64;
         // Copies of the request's context made by the handler (another
-        // actor, say) get their own finished copy, once each; the records
-        // keep every one of them alive meanwhile, so addresses identify.
-        let mut others: Vec<(usize, AuditContext)> = Vec::new();
-        for (dispatch, mut record) in held {
+        // actor, say) get a finished copy, once each; the records keep
+        // every one of them alive meanwhile, so addresses identify.
+        let mut copies: Vec<(usize, AuditContext)> = Vec::new();
+        for (target, mut record) in held {
             if let Some(c) = record.context.take() {
-                let f = if done.base.is(&c) {
-                    done.finished_for(&c)
+                let f = if c.status() == status.filter(|s| (100..=599).contains(s)) {
+                    c
                 } else {
-                    match others.iter().find(|(a, _)| *a == c.addr()) {
+                    match copies.iter().find(|(a, _)| *a == c.addr()) {
                         Some((_, f)) => f.clone(),
                         None => {
-                            let f = done.finished_for(&c);
-                            others.push((c.addr(), f.clone()));
+                            let f = c.detached(status);
+                            copies.push((c.addr(), f.clone()));
                             f
                         }
                     }
                 };
                 record.context = Some(f);
             }
-            emit(&dispatch, record);
+            target.emit(record);
         }
-        done
+        Finished { held: n, overflow }
     }
 }
 
-fn emit(dispatch: &Dispatch, record: CallRecord) {
-    RecordRef::pass(record, |r| dispatch.emit_record(r));
+/// `ctx` (the request's context, or a copy a handler made of it) as the
+/// request ended.
+fn finished(ctx: AuditContext, status: Option<u16>) -> AuditContext {
+    if ctx.status() == status.filter(|s| (100..=599).contains(s)) {
+        ctx
+    } else {
+        ctx.detached(status)
+    }
 }

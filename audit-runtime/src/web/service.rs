@@ -180,7 +180,9 @@ fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
     if actor.subject_id.trim().is_empty() {
         return None;
     }
-    if actor.subject_id.chars().count() > MAX_ID {
+    // Byte lengths first: no more bytes than the limit, no more characters.
+    let over = |t: &Text, max: usize| t.len() > max && t.chars().count() > max;
+    if over(&actor.subject_id, MAX_ID) {
         actor.subject_id = clamp_counted(&actor.subject_id, MAX_ID, c);
     }
     for org in [&mut actor.org_id, &mut actor.owner_org_id] {
@@ -188,16 +190,13 @@ fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
             if o.is_empty() {
                 *org = None;
                 c.add(&c.clamped);
-            } else if o.chars().count() > 128 {
+            } else if over(o, 128) {
                 *o = clamp_counted(o, 128, c);
             }
         }
     }
     if let Some(roles) = &actor.roles {
-        let fits = roles.len() <= 25
-            && roles
-                .iter()
-                .all(|r| !r.is_empty() && r.chars().count() <= 64);
+        let fits = roles.len() <= 25 && roles.iter().all(|r| !r.is_empty() && !over(r, 64));
         if !fits {
             c.add(&c.clamped);
             let kept: Vec<Text> = roles
@@ -281,7 +280,7 @@ impl Pending {
             patient_id: m.patient_id,
         });
 
-        let scope = Arc::new(RequestScope::new(shared.max_held, Arc::clone(c)));
+        let scope = Arc::new(RequestScope::new(shared.max_held));
         let ctx = AuditContext::for_request(
             Some(actor),
             Some(correlation),
@@ -315,9 +314,19 @@ impl Pending {
         headers: Option<&mut HeaderMap>,
     ) {
         let code = status.map(|s| s.as_u16());
-        let done = self.scope.finish(code, &self.ctx);
+        // The status goes on the context before anything with it is
+        // written (its JSON is rendered once, then cached).
+        self.ctx.set_status(code);
+        let finished = self.scope.finish(code);
+        let c = &self.shared.counters;
+        c.held.add(finished.held);
+        c.emitted_without_status.add(finished.overflow);
+        if let (Some(h), Some(v)) = (headers, self.request_id) {
+            if !h.contains_key(&self.shared.request_id_header) {
+                h.insert(self.shared.request_id_header.clone(), v);
+            }
+        }
         if let Some(hit) = self.route {
-            let c = &self.shared.counters;
             c.add(&c.route_events);
             let (d, config) = match &self.dispatch {
                 Some(d) => (d, ConfigRef::Shared(d.config().clone())),
@@ -332,7 +341,7 @@ impl Pending {
             let record = CallRecord {
                 site: hit.site,
                 config,
-                context: Some(done.finished_for(&self.ctx)),
+                context: Some(self.ctx.clone()),
                 started: self.started,
                 resource_id: hit.resource_id,
                 patient_id: hit.patient_id,
@@ -341,11 +350,6 @@ impl Pending {
                 metadata: Metadata::new(),
             };
             RecordRef::pass(record, |r| d.emit_record(r));
-        }
-        if let (Some(h), Some(v)) = (headers, self.request_id) {
-            if !h.contains_key(&self.shared.request_id_header) {
-                h.insert(self.shared.request_id_header.clone(), v);
-            }
         }
     }
 }
