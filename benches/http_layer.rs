@@ -38,7 +38,7 @@ struct Args {
     rounds: usize,
     connections: usize,
     direct_n: usize,
-    /// Only this direct variant (`plain` or `layer`), for profiling.
+    /// Only this variant (`plain`, `layer`, `layer+routes`), for profiling.
     direct_only: Option<String>,
 }
 
@@ -59,7 +59,7 @@ fn args() -> Args {
             "--rounds" => a.rounds = next.parse().expect("--rounds N"),
             "--connections" => a.connections = next.parse().expect("--connections N"),
             "--direct-n" => a.direct_n = next.parse().expect("--direct-n N"),
-            "--direct-only" => a.direct_only = Some(next),
+            "--only" => a.direct_only = Some(next),
             _ => {
                 i += 1;
                 continue;
@@ -102,17 +102,20 @@ fn plain() -> Router {
         .route("/health", get(|| async { "ok" }))
 }
 
-fn layered() -> Router {
-    plain().layer(
-        AuditLayer::new()
-            .actor(|parts| actor(&parts.headers))
-            .route(
-                route("/patients/{id}", READ, "Patient")
-                    .method("GET")
-                    .id_from_path("id")
-                    .patient_from_path("id"),
-            ),
-    )
+/// The app with the layer: the actor from the request, correlation ids,
+/// the `http` block and the handler's event held for its status; with
+/// `routes`, also one route-table event per request (a second event).
+fn layered(routes: bool) -> Router {
+    let mut layer = AuditLayer::new().actor(|parts| actor(&parts.headers));
+    if routes {
+        layer = layer.route(
+            route("/patients/{id}", READ, "Patient")
+                .method("GET")
+                .id_from_path("id")
+                .patient_from_path("id"),
+        );
+    }
+    plain().layer(layer)
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -253,7 +256,7 @@ fn main() {
         .build()
         .unwrap();
 
-    let line = |variant: &str, round: usize, r: &Round| {
+    let line = |variant: &str, round: usize, r: &Round| -> (f64, f64) {
         let mut l = r.latencies_us.clone();
         l.sort_unstable();
         let mean = l.iter().map(|&x| x as f64).sum::<f64>() / l.len().max(1) as f64;
@@ -272,73 +275,84 @@ fn main() {
         (rps, mean)
     };
 
-    let (mut rps_plain, mut rps_layer, mut lat_plain, mut lat_layer) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    const VARIANTS: [&str; 3] = ["plain", "layer", "layer+routes"];
+    let only = a.direct_only.as_deref();
+    // Per round: (rps, mean latency) of each variant.
+    let mut rounds: Vec<[(f64, f64); 3]> = Vec::new();
     rt.block_on(async {
-        let plain_addr = serve(plain()).await;
-        let layer_addr = serve(layered()).await;
+        let addrs = [
+            serve(plain()).await,
+            serve(layered(false)).await,
+            serve(layered(true)).await,
+        ];
         for round in 0..a.rounds {
-            // Alternate which goes first, so drift hits both alike.
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with_layer in order {
-                let addr = if with_layer { layer_addr } else { plain_addr };
-                let r = load(addr, a.connections, a.secs).await;
+            // Rotate the order, so drift on this shared machine hits every
+            // variant alike.
+            let mut results = [(0.0, 0.0); 3];
+            for k in 0..3 {
+                let v = (round + k) % 3;
+                if only.is_some_and(|o| o != VARIANTS[v]) {
+                    continue;
+                }
+                let r = load(addrs[v], a.connections, a.secs).await;
                 guard.flush().unwrap();
-                // Keep the file small: the next round starts on an empty one.
+                // Keep the file small: the next run starts on an empty one.
                 let _ = std::fs::OpenOptions::new()
                     .write(true)
                     .open(&file)
                     .and_then(|f| f.set_len(0));
-                if with_layer {
-                    let (rps, mean) = line("layer", round, &r);
-                    rps_layer.push(rps);
-                    lat_layer.push(mean);
-                } else {
-                    let (rps, mean) = line("plain", round, &r);
-                    rps_plain.push(rps);
-                    lat_plain.push(mean);
-                }
+                results[v] = line(VARIANTS[v], round, &r);
             }
+            rounds.push(results);
         }
     });
-    let only = a.direct_only.as_deref();
-    let (direct_plain, direct_layer) = rt.block_on(async {
-        let p = match only {
-            Some("layer") => 0.0,
-            _ => direct(plain(), a.direct_n).await,
-        };
-        let l = match only {
-            Some("plain") => 0.0,
-            _ => direct(layered(), a.direct_n).await,
-        };
-        (p, l)
+    let direct_ns = rt.block_on(async {
+        let mut ns = [0.0; 3];
+        for (v, name) in VARIANTS.iter().enumerate() {
+            if only.is_some_and(|o| o != *name) {
+                continue;
+            }
+            let app = match v {
+                0 => plain(),
+                1 => layered(false),
+                _ => layered(true),
+            };
+            ns[v] = direct(app, a.direct_n).await;
+        }
+        ns
     });
     guard.flush().unwrap();
-    for (variant, ns) in [
-        ("direct-plain", direct_plain),
-        ("direct-layer", direct_layer),
-    ] {
+    for (v, name) in VARIANTS.iter().enumerate() {
+        if only.is_some_and(|o| o != *name) {
+            continue;
+        }
         println!(
-            "{{\"bench\":\"http_layer\",\"variant\":\"{variant}\",\"requests\":{},\"ns_per_request\":{ns:.0}}}",
-            a.direct_n
+            "{{\"bench\":\"http_layer\",\"variant\":\"direct-{name}\",\"requests\":{},\"ns_per_request\":{:.0}}}",
+            a.direct_n, direct_ns[v]
         );
     }
-    if a.rounds == 0 {
-        return;
+    if !rounds.is_empty() && only.is_none() {
+        for v in 1..3 {
+            // Each round's cost against the plain app of the same round.
+            let cost = median(
+                rounds
+                    .iter()
+                    .map(|r| (r[0].0 - r[v].0) / r[0].0 * 100.0)
+                    .collect(),
+            );
+            let added = median(rounds.iter().map(|r| r[v].1 - r[0].1).collect());
+            println!(
+                "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"compared\":\"{} vs plain\",\"connections\":{},\"rounds\":{},\"rps_plain_median\":{:.0},\"rps_median\":{:.0},\"throughput_cost_pct_median\":{cost:.1},\"added_mean_latency_us_median\":{added:.1},\"cpu_ns_per_request_added\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
+                VARIANTS[v],
+                a.connections,
+                rounds.len(),
+                median(rounds.iter().map(|r| r[0].0).collect()),
+                median(rounds.iter().map(|r| r[v].0).collect()),
+                direct_ns[v] - direct_ns[0],
+                cost <= 5.0
+            );
+        }
     }
-    let (p, l) = (median(rps_plain), median(rps_layer));
-    let overhead = (p - l) / p * 100.0;
-    let added = median(lat_layer) - median(lat_plain);
-    println!(
-        "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"connections\":{},\"rps_plain\":{p:.0},\"rps_layer\":{l:.0},\"throughput_cost_pct\":{overhead:.1},\"added_mean_latency_us\":{added:.1},\"layer_ns_per_request\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
-        a.connections,
-        direct_layer - direct_plain,
-        overhead <= 5.0
-    );
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
 }
