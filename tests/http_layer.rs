@@ -135,6 +135,17 @@ async fn many(Path(n): Path<u32>) -> String {
     n.to_string()
 }
 
+/// Acts as another actor for part of the request (an edited copy of the
+/// request's context).
+async fn delegate() -> String {
+    let ctx = AuditContext::current()
+        .unwrap()
+        .actor(Actor::service("batch-export"));
+    let n = ctx.scope(read_note(3)).await;
+    ctx.in_scope(|| read_lab(4));
+    (n + 1).to_string()
+}
+
 async fn slow() -> &'static str {
     read_lab(7);
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -148,6 +159,7 @@ fn routes() -> Router {
         .route("/patients/{id}/fanout", on_get(fanout))
         .route("/many/{n}", on_get(many))
         .route("/slow", on_get(slow))
+        .route("/delegate", on_get(delegate))
         .route("/health", on_get(|| async { "ok" }))
 }
 
@@ -904,4 +916,98 @@ async fn actor_from_extension_and_anonymous() {
     assert!(events[2..].iter().all(|e| {
         e.actor.subject_id == "unauthenticated" && e.actor.org_id.as_deref() == Some("public")
     }));
+}
+
+/// The bound on the JSONL record path, which renders a context's JSON once
+/// and caches it: the calls written early (past the bound) carry no
+/// status, and must not fix the request's cached JSON without one; the
+/// held ones carry the status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_bound_on_the_jsonl_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let d = Dispatch::new(
+        Config::new("chart-service").build().unwrap(),
+        NonBlocking::new(JsonlFileSink::open(&path).unwrap()),
+    );
+    let layer = app_layer(&d).max_held_events(3);
+    let addr = serve(routes().layer(layer.clone())).await;
+    let r = get(addr, "/many/5", &[("x-request-id", "req-bound")]).await;
+    assert_eq!(r.body, "5");
+    d.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for v in &lines {
+        validate_value(v, None).unwrap();
+        assert_eq!(v["correlation"]["request_id"], "req-bound");
+    }
+    let statuses: Vec<_> = lines
+        .iter()
+        .map(|v| v["http"]["status_code"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            serde_json::Value::Null,
+            serde_json::Value::Null,
+            200.into(),
+            200.into(),
+            200.into()
+        ]
+    );
+    assert_eq!(layer.stats().emitted_without_status, 2);
+}
+
+/// A handler acting as another actor for part of the request: those calls
+/// keep the request's ids and `http` block, get the status, and name the
+/// other actor; on both the record path and as events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_context_keeps_the_request_and_gets_the_status() {
+    let (d, sink) = memory();
+    let addr = serve(routes().layer(app_layer(&d))).await;
+    let r = get(
+        addr,
+        "/delegate",
+        &[
+            ("authorization", "Bearer dr-y"),
+            ("x-request-id", "req-del"),
+        ],
+    )
+    .await;
+    assert_eq!(r.body, "4");
+    let events = sink.events();
+    assert_eq!(events.len(), 2);
+    assert_all_valid(&events);
+    for e in &events {
+        assert_eq!(e.actor.subject_id, "batch-export");
+        assert_eq!(
+            e.correlation.as_ref().unwrap().request_id.as_deref(),
+            Some("req-del")
+        );
+        let h = e.http.as_ref().unwrap();
+        assert_eq!(h.status_code, Some(200));
+        assert_eq!(h.route_template.as_deref(), Some("/delegate"));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let d = Dispatch::new(
+        Config::new("chart-service").build().unwrap(),
+        NonBlocking::new(JsonlFileSink::open(&path).unwrap()),
+    );
+    let addr = serve(routes().layer(app_layer(&d))).await;
+    get(addr, "/delegate", &[("authorization", "Bearer dr-y")]).await;
+    d.flush().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        validate_value(&v, None).unwrap();
+        assert_eq!(v["actor"]["subject_id"], "batch-export");
+        assert_eq!(v["http"]["status_code"], 200);
+    }
 }
