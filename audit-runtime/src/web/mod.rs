@@ -24,8 +24,8 @@
 //!
 //! The layer builds an [`AuditContext`](crate::AuditContext) and runs the
 //! inner service's future inside it, so every `#[audited]` call made while
-//! handling the request (and in tasks started with [`crate::spawn`] /
-//! [`crate::spawn_blocking`]) records:
+//! handling the request (and in tasks started with `phi_audit::spawn` /
+//! `spawn_blocking`, feature `tokio`) records:
 //!
 //! - **actor**: what the configured extractor returns, clamped to the
 //!   schema (subject 256 characters, organizations 128, at most 25 roles of
