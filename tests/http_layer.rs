@@ -1011,3 +1011,66 @@ async fn an_edited_context_keeps_the_request_and_gets_the_status() {
         assert_eq!(v["http"]["status_code"], 200);
     }
 }
+
+/// A plain tower service (no axum): an error instead of a response, a
+/// panic inside `call`, and a panic in the future each write the held
+/// call and a route event saying how the request ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_errors_and_panics_are_recorded() {
+    use tower::{Layer, Service, ServiceExt};
+    let (d, sink) = memory();
+    let layer = AuditLayer::new()
+        .route(route("/x/{id}", READ, "Thing").id_from_path("id"))
+        .dispatch(d.clone());
+    let req = |id: &str| Request::builder().uri(format!("/x/{id}")).body(()).unwrap();
+
+    let failing = layer.layer(tower::service_fn(|_req: Request<()>| async {
+        read_lab(1);
+        Err::<Response<()>, &'static str>("backend down")
+    }));
+    assert!(failing.oneshot(req("e")).await.is_err());
+    let events = sink.take();
+    assert_eq!(events.len(), 2);
+    assert_all_valid(&events);
+    let route_event = events.iter().find(|e| e.resource.kind == "Thing").unwrap();
+    assert_eq!(
+        route_event.outcome,
+        Outcome::failure("ServiceError", "the service failed before a response")
+    );
+    assert_eq!(layer.stats().service_errors, 1);
+
+    // A panic inside `call` (before any future exists).
+    let mut panicking_call = layer.layer(tower::service_fn(
+        |_req: Request<()>| -> std::future::Ready<Result<Response<()>, ()>> {
+            read_lab(2);
+            panic!("bug in call");
+        },
+    ));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = panicking_call.call(req("p"));
+    }));
+    assert!(r.is_err());
+    let events = sink.take();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_all_valid(&events);
+    let route_event = events.iter().find(|e| e.resource.kind == "Thing").unwrap();
+    assert_eq!(route_event.outcome.error_type.as_deref(), Some("Panic"));
+    assert_eq!(route_event.resource.id.as_deref(), Some("p"));
+
+    // A panic while the future is polled (as in a handler).
+    let panicking_future = layer.layer(tower::service_fn(|_req: Request<()>| async {
+        read_lab(3);
+        if std::hint::black_box(true) {
+            panic!("bug in handler");
+        }
+        Ok::<Response<()>, ()>(Response::new(()))
+    }));
+    let task = tokio::spawn(panicking_future.oneshot(req("f")));
+    assert!(task.await.is_err());
+    let events = sink.take();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_all_valid(&events);
+    let route_event = events.iter().find(|e| e.resource.kind == "Thing").unwrap();
+    assert_eq!(route_event.outcome.error_type.as_deref(), Some("Panic"));
+    assert_eq!(layer.stats().cancelled, 2);
+}

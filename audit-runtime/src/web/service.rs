@@ -223,6 +223,9 @@ struct Pending {
     started: Timestamp,
     /// The request id to set on the response.
     request_id: Option<HeaderValue>,
+    /// Set by [`Pending::complete`]; a request dropped without it (the
+    /// client went away, a timeout, a panic) is completed by `Drop`.
+    done: bool,
 }
 
 struct RouteHit {
@@ -295,6 +298,7 @@ impl Pending {
             route,
             started,
             request_id: response_id,
+            done: false,
         }
     }
 
@@ -308,11 +312,14 @@ impl Pending {
 
     /// The request ended with `status` (`None`: no response), as `outcome`.
     fn complete(
-        self,
+        &mut self,
         status: Option<StatusCode>,
         outcome: Outcome,
         headers: Option<&mut HeaderMap>,
     ) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
         let code = status.map(|s| s.as_u16());
         // The status goes on the context before anything with it is
         // written (its JSON is rendered once, then cached).
@@ -321,12 +328,12 @@ impl Pending {
         let c = &self.shared.counters;
         c.held.add(finished.held);
         c.emitted_without_status.add(finished.overflow);
-        if let (Some(h), Some(v)) = (headers, self.request_id) {
+        if let (Some(h), Some(v)) = (headers, self.request_id.take()) {
             if !h.contains_key(&self.shared.request_id_header) {
                 h.insert(self.shared.request_id_header.clone(), v);
             }
         }
-        if let Some(hit) = self.route {
+        if let Some(hit) = self.route.take() {
             c.add(&c.route_events);
             let (d, config) = match &self.dispatch {
                 Some(d) => (d, ConfigRef::Shared(d.config().clone())),
@@ -354,29 +361,34 @@ impl Pending {
     }
 }
 
+impl Drop for Pending {
+    /// A request that ends without a response (dropped: the client went
+    /// away, a timeout; or a panic in the handler) still writes its held
+    /// calls, and a matched route records FAILURE `Cancelled` (`Panic`).
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let c = Arc::clone(&self.shared.counters);
+        c.add(&c.cancelled);
+        let outcome = if std::thread::panicking() {
+            Outcome::failure("Panic", "the request's handler panicked")
+        } else {
+            Outcome::failure("Cancelled", "the request was dropped before a response")
+        };
+        self.complete(None, outcome, None);
+    }
+}
+
 pin_project! {
     /// The future of an [`AuditService`] call: the inner future, run inside
     /// the request's context; on completion (or drop) it emits the
-    /// request's events.
+    /// request's events. The inner future is dropped first, so calls it
+    /// cancels are held and written with the rest.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         pending: Option<Pending>,
-    }
-
-    impl<F> PinnedDrop for ResponseFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(p) = this.project().pending.take() {
-                let c = Arc::clone(&p.shared.counters);
-                c.add(&c.cancelled);
-                let outcome = if std::thread::panicking() {
-                    Outcome::failure("Panic", "the request's handler panicked")
-                } else {
-                    Outcome::failure("Cancelled", "the request was dropped before a response")
-                };
-                p.complete(None, outcome, None);
-            }
-        }
     }
 }
 
@@ -404,7 +416,7 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(out) => out,
         };
-        let Some(pending) = this.pending.take() else {
+        let Some(mut pending) = this.pending.take() else {
             return Poll::Ready(out);
         };
         Poll::Ready(match out {
