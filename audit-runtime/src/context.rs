@@ -81,11 +81,26 @@ impl std::fmt::Debug for StatusCell {
 
 /// Parts of an event's JSON that come from a context, rendered the first
 /// time a record needs them.
+///
+/// Both parts live in one allocation (a context per request renders them
+/// once per request).
 pub(crate) struct Fragments {
+    /// The actor's part, then the tail.
+    buf: Box<[u8]>,
+    /// Where the tail starts; `None` when the context names no actor.
+    actor_end: Option<usize>,
+}
+
+impl Fragments {
     /// `,"actor":{..}` when the context names the actor.
-    pub(crate) actor: Option<Box<[u8]>>,
+    pub(crate) fn actor(&self) -> Option<&[u8]> {
+        self.actor_end.map(|end| &self.buf[..end])
+    }
+
     /// `,"correlation":{..},"http":{..}` (each when present; may be empty).
-    pub(crate) tail: Box<[u8]>,
+    pub(crate) fn tail(&self) -> &[u8] {
+        &self.buf[self.actor_end.unwrap_or(0)..]
+    }
 }
 
 /// Holds a context's [`Fragments`] once rendered. A copy starts empty: the
@@ -197,20 +212,21 @@ impl AuditContext {
 
     /// This context's parts of an event's JSON (rendered on first use).
     pub(crate) fn fragments(&self) -> &Fragments {
-        self.0.fragments.0.get_or_init(|| Fragments {
-            actor: self
-                .0
-                .actor
-                .as_ref()
-                .map(|a| crate::encode::rendered(|out| crate::encode::actor(out, a))),
-            tail: crate::encode::rendered(|out| {
+        self.0.fragments.0.get_or_init(|| {
+            let mut actor_end = None;
+            let buf = crate::encode::rendered(|out| {
+                if let Some(a) = &self.0.actor {
+                    crate::encode::actor(out, a);
+                    actor_end = Some(out.len());
+                }
                 let http = self.http_for_event();
                 crate::encode::context_tail(
                     out,
                     self.0.correlation.as_ref().filter(|c| !c.is_empty()),
                     http.as_deref(),
                 )
-            }),
+            });
+            Fragments { buf, actor_end }
         })
     }
 

@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::call::{CallRecord, CallSite};
-use crate::context::AuditContext;
+use crate::context::{AuditContext, Fragments};
 use crate::event::{
     Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
 };
@@ -488,7 +488,7 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     let cfg = config.inner();
     out.extend_from_slice(&cfg.fragments.service);
     let ctx = r.context.as_ref().map(AuditContext::fragments);
-    match (&r.actor, ctx.and_then(|f| f.actor.as_deref())) {
+    match (&r.actor, ctx.and_then(Fragments::actor)) {
         (Some(a), _) => actor(out, a),
         (None, Some(f)) => out.extend_from_slice(f),
         (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
@@ -497,7 +497,7 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     resource_ids(out, &r.resource_id, &r.patient_id);
     outcome(out, &r.outcome);
     if let Some(f) = ctx {
-        out.extend_from_slice(&f.tail);
+        out.extend_from_slice(f.tail());
     }
     metadata_and_close(out, &r.metadata);
 }

@@ -38,6 +38,10 @@ pub(crate) struct RequestScope {
 
 #[derive(Default)]
 struct State {
+    /// The first held call, in place (most requests make one or two: no
+    /// vector to allocate for them).
+    first: Option<(Target, CallRecord)>,
+    /// The others, in order.
     held: Vec<(Target, CallRecord)>,
     /// Calls emitted at once because `limit` were held.
     overflow: u64,
@@ -84,7 +88,10 @@ impl RequestScope {
     pub(crate) fn hold(&self, target: Target, mut record: CallRecord) {
         let mut st = self.lock();
         match st.done {
-            None if st.held.len() < self.limit => {
+            None if st.first.is_none() && self.limit > 0 => {
+                st.first = Some((target, record));
+            }
+            None if st.held.len() + 1 < self.limit => {
                 st.held.push((target, record));
             }
             None => {
@@ -120,7 +127,7 @@ impl RequestScope {
     /// the held calls are emitted, and any call made later is emitted at
     /// once. The first call decides; a later one does nothing.
     pub(crate) fn finish(&self, status: Option<u16>) -> Finished {
-        let (held, overflow) = {
+        let (first, held, overflow) = {
             let mut st = self.lock();
             if st.done.is_some() {
                 return Finished {
@@ -130,14 +137,14 @@ impl RequestScope {
             }
             st.done = Some(status);
             st.detached.clear();
-            (std::mem::take(&mut st.held), st.overflow)
+            (st.first.take(), std::mem::take(&mut st.held), st.overflow)
         };
-        let n = held.len() as u64;
+        let n = first.is_some() as u64 + held.len() as u64;
         // Copies of the request's context made by the handler (another
         // actor, say) get a finished copy, once each; the records keep
         // every one of them alive meanwhile, so addresses identify.
         let mut copies: Vec<(usize, AuditContext)> = Vec::new();
-        for (target, mut record) in held {
+        for (target, mut record) in first.into_iter().chain(held) {
             if let Some(c) = record.context.take() {
                 let f = if c.status() == status.filter(|s| (100..=599).contains(s)) {
                     c
