@@ -1047,7 +1047,7 @@ async fn service_errors_and_panics_are_recorded() {
         },
     ));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = panicking_call.call(req("p"));
+        drop(panicking_call.call(req("p")));
     }));
     assert!(r.is_err());
     let events = sink.take();
