@@ -198,9 +198,10 @@ impl EventBuilder {
             .correlation
             .or_else(|| ctx.as_ref().and_then(|c| c.correlation().cloned()))
             .filter(|c| !c.is_empty());
-        let http = self
-            .http
-            .or_else(|| ctx.as_ref().and_then(|c| c.http_ref().cloned()));
+        let http = self.http.or_else(|| {
+            ctx.as_ref()
+                .and_then(|c| c.http_for_event().map(std::borrow::Cow::into_owned))
+        });
         AuditEvent {
             schema_version: SchemaVersion::default(),
             event_id: self.event_id.unwrap_or_else(|| cfg.new_event_id()),

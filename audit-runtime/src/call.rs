@@ -344,17 +344,36 @@ impl Call {
         if let Some(fixes) = self.context.as_ref().and_then(AuditContext::fixes) {
             d.count_fixes(fixes);
         }
-        let record = CallRecord {
-            site: self.site,
-            config,
-            context: self.context.take(),
-            started: self.started,
-            resource_id: self.resource_id.take(),
-            patient_id: self.patient_id.take(),
-            actor: self.actor.take().map(Box::new),
-            outcome,
-            metadata: std::mem::take(&mut self.metadata),
-        };
+        // Field by field (not a method on `self`): `d` borrows the
+        // dispatcher field meanwhile.
+        macro_rules! take_record {
+            ($config:expr) => {
+                CallRecord {
+                    site: self.site,
+                    config: $config,
+                    context: self.context.take(),
+                    started: self.started,
+                    resource_id: self.resource_id.take(),
+                    patient_id: self.patient_id.take(),
+                    actor: self.actor.take().map(Box::new),
+                    outcome,
+                    metadata: std::mem::take(&mut self.metadata),
+                }
+            };
+        }
+        // A call made while an `AuditLayer` handles a request waits for the
+        // response status (the request scope emits it).
+        #[cfg(feature = "tower")]
+        if let Some(scope) = self.context.as_ref().and_then(AuditContext::request_scope) {
+            let scope = std::sync::Arc::clone(scope);
+            let target = match &self.dispatch {
+                DispatchRef::Global(g) => crate::web::Target::Global(g),
+                _ => crate::web::Target::Local(d.clone()),
+            };
+            scope.hold(target, take_record!(config));
+            return;
+        }
+        let record = take_record!(config);
         RecordRef::pass(record, |r| d.emit_record(r));
     }
 }
@@ -512,7 +531,7 @@ impl CallRecord {
             },
             outcome: self.outcome,
             correlation: ctx.and_then(|c| c.correlation().cloned()),
-            http: ctx.and_then(|c| c.http_ref().cloned()),
+            http: ctx.and_then(|c| c.http_for_event().map(std::borrow::Cow::into_owned)),
             delegation: None,
             metadata: self.metadata,
             integrity: None,

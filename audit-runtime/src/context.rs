@@ -38,8 +38,11 @@ pub struct AuditContext(Arc<Inner>);
 // worker reads the rendered fragments), and the counts are taken in banks,
 // so sharing a line with them costs little, while an aligned allocation
 // would slow down building a context per request (measured: ~10-20% per call
-// with one fresh context per call).
+// with one fresh context per call). `repr(C)` keeps the request scope, which
+// every audited call reads when the `tower` feature is on, last: off the
+// cache line of the reference counts that the sink's worker writes.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 struct Inner {
     actor: Option<Actor>,
     correlation: Option<Correlation>,
@@ -52,6 +55,36 @@ struct Inner {
     fixes: Fixes,
     /// Whether `fixes` holds any (read per call).
     any_fixes: bool,
+    /// The HTTP request this context belongs to, whose audited calls are
+    /// held until the response status is known (set by `AuditLayer`).
+    #[cfg(feature = "tower")]
+    scope: Option<Arc<crate::web::RequestScope>>,
+    /// The response status of that request once known (0: not yet): set
+    /// once, before any event with this context is written, so the
+    /// rendered fragments include it.
+    #[cfg(feature = "tower")]
+    status: StatusCell,
+}
+
+/// A response status set once (0: none); a copy keeps the value.
+#[cfg(feature = "tower")]
+#[derive(Default)]
+struct StatusCell(std::sync::atomic::AtomicU16);
+
+#[cfg(feature = "tower")]
+impl Clone for StatusCell {
+    fn clone(&self) -> Self {
+        StatusCell(std::sync::atomic::AtomicU16::new(
+            self.0.load(std::sync::atomic::Ordering::Acquire),
+        ))
+    }
+}
+
+#[cfg(feature = "tower")]
+impl std::fmt::Debug for StatusCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0.load(std::sync::atomic::Ordering::Acquire), f)
+    }
 }
 
 const SLOT_ACTOR: usize = 0;
@@ -63,11 +96,26 @@ const SLOTS: usize = 5;
 
 /// Parts of an event's JSON that come from a context, rendered the first
 /// time a record needs them.
+///
+/// Both parts live in one allocation (a context per request renders them
+/// once per request).
 pub(crate) struct Fragments {
+    /// The actor's part, then the tail.
+    buf: Box<[u8]>,
+    /// Where the tail starts; `None` when the context names no actor.
+    actor_end: Option<usize>,
+}
+
+impl Fragments {
     /// `,"actor":{..}` when the context names the actor.
-    pub(crate) actor: Option<Box<[u8]>>,
+    pub(crate) fn actor(&self) -> Option<&[u8]> {
+        self.actor_end.map(|end| &self.buf[..end])
+    }
+
     /// `,"correlation":{..},"http":{..}` (each when present; may be empty).
-    pub(crate) tail: Box<[u8]>,
+    pub(crate) fn tail(&self) -> &[u8] {
+        &self.buf[self.actor_end.unwrap_or(0)..]
+    }
 }
 
 /// Holds a context's [`Fragments`] once rendered. A copy starts empty: the
@@ -196,19 +244,21 @@ impl AuditContext {
 
     /// This context's parts of an event's JSON (rendered on first use).
     pub(crate) fn fragments(&self) -> &Fragments {
-        self.0.fragments.0.get_or_init(|| Fragments {
-            actor: self
-                .0
-                .actor
-                .as_ref()
-                .map(|a| crate::encode::rendered(|out| crate::encode::actor(out, a))),
-            tail: crate::encode::rendered(|out| {
+        self.0.fragments.0.get_or_init(|| {
+            let mut actor_end = None;
+            let buf = crate::encode::rendered(|out| {
+                if let Some(a) = &self.0.actor {
+                    crate::encode::actor(out, a);
+                    actor_end = Some(out.len());
+                }
+                let http = self.http_for_event();
                 crate::encode::context_tail(
                     out,
                     self.0.correlation.as_ref().filter(|c| !c.is_empty()),
-                    self.0.http.as_ref(),
+                    http.as_deref(),
                 )
-            }),
+            });
+            Fragments { buf, actor_end }
         })
     }
 
@@ -272,9 +322,119 @@ impl AuditContext {
         self.0.correlation.as_ref()
     }
 
-    /// The HTTP details, if set.
+    /// The HTTP details, if set, as the request arrived: the response
+    /// status that `AuditLayer` adds to events is not among them.
     pub fn http_ref(&self) -> Option<&Http> {
         self.0.http.as_ref()
+    }
+
+    /// The `http` block of an event made under this context: the details,
+    /// with the response status once the request has one.
+    pub(crate) fn http_for_event(&self) -> Option<std::borrow::Cow<'_, Http>> {
+        let http = self.0.http.as_ref()?;
+        #[cfg(feature = "tower")]
+        if let Some(status) = self.status() {
+            let mut h = http.clone();
+            h.status_code = Some(status);
+            return Some(std::borrow::Cow::Owned(h));
+        }
+        Some(std::borrow::Cow::Borrowed(http))
+    }
+
+    /// A context with all of its parts at once (one allocation).
+    #[cfg(feature = "tower")]
+    pub(crate) fn for_request(
+        actor: Option<Actor>,
+        correlation: Option<Correlation>,
+        http: Option<Http>,
+        scope: Option<Arc<crate::web::RequestScope>>,
+    ) -> AuditContext {
+        // Fitted as the builder methods fit them (the layer clamps what it
+        // reads from headers already; this is the same guarantee for every
+        // way a context is made).
+        let mut slot_fixes = [Fixes::default(); SLOTS];
+        let actor = actor.and_then(|a| clamp::actor(a, &mut slot_fixes[SLOT_ACTOR]));
+        let correlation = correlation.and_then(|mut c| {
+            clamp::opt(&mut c.request_id, clamp::ID, &mut slot_fixes[SLOT_REQUEST]);
+            clamp::opt(&mut c.trace_id, clamp::ID, &mut slot_fixes[SLOT_TRACE]);
+            clamp::opt(&mut c.session_id, clamp::ID, &mut slot_fixes[SLOT_SESSION]);
+            (!c.is_empty()).then_some(c)
+        });
+        let http = http.map(|mut h| {
+            clamp::http(&mut h, &mut slot_fixes[SLOT_HTTP]);
+            h
+        });
+        let mut fixes = Fixes::default();
+        for f in &slot_fixes {
+            fixes.add(*f);
+        }
+        AuditContext(Arc::new(Inner {
+            actor,
+            correlation,
+            http,
+            fragments: FragmentCell::default(),
+            slot_fixes,
+            fixes,
+            any_fixes: !fixes.is_none(),
+            scope,
+            status: StatusCell::default(),
+        }))
+    }
+
+    /// The request whose audited calls wait for its response status.
+    #[cfg(feature = "tower")]
+    #[inline(always)]
+    pub(crate) fn request_scope(&self) -> Option<&Arc<crate::web::RequestScope>> {
+        self.0.scope.as_ref()
+    }
+
+    /// The response status, once [`AuditContext::set_status`] set it.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self.0.status.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Sets the response status (kept only in 100..=599, as the schema
+    /// allows). Call it before anything with this context is written: the
+    /// rendered fragments are cached.
+    #[cfg(feature = "tower")]
+    pub(crate) fn set_status(&self, status: Option<u16>) {
+        if let Some(s) = status.filter(|s| (100..=599).contains(s)) {
+            self.0
+                .status
+                .0
+                .store(s, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// A copy of this context with `status` and without a request scope:
+    /// for events written apart from the request's own context.
+    #[cfg(feature = "tower")]
+    pub(crate) fn detached(&self, status: Option<u16>) -> AuditContext {
+        let mut inner = Inner::clone(&self.0);
+        inner.scope = None;
+        inner.status = StatusCell::default();
+        let ctx = AuditContext(Arc::new(inner));
+        ctx.set_status(status);
+        ctx
+    }
+
+    /// The context's identity (its allocation's address): equal for
+    /// clones of one context, different for an edited copy. Compare only
+    /// while both contexts are alive (or see [`ContextId`]).
+    #[cfg(feature = "tower")]
+    pub(crate) fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// This context's identity, without keeping it alive.
+    #[cfg(feature = "tower")]
+    pub(crate) fn id(&self) -> ContextId {
+        ContextId(Arc::downgrade(&self.0))
     }
 
     /// The context installed on this thread (by `in_scope`, or by `scope`
@@ -315,6 +475,20 @@ impl AuditContext {
             ctx: self.clone(),
             future,
         }
+    }
+}
+
+/// A context's identity that does not keep it alive, and whose address no
+/// other context can take while it exists (a weak reference keeps the
+/// allocation).
+#[cfg(feature = "tower")]
+pub(crate) struct ContextId(std::sync::Weak<Inner>);
+
+#[cfg(feature = "tower")]
+impl ContextId {
+    /// True when `ctx` is the context this identifies.
+    pub(crate) fn is(&self, ctx: &AuditContext) -> bool {
+        std::ptr::eq(self.0.as_ptr(), Arc::as_ptr(&ctx.0))
     }
 }
 

@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::call::{CallRecord, CallSite};
-use crate::context::AuditContext;
+use crate::context::{AuditContext, Fragments};
 use crate::event::{
     Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
 };
@@ -387,10 +387,27 @@ pub(crate) fn context_tail(out: &mut Vec<u8>, c: Option<&Correlation>, h: Option
 }
 
 /// What `write` appends, as a boxed slice (for fragments rendered once).
+///
+/// Written into a buffer this thread keeps, then copied out in one
+/// allocation of the exact size: a context per request renders its
+/// fragments once per request, and growing a fresh vector byte by byte cost
+/// more than the rendering (measured: ~5,000 instructions per context).
 pub(crate) fn rendered(write: impl FnOnce(&mut Vec<u8>)) -> Box<[u8]> {
-    let mut out = Vec::new();
+    thread_local! {
+        static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut out = SCRATCH.try_with(|s| s.take()).unwrap_or_default();
+    out.clear();
+    if out.capacity() < 1024 {
+        out.reserve(1024);
+    }
     write(&mut out);
-    out.into_boxed_slice()
+    let boxed = Box::<[u8]>::from(out.as_slice());
+    // A huge fragment's buffer is not kept.
+    if out.capacity() <= 64 * 1024 {
+        let _ = SCRATCH.try_with(|s| s.set(out));
+    }
+    boxed
 }
 
 /// `,"action":{..},"resource":{"type":..` of a call site.
@@ -471,7 +488,7 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     let cfg = config.inner();
     out.extend_from_slice(&cfg.fragments.service);
     let ctx = r.context.as_ref().map(AuditContext::fragments);
-    match (&r.actor, ctx.and_then(|f| f.actor.as_deref())) {
+    match (&r.actor, ctx.and_then(Fragments::actor)) {
         (Some(a), _) => actor(out, a),
         (None, Some(f)) => out.extend_from_slice(f),
         (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
@@ -480,7 +497,7 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     resource_ids(out, &r.resource_id, &r.patient_id);
     outcome(out, &r.outcome);
     if let Some(f) = ctx {
-        out.extend_from_slice(&f.tail);
+        out.extend_from_slice(f.tail());
     }
     metadata_and_close(out, &r.metadata);
 }

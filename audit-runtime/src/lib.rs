@@ -27,9 +27,12 @@ pub mod schema;
 pub mod settings;
 pub mod sink;
 pub mod stats;
+mod task;
 mod text;
 mod timestamp;
 pub mod verify;
+#[cfg(feature = "tower")]
+pub mod web;
 
 pub use builder::EventBuilder;
 pub use call::AuditError;
@@ -65,12 +68,17 @@ pub use sink::{
 #[cfg(feature = "postgres")]
 pub use sink::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
-    PostgresStore, PurgeReport,
+    PostgresStore, PostgresTls, PurgeReport,
 };
 pub use stats::StatsSnapshot;
+pub use task::{carry, Carried, CurrentScope};
+#[cfg(feature = "tokio")]
+pub use task::{spawn, spawn_blocking};
 pub use text::Text;
 pub use timestamp::{Timestamp, TimestampError};
 pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
+#[cfg(feature = "tower")]
+pub use web::AuditLayer;
 
 /// What `#[audited]` and `record!` expand to. Not a public API: it may change
 /// in any release, in step with the macro (the facade pins both).

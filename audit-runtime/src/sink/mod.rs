@@ -31,7 +31,7 @@ pub(crate) use postgres::quoted_schema;
 #[cfg(feature = "postgres")]
 pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
-    PostgresStore, PurgeReport,
+    PostgresStore, PostgresTls, PurgeReport,
 };
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};

@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -66,8 +66,11 @@ use crate::text::Text;
 use crate::timestamp::Timestamp;
 
 mod chain;
+mod connect;
 mod store;
 
+pub use connect::PostgresTls;
+use connect::{off_runtime, Connector};
 pub use store::{ChainReadback, ChainVerifyError, PostgresStore, PurgeReport};
 
 const MIGRATION_V1: &str = include_str!("migration_v1.sql");
@@ -168,6 +171,7 @@ pub struct PostgresOptions {
     give_up_after: Option<Duration>,
     connect_timeout: Duration,
     report_errors: bool,
+    tls: PostgresTls,
 }
 
 impl Default for PostgresOptions {
@@ -181,6 +185,7 @@ impl Default for PostgresOptions {
             give_up_after: None,
             connect_timeout: Duration::from_secs(5),
             report_errors: true,
+            tls: PostgresTls::default(),
         }
     }
 }
@@ -232,6 +237,13 @@ impl PostgresOptions {
     /// Connect timeout per attempt (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How connections are secured (default [`PostgresTls::from_url`]: the
+    /// URL's `sslmode`; `sslmode=require` needs the `postgres-tls` feature).
+    pub fn tls(mut self, tls: PostgresTls) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -347,8 +359,6 @@ impl From<postgres::Error> for Attempt {
         Attempt::Db(e)
     }
 }
-
-type Connector = Box<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>;
 
 struct Conn {
     client: Client,
@@ -534,16 +544,23 @@ fn prepare_conn(mut client: Client, q: &str) -> Result<Conn, postgres::Error> {
 impl PostgresSink {
     /// Connects to `url` (`postgres://user@host:port/db`, or a key=value
     /// string), applies the migration if needed, and returns the sink.
-    /// Plain TCP; for TLS use [`PostgresSink::connect_with`].
+    /// TLS as [`PostgresOptions::tls`] says (by default the URL's
+    /// `sslmode`).
+    ///
+    /// Works from async code too: on a thread that drives a tokio runtime
+    /// (inside `#[tokio::main]`, a task) it connects on a thread of its
+    /// own, blocking the caller meanwhile (at most the connect timeout per
+    /// attempt); call it before serving, or from `spawn_blocking`. Writes
+    /// belong behind [`crate::NonBlocking`], whose worker is no runtime
+    /// thread.
     pub fn connect(url: &str, options: PostgresOptions) -> Result<PostgresSink, PostgresError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| PostgresError::InvalidUrl(e.to_string()))?;
-        config.connect_timeout(options.connect_timeout);
-        if config.get_application_name().is_none() {
-            config.application_name("phi-audit");
-        }
-        PostgresSink::connect_with(move || config.connect(NoTls), options)
+        let connector = connect::connector(
+            url,
+            &options.tls,
+            Some(options.connect_timeout),
+            "phi-audit",
+        )?;
+        PostgresSink::connect_with(connector, options)
     }
 
     /// Like [`PostgresSink::connect`], with your own way to open a
@@ -557,12 +574,14 @@ impl PostgresSink {
         F: Fn() -> Result<Client, postgres::Error> + Send + Sync + 'static,
     {
         let quoted = quoted_schema(&options.schema)?;
-        let mut client = connect().map_err(|e| PostgresError::Connect(describe(&e)))?;
-        migrate(&mut client, &options.schema)?;
-        let conn =
-            prepare_conn(client, &quoted).map_err(|e| PostgresError::Migration(describe(&e)))?;
+        let connector: Connector = Box::new(connect);
+        let conn = off_runtime(|| -> Result<Conn, PostgresError> {
+            let mut client = connector().map_err(|e| PostgresError::Connect(describe(&e)))?;
+            migrate(&mut client, &options.schema)?;
+            prepare_conn(client, &quoted).map_err(|e| PostgresError::Migration(describe(&e)))
+        })??;
         Ok(PostgresSink {
-            connector: Box::new(connect),
+            connector,
             schema: options.schema.clone(),
             quoted,
             options,
@@ -902,9 +921,26 @@ impl PostgresSink {
             .into_iter()
             .map(|e| prepare_row(e, chained))
             .collect::<Result<Vec<Row>, SinkError>>()?;
-        self.insert_with_retry(rows)
+        off_runtime(|| self.insert_with_retry(rows)).map_err(|e| SinkError::Other(e.to_string()))?
     }
+}
 
+impl Drop for PostgresSink {
+    /// Closes the connection off any async runtime (closing blocks on the
+    /// client's own runtime).
+    fn drop(&mut self) {
+        let conn = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(conn) = conn {
+            let _ = off_runtime(move || drop(conn));
+        }
+    }
+}
+
+impl PostgresSink {
     /// Counts and reports `n` events of a batch not written because of `e`.
     fn lose(&self, n: u64, e: &SinkError) {
         self.losses.record(n, e);

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -25,7 +25,8 @@ use crate::timestamp::Timestamp;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PostgresStore {
-    client: Client,
+    /// Dropped by hand, off any async runtime (see `Drop`).
+    client: std::mem::ManuallyDrop<Client>,
     quoted: String,
 }
 
@@ -254,26 +255,29 @@ fn where_clause(q: &Query) -> (String, Params) {
 }
 
 impl PostgresStore {
-    /// Connects to `url` for tables in `schema` (plain TCP). Does not create
+    /// Connects to `url` for tables in `schema`, TLS as the URL's `sslmode`
+    /// says (see [`super::PostgresTls::from_url`]). Does not create
     /// anything: a writer ([`super::PostgresSink::connect`]) applies the
     /// migration.
     pub fn connect(url: &str, schema: &str) -> Result<PostgresStore, PostgresError> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e: postgres::Error| PostgresError::InvalidUrl(e.to_string()))?;
-        if config.get_application_name().is_none() {
-            config.application_name("phi-audit-report");
-        }
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| PostgresError::Connect(describe(&e)))?;
+        PostgresStore::connect_tls(url, schema, &super::PostgresTls::default())
+    }
+
+    /// [`PostgresStore::connect`] with the TLS of your choice.
+    pub fn connect_tls(
+        url: &str,
+        schema: &str,
+        tls: &super::PostgresTls,
+    ) -> Result<PostgresStore, PostgresError> {
+        let connector = super::connect::connector(url, tls, None, "phi-audit-report")?;
+        let client = super::connect::open(&connector)?;
         PostgresStore::from_client(client, schema)
     }
 
     /// Uses an open connection (TLS, pools) for tables in `schema`.
     pub fn from_client(client: Client, schema: &str) -> Result<PostgresStore, PostgresError> {
         Ok(PostgresStore {
-            client,
+            client: std::mem::ManuallyDrop::new(client),
             quoted: quoted_schema(schema)?,
         })
     }
@@ -282,6 +286,11 @@ impl PostgresStore {
     pub fn migrate(&mut self) -> Result<(), PostgresError> {
         let schema = self.quoted.trim_matches('"').to_owned();
         super::migrate(&mut self.client, &schema)
+    }
+
+    /// The connection's slot, for `Drop`.
+    pub(super) fn client_slot(&mut self) -> &mut std::mem::ManuallyDrop<Client> {
+        &mut self.client
     }
 
     /// The underlying connection, for your own read queries.

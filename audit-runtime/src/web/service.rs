@@ -1,0 +1,444 @@
+//! [`AuditService`]: what [`AuditLayer`](super::AuditLayer) wraps around a
+//! service, and its per-request work.
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use ::http::header::HeaderValue;
+use ::http::request::Parts;
+use ::http::{HeaderMap, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use sha2::{Digest, Sha256};
+
+use super::headers::{self, clamp_counted, MAX_HTTP_TEXT, MAX_ID};
+use super::scope::RequestScope;
+use super::{SessionSource, Shared};
+use crate::call::{CallRecord, CallSite, ConfigRef, RecordRef};
+use crate::context::AuditContext;
+use crate::dispatch::{self, Dispatch};
+use crate::event::{Actor, Correlation, Http, Outcome};
+use crate::metadata::Metadata;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+
+/// The service [`AuditLayer`](super::AuditLayer) makes of an inner service.
+pub struct AuditService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> AuditService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> AuditService<S> {
+        AuditService { inner, shared }
+    }
+}
+
+impl<S: Clone> Clone for AuditService<S> {
+    fn clone(&self) -> Self {
+        AuditService {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for AuditService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, RB> tower_service::Service<Request<B>> for AuditService<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture<S::Future> {
+        let shared = &self.shared;
+        if shared.skips(req.uri().path()) {
+            shared.counters.add(&shared.counters.skipped);
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                pending: None,
+            };
+        }
+        let (parts, body) = req.into_parts();
+        let pending = Pending::start(shared, &parts);
+        let req = Request::from_parts(parts, body);
+        let inner = pending.run(|| self.inner.call(req));
+        ResponseFuture {
+            inner,
+            pending: Some(pending),
+        }
+    }
+}
+
+impl Shared {
+    fn skips(&self, path: &str) -> bool {
+        if self.skips.is_empty() {
+            return false;
+        }
+        let path = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        self.skips.iter().any(|s| {
+            let s = match s.strip_suffix('/') {
+                Some(p) if !p.is_empty() => p,
+                _ => s.as_str(),
+            };
+            s == path
+        })
+    }
+
+    /// The actor, clamped to the schema; `None` when the extractor found
+    /// none or its subject is empty.
+    fn actor(&self, parts: &Parts) -> Option<Actor> {
+        let actor = (self.actor.as_ref()?)(parts)?;
+        clamp_actor(actor, self)
+    }
+
+    fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = self
+            .client_addr
+            .as_ref()
+            .and_then(|f| f(parts))
+            .or_else(|| connect_info(parts))
+            .or_else(|| parts.extensions.get::<SocketAddr>().map(SocketAddr::ip))?;
+        Some(self.trusted.client(peer, &parts.headers))
+    }
+
+    fn session_id(&self, headers: &HeaderMap) -> Option<Text> {
+        let raw: std::borrow::Cow<'_, str> = match self.session.as_ref()? {
+            SessionSource::Header(name) => headers::header_text(headers, name)?,
+            SessionSource::Cookie(name) => {
+                std::borrow::Cow::Borrowed(headers::cookie(headers, name)?)
+            }
+        };
+        if self.session_digest {
+            let digest = Sha256::digest(raw.as_bytes());
+            let mut hex = String::with_capacity(32);
+            for b in &digest[..16] {
+                hex.push_str(&format!("{b:02x}"));
+            }
+            return Some(Text::from(hex));
+        }
+        Some(clamp_counted(&raw, MAX_ID, &self.counters))
+    }
+
+    fn route_template(&self, parts: &Parts) -> Option<Text> {
+        if let Some(f) = &self.route_template {
+            return f(parts).map(|t| clamp_counted(&t, MAX_HTTP_TEXT, &self.counters));
+        }
+        matched_path(parts).map(|t| clamp_counted(t, MAX_HTTP_TEXT, &self.counters))
+    }
+}
+
+#[cfg(feature = "axum")]
+fn connect_info(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+#[cfg(not(feature = "axum"))]
+fn connect_info(_parts: &Parts) -> Option<IpAddr> {
+    None
+}
+
+#[cfg(feature = "axum")]
+fn matched_path(parts: &Parts) -> Option<&str> {
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str())
+}
+
+#[cfg(not(feature = "axum"))]
+fn matched_path(_parts: &Parts) -> Option<&str> {
+    None
+}
+
+/// `actor` within the schema's bounds (each cut counted); `None` when its
+/// subject is empty.
+fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
+    let c = &shared.counters;
+    if actor.subject_id.trim().is_empty() {
+        return None;
+    }
+    // Byte lengths first: no more bytes than the limit, no more characters.
+    let over = |t: &Text, max: usize| t.len() > max && t.chars().count() > max;
+    if over(&actor.subject_id, MAX_ID) {
+        actor.subject_id = clamp_counted(&actor.subject_id, MAX_ID, c);
+    }
+    for org in [&mut actor.org_id, &mut actor.owner_org_id] {
+        if let Some(o) = org {
+            if o.is_empty() {
+                *org = None;
+                c.add(&c.clamped);
+            } else if over(o, 128) {
+                *o = clamp_counted(o, 128, c);
+            }
+        }
+    }
+    if let Some(roles) = &actor.roles {
+        let fits = roles.len() <= 25 && roles.iter().all(|r| !r.is_empty() && !over(r, 64));
+        if !fits {
+            c.add(&c.clamped);
+            let kept: Vec<Text> = roles
+                .iter()
+                .filter(|r| !r.is_empty())
+                .take(25)
+                .map(|r| headers::clamp(r, 64).0)
+                .collect();
+            actor.roles = Some(kept.into());
+        }
+    }
+    Some(actor)
+}
+
+/// One request in flight.
+struct Pending {
+    shared: Arc<Shared>,
+    ctx: AuditContext,
+    scope: Arc<RequestScope>,
+    /// Installed while the request is handled: the layer's, or the scoped
+    /// dispatcher of the thread that started the request.
+    dispatch: Option<Dispatch>,
+    route: Option<RouteHit>,
+    started: Timestamp,
+    /// The request id to set on the response.
+    request_id: Option<HeaderValue>,
+    /// Set by [`Pending::complete`]; a request dropped without it (the
+    /// client went away, a timeout, a panic) is completed by `Drop`.
+    done: bool,
+}
+
+struct RouteHit {
+    site: &'static CallSite,
+    resource_id: Option<Text>,
+    patient_id: Option<Text>,
+}
+
+impl Pending {
+    fn start(shared: &Arc<Shared>, parts: &Parts) -> Pending {
+        let c = &shared.counters;
+        c.add(&c.requests);
+        let dispatch = shared.dispatch.clone().or_else(dispatch::local);
+        let started = match dispatch.as_ref().or_else(|| dispatch::global()) {
+            Some(d) => d.config().now(),
+            None => Timestamp::now(),
+        };
+        let actor = shared
+            .actor(parts)
+            .unwrap_or_else(|| shared.anonymous.clone());
+
+        let (request_id, response_id) =
+            match headers::header_text(&parts.headers, &shared.request_id_header) {
+                Some(given) => {
+                    let id = clamp_counted(&given, MAX_ID, c);
+                    let value = HeaderValue::from_str(&id).ok();
+                    (id, value)
+                }
+                None => {
+                    let mut buf = uuid::Uuid::encode_buffer();
+                    let s = crate::ids::fast_v4().hyphenated().encode_lower(&mut buf);
+                    (Text::new(s), HeaderValue::from_str(s).ok())
+                }
+            };
+        let correlation = Correlation {
+            request_id: Some(request_id),
+            trace_id: headers::trace_id(&parts.headers),
+            session_id: shared.session_id(&parts.headers),
+        };
+
+        let matched = shared.routes.find(parts.uri.path(), &parts.method, c);
+        let route_template = shared
+            .route_template(parts)
+            .or_else(|| matched.as_ref().map(|m| m.route.pattern.clone()));
+        let http = Http {
+            method: headers::method(&parts.method),
+            route_template,
+            status_code: None,
+            client_ip: shared.client_ip(parts).map(|ip| Text::from(ip.to_string())),
+            user_agent: headers::user_agent(&parts.headers, c),
+        };
+        let route = matched.map(|m| RouteHit {
+            site: m.route.site,
+            resource_id: m.resource_id,
+            patient_id: m.patient_id,
+        });
+
+        let scope = Arc::new(RequestScope::new(shared.max_held));
+        let ctx = AuditContext::for_request(
+            Some(actor),
+            Some(correlation),
+            Some(http),
+            Some(Arc::clone(&scope)),
+        );
+        Pending {
+            shared: Arc::clone(shared),
+            ctx,
+            scope,
+            dispatch,
+            route,
+            started,
+            request_id: response_id,
+            done: false,
+        }
+    }
+
+    /// Runs `f` with the request's context (and dispatcher) installed.
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.ctx.in_scope(|| match &self.dispatch {
+            Some(d) => dispatch::with_dispatch(d, f),
+            None => f(),
+        })
+    }
+
+    /// The request ended with `status` (`None`: no response), as `outcome`.
+    fn complete(
+        &mut self,
+        status: Option<StatusCode>,
+        outcome: Outcome,
+        headers: Option<&mut HeaderMap>,
+    ) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let code = status.map(|s| s.as_u16());
+        // The status goes on the context before anything with it is
+        // written (its JSON is rendered once, then cached).
+        self.ctx.set_status(code);
+        let finished = self.scope.finish(code);
+        let c = &self.shared.counters;
+        c.held.add(finished.held);
+        c.emitted_without_status.add(finished.overflow);
+        if let (Some(h), Some(v)) = (headers, self.request_id.take()) {
+            if !h.contains_key(&self.shared.request_id_header) {
+                h.insert(self.shared.request_id_header.clone(), v);
+            }
+        }
+        if let Some(hit) = self.route.take() {
+            c.add(&c.route_events);
+            let (d, config) = match &self.dispatch {
+                Some(d) => (d, ConfigRef::Shared(d.config().clone())),
+                None => match dispatch::global() {
+                    Some(g) => (g, ConfigRef::Static(g.config())),
+                    None => {
+                        crate::stats::add_undispatched();
+                        return;
+                    }
+                },
+            };
+            let record = CallRecord {
+                site: hit.site,
+                config,
+                context: Some(self.ctx.clone()),
+                started: self.started,
+                resource_id: hit.resource_id,
+                patient_id: hit.patient_id,
+                actor: None,
+                outcome,
+                metadata: Metadata::new(),
+            };
+            RecordRef::pass(record, |r| d.emit_record(r));
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// A request that ends without a response (dropped: the client went
+    /// away, a timeout; or a panic in the handler) still writes its held
+    /// calls, and a matched route records FAILURE `Cancelled` (`Panic`).
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let c = Arc::clone(&self.shared.counters);
+        c.add(&c.cancelled);
+        let outcome = if std::thread::panicking() {
+            Outcome::failure("Panic", "the request's handler panicked")
+        } else {
+            Outcome::failure("Cancelled", "the request was dropped before a response")
+        };
+        self.complete(None, outcome, None);
+    }
+}
+
+pin_project! {
+    /// The future of an [`AuditService`] call: the inner future, run inside
+    /// the request's context; on completion (or drop) it emits the
+    /// request's events. The inner future is dropped first, so calls it
+    /// cancels are held and written with the rest.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F: fmt::Debug> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(pending) = this.pending.as_ref() else {
+            return this.inner.poll(cx);
+        };
+        let inner = this.inner;
+        let out = match pending.run(|| inner.poll(cx)) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(out) => out,
+        };
+        let Some(mut pending) = this.pending.take() else {
+            return Poll::Ready(out);
+        };
+        Poll::Ready(match out {
+            Ok(mut resp) => {
+                let status = resp.status();
+                pending.complete(
+                    Some(status),
+                    super::outcome_for_status(status),
+                    Some(resp.headers_mut()),
+                );
+                Ok(resp)
+            }
+            Err(e) => {
+                let c = Arc::clone(&pending.shared.counters);
+                c.add(&c.service_errors);
+                pending.complete(
+                    None,
+                    Outcome::failure("ServiceError", "the service failed before a response"),
+                    None,
+                );
+                Err(e)
+            }
+        })
+    }
+}
