@@ -14,11 +14,11 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
 use phi_audit_runtime::checkpoint::checkpoint_path;
 use phi_audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
 use phi_audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
 use phi_audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
-use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::progress::Progress;
 

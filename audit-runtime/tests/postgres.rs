@@ -784,7 +784,10 @@ fn bad_schema_names_are_rejected_without_touching_the_database() {
         PostgresOptions::new().connect_timeout(Duration::from_secs(1)),
     )
     .unwrap_err();
-    assert!(matches!(e, phi_audit_runtime::PostgresError::Connect(_)), "{e}");
+    assert!(
+        matches!(e, phi_audit_runtime::PostgresError::Connect(_)),
+        "{e}"
+    );
 }
 
 #[test]
