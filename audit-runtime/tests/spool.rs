@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use audit_runtime::sink::FileLocked;
-use audit_runtime::{
+use phi_audit_runtime::sink::FileLocked;
+use phi_audit_runtime::{
     AuditEvent, BatchError, FsyncPolicy, MemorySink, Sink, SinkError, Spool, SpoolFull,
     SpoolOptions,
 };

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use audit_runtime::{
+use phi_audit_runtime::{
     AuditEvent, NonBlocking, PostgresOptions, PostgresSink, Sink, Spool, SpoolOptions,
 };
 use uuid::Uuid;

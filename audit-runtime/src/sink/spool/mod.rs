@@ -272,7 +272,7 @@ struct Shared {
 /// ([`SpoolStats::corrupt`]).
 ///
 /// ```
-/// use audit_runtime::{MemorySink, Sink, Spool};
+/// use phi_audit_runtime::{MemorySink, Sink, Spool};
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
