@@ -14,7 +14,16 @@
 //! retried batch never duplicates. On connection loss it reconnects with
 //! backoff and retries the same batch; the queue's full policy (Block by
 //! default) applies meanwhile. Errors are counted ([`PostgresStats`]) and
-//! logged by kind and SQLSTATE, never with event content.
+//! logged by kind and SQLSTATE, never with event content. For an outage
+//! that callers never wait for, put a [`crate::Spool`] in front.
+//!
+//! Every step has a deadline: the connection lives on a thread of the
+//! sink's own, and the sink waits at most
+//! [`PostgresOptions::connect_timeout`] for a connection's whole start-up
+//! (TCP, TLS, authentication) and [`PostgresOptions::statement_timeout`]
+//! plus 2 s for an insert transaction. A server that stops answering is
+//! then an error in [`PostgresStats`] (with `last_error`), retried as
+//! [`PostgresOptions::give_up_after`] says.
 //!
 //! An `event_id` already in the table is never dropped silently: when the
 //! stored event is the same (`jsonb` equality, `integrity` aside: a retried
@@ -605,7 +614,7 @@ impl PostgresSink {
             Some(options.tcp_keepalive),
             "phi-audit",
         )?;
-        PostgresSink::connect_with(move || connector(), options)
+        PostgresSink::connect_with(connector, options)
     }
 
     /// Like [`PostgresSink::connect`], with your own way to open a
