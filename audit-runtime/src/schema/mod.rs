@@ -57,8 +57,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::event::{ActionType, AuditEvent, OutcomeStatus, SubjectType};
-use crate::text::Text;
+use crate::model::event::{ActionType, AuditEvent, OutcomeStatus, SubjectType};
+use crate::util::text::Text;
 use crate::SchemaVersion;
 
 // ---------------------------------------------------------------------------
@@ -1421,7 +1421,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::event::{
+    use crate::model::event::{
         ActingAgent, AgentInfo, AgentInterface, AuthorizingHuman, Correlation, Delegation,
         DelegationType, Outcome,
     };
