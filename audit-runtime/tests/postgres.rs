@@ -3,7 +3,7 @@
 //! report queries (no server needed).
 //!
 //! Run: `PHI_AUDIT_PG_URL=postgres://postgres@127.0.0.1:5432/test \
-//!       cargo test -p audit-runtime --features postgres --test postgres`
+//!       cargo test -p phi-audit-runtime --features postgres --test postgres`
 //!
 //! Each test works in its own schema (dropped at the end), so tests run in
 //! parallel.
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audit_runtime::report::{self, FailedLoginsByIp, Format, Query};
-use audit_runtime::{
+use phi_audit_runtime::report::{self, FailedLoginsByIp, Format, Query};
+use phi_audit_runtime::{
     ActionType, Actor, AuditEvent, Config, Correlation, DataClassification, Dispatch, EventBuilder,
     Http, MemorySink, NonBlocking, Outcome, OutcomeStatus, PostgresOptions, PostgresSink,
     PostgresStore, Sink, Timestamp,
@@ -26,13 +26,11 @@ use uuid::Uuid;
 const HOUR_MS: i64 = 3_600_000;
 
 fn pg_url() -> Option<String> {
-    match std::env::var("PHI_AUDIT_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: PHI_AUDIT_PG_URL is not set (run .ci/run, or set it to postgres://postgres@127.0.0.1:5432/test)");
-            None
-        }
-    }
+    phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "phi-audit-runtime --test postgres",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 /// A schema of its own for one test; dropped on drop.
@@ -755,7 +753,7 @@ fn chain_written_by_two_processes_verifies() {
         .unwrap_err();
     assert_eq!(
         err,
-        audit_runtime::ChainVerifyError::HashMismatch { index: 1233 }
+        phi_audit_runtime::ChainVerifyError::HashMismatch { index: 1233 }
     );
 }
 
@@ -775,7 +773,7 @@ fn bad_schema_names_are_rejected_without_touching_the_database() {
         )
         .unwrap_err();
         assert!(
-            matches!(e, audit_runtime::PostgresError::InvalidSchema(_)),
+            matches!(e, phi_audit_runtime::PostgresError::InvalidSchema(_)),
             "{bad}: {e}"
         );
     }
@@ -784,7 +782,10 @@ fn bad_schema_names_are_rejected_without_touching_the_database() {
         PostgresOptions::new().connect_timeout(Duration::from_secs(1)),
     )
     .unwrap_err();
-    assert!(matches!(e, audit_runtime::PostgresError::Connect(_)), "{e}");
+    assert!(
+        matches!(e, phi_audit_runtime::PostgresError::Connect(_)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -865,7 +866,7 @@ fn database_gone_for_good_gives_up_after_the_limit_and_counts_the_loss() {
     }
     // The flush says what was lost, once.
     match sink.flush() {
-        Err(audit_runtime::SinkError::Lost { events, .. }) => assert_eq!(events, 3),
+        Err(phi_audit_runtime::SinkError::Lost { events, .. }) => assert_eq!(events, 3),
         other => panic!("flush after a loss: {other:?}"),
     }
     assert!(sink.flush().is_ok());
@@ -913,7 +914,7 @@ fn an_event_id_taken_by_a_different_event_is_counted_and_reported_never_dropped_
             "{st:?}"
         );
         match pg.flush() {
-            Err(audit_runtime::SinkError::Lost { events: 1, cause }) => {
+            Err(phi_audit_runtime::SinkError::Lost { events: 1, cause }) => {
                 assert!(cause.contains("event_id"), "{cause}")
             }
             other => panic!("chained={chained}: {other:?}"),
@@ -932,7 +933,7 @@ fn an_event_id_taken_by_a_different_event_is_counted_and_reported_never_dropped_
             sink.write_owned(e).unwrap();
         }
         match sink.flush() {
-            Err(audit_runtime::SinkError::Lost { events, .. }) => {
+            Err(phi_audit_runtime::SinkError::Lost { events, .. }) => {
                 assert_eq!(
                     events,
                     3,

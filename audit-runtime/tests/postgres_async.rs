@@ -5,19 +5,17 @@
 
 use std::sync::Arc;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     with_dispatch, ActionType, Actor, Config, Dispatch, EventBuilder, NonBlocking, PostgresOptions,
     PostgresSink, PostgresStore, Sink,
 };
 
 fn pg_url() -> Option<String> {
-    match std::env::var("PHI_AUDIT_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: PHI_AUDIT_PG_URL is not set (run .ci/run, or set it to postgres://postgres@127.0.0.1:5432/test)");
-            None
-        }
-    }
+    phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "phi-audit-runtime --test postgres_async",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 fn schema_name(tag: &str) -> String {
