@@ -25,13 +25,15 @@ use phi_audit_runtime::{
 };
 use uuid::Uuid;
 
-fn server() -> Option<throwaway_pg::Server> {
+/// A throwaway server for `test`, or `None` after a visible skip (a
+/// failure under `PHI_AUDIT_REQUIRE_SERVERS`).
+fn server(test: &str) -> Option<throwaway_pg::Server> {
     match throwaway_pg::Server::start() {
         Ok(Some(s)) => Some(s),
         Ok(None) => {
-            eprintln!(
-                "skipped: {}",
-                throwaway_pg::unavailable().unwrap_or_default()
+            phi_audit_test_env::skip_required(
+                test,
+                &throwaway_pg::unavailable().unwrap_or_default(),
             );
             None
         }
@@ -92,7 +94,10 @@ fn connect_gives_up_on_a_listener_that_never_answers() {
 
 #[test]
 fn outage_behind_the_spool_never_holds_callers_and_loses_nothing() {
-    let Some(server) = server() else { return };
+    let Some(server) = server("outage_behind_the_spool_never_holds_callers_and_loses_nothing")
+    else {
+        return;
+    };
     let url = server.url("");
     let pg = Arc::new(
         PostgresSink::connect(
@@ -194,9 +199,15 @@ fn outage_behind_the_spool_never_holds_callers_and_loses_nothing() {
 
 #[test]
 fn a_hung_server_shows_in_the_sink_stats_within_the_timeout() {
-    let Some(mut server) = server() else { return };
+    let Some(mut server) = server("a_hung_server_shows_in_the_sink_stats_within_the_timeout")
+    else {
+        return;
+    };
     if !server.may_signal() {
-        eprintln!("skipped: this process may not signal the PostgreSQL server's processes");
+        phi_audit_test_env::skip(
+            "spool_postgres",
+            "this process may not signal the PostgreSQL server's processes",
+        );
         return;
     }
     let url = server.url("");
@@ -321,9 +332,16 @@ fn crash_child_process() {
 
 #[test]
 fn sigkill_with_a_full_spool_then_restart_delivers_every_acknowledged_event_once() {
-    let Some(mut server) = server() else { return };
+    let Some(mut server) =
+        server("sigkill_with_a_full_spool_then_restart_delivers_every_acknowledged_event_once")
+    else {
+        return;
+    };
     if !server.may_signal() {
-        eprintln!("skipped: this process may not signal the PostgreSQL server's processes");
+        phi_audit_test_env::skip(
+            "spool_postgres",
+            "this process may not signal the PostgreSQL server's processes",
+        );
         return;
     }
     let url = server.url("");
@@ -409,7 +427,11 @@ fn sigkill_with_a_full_spool_then_restart_delivers_every_acknowledged_event_once
 
 #[test]
 fn events_sent_again_after_a_stale_acknowledgement_are_duplicates_not_losses() {
-    let Some(server) = server() else { return };
+    let Some(server) =
+        server("events_sent_again_after_a_stale_acknowledgement_are_duplicates_not_losses")
+    else {
+        return;
+    };
     let url = server.url("");
     let pg = Arc::new(
         PostgresSink::connect(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::segment::{self, AckFile};
 use super::{Shared, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 /// Bytes read from a segment at a time (a batch is usually far smaller).
 const READ_BYTES: usize = 1 << 20;

@@ -16,8 +16,8 @@ use super::file::{create_parent, open_append};
 use super::lock;
 use super::loss::{flush_result, LossTracker};
 use super::{BatchError, FsyncPolicy, Sink, SinkError};
-use crate::call::{CallRecord, RecordRef};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
+use crate::record::{CallRecord, RecordRef};
 
 mod drain;
 mod segment;
