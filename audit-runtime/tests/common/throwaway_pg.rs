@@ -4,11 +4,29 @@
 //! stop it, start it again on the same data, or stop its processes with
 //! SIGSTOP, without disturbing a shared server. Stopped (immediate) on drop.
 //!
-//! Include it with `#[path = "common/throwaway_pg.rs"] mod throwaway_pg;`.
+//! Include it with `#[path = "common/throwaway_pg.rs"] mod throwaway_pg;`
+//! (audit-cli's TLS test includes it from there too, with a [`Setup`] that
+//! adds a certificate and a TLS-only `pg_hba.conf`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Lines for `postgresql.conf`, given the server's directory.
+pub type ConfLines = Box<dyn FnOnce(&Path) -> String>;
+
+/// What a test adds to the default server.
+#[derive(Default)]
+pub struct Setup {
+    /// Files written into the server's directory before `initdb`:
+    /// `(name, contents, unix mode)`.
+    pub files: Vec<(String, Vec<u8>, u32)>,
+    /// Lines appended to `postgresql.conf`, given the server's directory
+    /// (where `files` are).
+    pub conf: Option<ConfLines>,
+    /// A `pg_hba.conf` replacing initdb's (trust everywhere).
+    pub hba: Option<String>,
+}
 
 /// A private PostgreSQL server.
 pub struct Server {
@@ -68,6 +86,12 @@ fn is_root() -> bool {
 impl Server {
     /// Starts a server. `Ok(None)`: no PostgreSQL binaries here (skip).
     pub fn start() -> Result<Option<Server>, String> {
+        Server::start_with(Setup::default())
+    }
+
+    /// Starts a server with `setup`'s files, configuration and `pg_hba.conf`.
+    /// `Ok(None)`: no PostgreSQL binaries here (skip).
+    pub fn start_with(setup: Setup) -> Result<Option<Server>, String> {
         if unavailable().is_some() {
             return Ok(None);
         }
@@ -84,10 +108,22 @@ impl Server {
             as_postgres,
             stopped_by_signal: false,
         };
+        for (name, contents, _) in &setup.files {
+            std::fs::write(server.dir.path().join(name), contents).map_err(|e| e.to_string())?;
+        }
         if as_postgres {
             run(Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(server.dir.path()))?;
+        }
+        #[cfg(unix)]
+        for (name, _, mode) in &setup.files {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                server.dir.path().join(name),
+                std::fs::Permissions::from_mode(*mode),
+            )
+            .map_err(|e| e.to_string())?;
         }
         let data = server.data();
         run(&mut server.pg(
@@ -102,17 +138,23 @@ impl Server {
                 "--no-sync",
             ],
         ))?;
-        let conf = format!(
+        let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              fsync = off\nmax_connections = 40\nshared_buffers = 16MB\n",
             server.dir.path().display(),
         );
+        if let Some(extra) = setup.conf {
+            conf.push_str(&extra(server.dir.path()));
+        }
         use std::io::Write;
         std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(|e| e.to_string())?;
+        if let Some(hba) = &setup.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).map_err(|e| e.to_string())?;
+        }
         server.start_again()?;
         Ok(Some(server))
     }
