@@ -22,6 +22,8 @@ pub mod integrity;
 mod metadata;
 mod phi;
 pub mod report;
+#[cfg(feature = "review")]
+pub mod review;
 pub mod sanitize;
 pub mod schema;
 pub mod settings;
