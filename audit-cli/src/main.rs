@@ -7,6 +7,7 @@
 //! exit-code contract (see `EXIT_CODES`).
 
 mod progress;
+mod review;
 mod source;
 
 use std::fs::File;
@@ -37,6 +38,7 @@ const EXIT_CODES: &str = "Exit codes (every command):
      at all, or (report) lines that were skipped
   2  the input cannot be read (missing, unreadable, a directory, a FIFO or
      device not given as `-`, an I/O error, an unreachable database) or bad usage
+  3  (review) findings were reported
 
 Inputs are regular files, or standard input as `-` (for pipes, FIFOs and
 devices: `phi-audit verify - < /path/to/fifo`). Nothing read from a file is
@@ -152,6 +154,11 @@ written), 2 cannot read the input or bad usage. `phi-audit --help` has the detai
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Look for anomalies: rules with thresholds (denials, failed logins, exports,
+    /// off-hours PHI access, cross-organization access, many patients) over event files,
+    /// directories or PostgreSQL. Exit 3 when there are findings.
+    #[command(after_help = review::REVIEW_HELP)]
+    Review(review::ReviewArgs),
     /// Validate every event against bh-audit-schema.
     #[command(after_help = "Examples:
   phi-audit validate events.jsonl
@@ -300,6 +307,7 @@ fn main() -> ExitCode {
             };
             run_report(source, &args, format.into())
         }
+        Command::Review(a) => review::run(a),
         Command::Validate {
             path,
             schema,

@@ -55,6 +55,32 @@ fn evidence_list(f: &Finding, sources: &[String]) -> Vec<String> {
     f.evidence.iter().map(|e| e.describe(sources)).collect()
 }
 
+/// `file lines 1, 2, 5; other 7` (escaped): evidence grouped by source.
+fn text_evidence(f: &Finding, sources: &[String]) -> String {
+    let mut out = String::new();
+    let mut current: Option<u32> = None;
+    for e in &f.evidence {
+        let name = sources.get(e.source as usize).map_or("?", String::as_str);
+        let item = match (e.line, e.event_id) {
+            (Some(l), _) => l.to_string(),
+            (None, Some(id)) => id.to_string(),
+            (None, None) => "?".to_owned(),
+        };
+        if current == Some(e.source) {
+            out.push_str(", ");
+        } else {
+            if current.is_some() {
+                out.push_str("; ");
+            }
+            current = Some(e.source);
+            out.push_str(&escape_text(name));
+            out.push_str(if e.line.is_some() { " lines " } else { " events " });
+        }
+        out.push_str(&item);
+    }
+    out
+}
+
 /// Writes `report` to `out` in `format`. Nothing from the trail reaches
 /// `out` unescaped.
 pub fn render<W: Write + ?Sized>(
@@ -159,8 +185,7 @@ pub fn render<W: Write + ?Sized>(
                     f.last
                 )?;
                 writeln!(out, "  {}", escape_text(&f.detail))?;
-                let ev = evidence_list(f, &report.sources);
-                let mut line = format!("  evidence: {}", escape_text(&ev.join(", ")));
+                let mut line = format!("  evidence: {}", text_evidence(f, &report.sources));
                 if f.evidence_omitted > 0 {
                     line.push_str(&format!(" (+{} more)", f.evidence_omitted));
                 }
