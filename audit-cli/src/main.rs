@@ -6,6 +6,7 @@
 //! files or standard input (`-`), caps lines at 16 MiB, and follows one
 //! exit-code contract (see `EXIT_CODES`).
 
+mod html;
 mod progress;
 mod review;
 mod source;
@@ -109,6 +110,7 @@ the details.")]
   phi-audit report audit.jsonl --query failures --format csv
   phi-audit report --postgres postgres://audit@db/app --query cross-org --format json
   phi-audit report --postgres postgres://audit@db/app --query failed-logins --threshold 5
+  phi-audit report audit.jsonl --html report.html --since 2026-08-01T00:00:00Z
 
 Queries: all, patient (--patient), actor (--actor), exports, failures (FAILURE and DENIED),
 resource (--resource-type), phi-24h, cross-org, failed-logins (per client IP over --threshold).
@@ -129,9 +131,17 @@ written), 2 cannot read the input or bad usage. `phi-audit --help` has the detai
         /// Schema (namespace) of the audit table (with --postgres).
         #[arg(long = "pg-schema", value_name = "SCHEMA", default_value = "public")]
         pg_schema: String,
-        /// Which report.
-        #[arg(long, value_enum)]
-        query: ReportQuery,
+        /// Which report (not with --html).
+        #[arg(long, value_enum, required_unless_present = "html")]
+        query: Option<ReportQuery>,
+        /// Write one self-contained HTML page instead (inline CSS and SVG, no
+        /// scripts): events per day, top actors and resources, denials and
+        /// failures, review findings, verification of the input.
+        #[arg(long, value_name = "OUT.html", conflicts_with_all = ["query", "format"])]
+        html: Option<PathBuf>,
+        /// Review rules for --html's findings (TOML, as `review --rules`).
+        #[arg(long, value_name = "FILE", requires = "html")]
+        rules: Option<PathBuf>,
         /// Patient id (for `patient`).
         #[arg(long)]
         patient: Option<String>,
@@ -280,6 +290,24 @@ fn main() -> ExitCode {
             format,
         ),
         Command::Report {
+            html: Some(out),
+            path,
+            postgres,
+            pg_schema,
+            since,
+            until,
+            rules,
+            ..
+        } => html::run(
+            &out,
+            &path.into_iter().collect::<Vec<_>>(),
+            postgres.as_deref(),
+            &pg_schema,
+            since.as_deref(),
+            until.as_deref(),
+            rules.as_deref(),
+        ),
+        Command::Report {
             path,
             postgres,
             pg_schema,
@@ -291,7 +319,9 @@ fn main() -> ExitCode {
             until,
             threshold,
             format,
+            ..
         } => {
+            let query = query.unwrap_or(ReportQuery::All);
             let source = match (&postgres, path) {
                 (Some(url), _) => Source::Postgres(url.clone(), pg_schema),
                 (None, p) => Source::File(p.unwrap_or_else(|| "-".into())),

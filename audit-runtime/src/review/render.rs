@@ -55,7 +55,19 @@ fn evidence_list(f: &Finding, sources: &[String]) -> Vec<String> {
     f.evidence.iter().map(|e| e.describe(sources)).collect()
 }
 
-/// `file lines 1, 2, 5; other 7` (escaped): evidence grouped by source.
+impl Finding {
+    /// The evidence grouped by source, `a.jsonl lines 1, 2, 5; b.jsonl
+    /// lines 7`, with `(+N more)` for what was not kept. Holds source names
+    /// as given: escape it for display.
+    pub fn evidence_summary(&self, sources: &[String]) -> String {
+        let mut s = text_evidence(self, sources);
+        if self.evidence_omitted > 0 {
+            s.push_str(&format!(" (+{} more)", self.evidence_omitted));
+        }
+        s
+    }
+}
+
 fn text_evidence(f: &Finding, sources: &[String]) -> String {
     let mut out = String::new();
     let mut current: Option<u32> = None;
@@ -73,7 +85,7 @@ fn text_evidence(f: &Finding, sources: &[String]) -> String {
                 out.push_str("; ");
             }
             current = Some(e.source);
-            out.push_str(&escape_text(name));
+            out.push_str(name);
             out.push_str(if e.line.is_some() { " lines " } else { " events " });
         }
         out.push_str(&item);
@@ -185,11 +197,11 @@ pub fn render<W: Write + ?Sized>(
                     f.last
                 )?;
                 writeln!(out, "  {}", escape_text(&f.detail))?;
-                let mut line = format!("  evidence: {}", text_evidence(f, &report.sources));
-                if f.evidence_omitted > 0 {
-                    line.push_str(&format!(" (+{} more)", f.evidence_omitted));
-                }
-                writeln!(out, "{line}")?;
+                writeln!(
+                    out,
+                    "  evidence: {}",
+                    escape_text(&f.evidence_summary(&report.sources))
+                )?;
             }
             if report.findings_omitted > 0 {
                 writeln!(
