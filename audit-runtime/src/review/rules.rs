@@ -474,41 +474,41 @@ fn parse_merged(user: Option<&str>) -> Result<Rules, RulesError> {
             }
         }
     }
-    let rules: RawRules = toml::Value::Table(base).try_into().map_err(|e: toml::de::Error| {
-        RulesError(format!(
-            "rules file: {}",
-            crate::report::escape_text(e.message().trim())
-        ))
-    })?;
+    fn take<T: serde::de::DeserializeOwned>(
+        t: &mut toml::Table,
+        key: &str,
+    ) -> Result<T, RulesError> {
+        let v = t
+            .remove(key)
+            .ok_or_else(|| RulesError(format!("rules: `{key}` is missing")))?;
+        let table = matches!(v, toml::Value::Table(_));
+        v.try_into().map_err(|e: toml::de::Error| {
+            let at = if table {
+                format!("[{key}]")
+            } else {
+                format!("`{key}`")
+            };
+            RulesError(format!(
+                "rules file: {at}: {}",
+                crate::report::escape_text(e.message().trim())
+            ))
+        })
+    }
+    let t = &mut base;
     let rules = Rules {
-        time_zone: rules.time_zone,
-        max_evidence: rules.max_evidence,
-        max_subjects: rules.max_subjects,
-        denials: rules.denials,
-        failed_logins: rules.failed_logins,
-        exports: rules.exports,
-        off_hours: rules.off_hours,
-        cross_org: rules.cross_org,
-        distinct_patients: rules.distinct_patients,
-        new_patient: rules.new_patient,
+        time_zone: take(t, "time_zone")?,
+        max_evidence: take(t, "max_evidence")?,
+        max_subjects: take(t, "max_subjects")?,
+        denials: take(t, "denials")?,
+        failed_logins: take(t, "failed_logins")?,
+        exports: take(t, "exports")?,
+        off_hours: take(t, "off_hours")?,
+        cross_org: take(t, "cross_org")?,
+        distinct_patients: take(t, "distinct_patients")?,
+        new_patient: take(t, "new_patient")?,
     };
     rules.check()?;
     Ok(rules)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRules {
-    time_zone: String,
-    max_evidence: usize,
-    max_subjects: usize,
-    denials: WindowRule,
-    failed_logins: WindowRule,
-    exports: DailyRule,
-    off_hours: OffHoursRule,
-    cross_org: DailyRule,
-    distinct_patients: DistinctPatientsRule,
-    new_patient: NewPatientRule,
 }
 
 #[cfg(test)]
