@@ -11,10 +11,10 @@ use std::fmt::Write as _;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
-use audit_runtime::report::escape_text;
-use audit_runtime::review::{Finding, ReviewReport, Reviewer};
-use audit_runtime::verify::{verify_reader, VerifyOptions};
-use audit_runtime::{OutcomeStatus, Timestamp};
+use phi_audit_runtime::report::escape_text;
+use phi_audit_runtime::review::{Finding, ReviewReport, Reviewer};
+use phi_audit_runtime::verify::{verify_reader, VerifyOptions};
+use phi_audit_runtime::{OutcomeStatus, Timestamp};
 
 use crate::review::{for_each_event, load_rules, resolve_inputs, Inputs, Range, Skipped};
 use crate::{error, open_regular, progress, shown, EXIT_FAIL, EXIT_OK};
@@ -283,7 +283,7 @@ fn verify_postgres(url: &str, schema: &str) -> Vec<Verified> {
             summary: m,
         }]
     };
-    let mut store = match audit_runtime::PostgresStore::connect(url, schema) {
+    let mut store = match phi_audit_runtime::PostgresStore::connect(url, schema) {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot connect: {e}")),
     };

@@ -1,15 +1,15 @@
 //! `phi-audit review`: anomaly rules over JSON-lines files, directories of
-//! them, or the PostgreSQL table (audit_runtime::review does the work).
+//! them, or the PostgreSQL table (phi_audit_runtime::review does the work).
 
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use audit_runtime::report::InvalidReason;
-use audit_runtime::review::{
+use phi_audit_runtime::report::InvalidReason;
+use phi_audit_runtime::review::{
     self, scan_jsonl, EvidenceRef, ReviewEvent, ReviewReport, Reviewer, Rules,
     DEFAULT_RULES_TOML,
 };
-use audit_runtime::Timestamp;
+use phi_audit_runtime::Timestamp;
 use clap::{Args, ValueEnum};
 
 use crate::{error, open_input, open_regular, progress, shown, EXIT_FAIL, EXIT_OK};
@@ -224,7 +224,7 @@ fn directory_files(dir: &Path) -> Result<Vec<String>, String> {
 /// The time of the first event among the first 1000 lines of `path`.
 fn first_timestamp(path: &Path) -> Option<Timestamp> {
     let (f, _) = open_regular(path).ok()?;
-    let mut lines = audit_runtime::verify::JsonLines::with_max(BufReader::new(f), 1 << 20);
+    let mut lines = phi_audit_runtime::verify::JsonLines::with_max(BufReader::new(f), 1 << 20);
     for _ in 0..1000 {
         let l = lines.next_line().ok()??;
         if let Ok(text) = std::str::from_utf8(l.bytes.trim_ascii()) {
@@ -327,8 +327,8 @@ fn postgres_events(
     f: &mut dyn FnMut(&ReviewEvent<'_>, EvidenceRef),
 ) -> Result<u64, String> {
     let mut store =
-        audit_runtime::PostgresStore::connect(url, schema).map_err(|e| e.to_string())?;
-    let mut q = audit_runtime::report::Query::all();
+        phi_audit_runtime::PostgresStore::connect(url, schema).map_err(|e| e.to_string())?;
+    let mut q = phi_audit_runtime::report::Query::all();
     q.since = range.since;
     q.until = range.until;
     let mut n = 0u64;

@@ -2,7 +2,7 @@
 //! last and evidence), no findings on clean data, thresholds from TOML, the
 //! evidence cap, the subject cap, and hostile lines.
 
-use audit_runtime::review::{
+use phi_audit_runtime::review::{
     scan_jsonl, EvidenceRef, Finding, ReviewReport, Reviewer, Rule, Rules, DEFAULT_RULES_TOML,
 };
 use serde_json::{json, Value};

@@ -569,7 +569,7 @@ struct NewPatientState {
 /// docs), then take the findings with [`Reviewer::finish`].
 ///
 /// ```
-/// use audit_runtime::review::{EvidenceRef, ReviewEvent, Reviewer, Rules};
+/// use phi_audit_runtime::review::{EvidenceRef, ReviewEvent, Reviewer, Rules};
 /// let rules = Rules::from_toml_str("[denials]\nthreshold = 1").unwrap();
 /// let mut r = Reviewer::new(rules).unwrap();
 /// let src = r.add_source("inline");

@@ -374,7 +374,7 @@ impl Rules {
     /// types, bad durations and unknown time zones are errors.
     ///
     /// ```
-    /// use audit_runtime::review::Rules;
+    /// use phi_audit_runtime::review::Rules;
     /// let r = Rules::from_toml_str("[denials]\nthreshold = 3\nwindow = \"10m\"").unwrap();
     /// assert_eq!(r.denials.threshold, 3);
     /// assert_eq!(r.failed_logins.threshold, 5); // a default
