@@ -205,10 +205,7 @@ struct Verified {
 
 fn verify_inputs(inputs: &Inputs, chained: u64) -> Vec<Verified> {
     match inputs {
-        Inputs::Files(files) => files
-            .iter()
-            .map(|f| verify_file(f, chained))
-            .collect(),
+        Inputs::Files(files) => files.iter().map(|f| verify_file(f, chained)).collect(),
         Inputs::Postgres(url, schema) => verify_postgres(url, schema),
     }
 }
@@ -373,7 +370,12 @@ const NAMES: [&str; 3] = ["SUCCESS", "FAILURE", "DENIED"];
 fn chart(days: &BTreeMap<i64, [u64; 3]>) -> String {
     let mut s = String::new();
     let (w, ht, left, bottom, top) = (1080.0_f64, 260.0_f64, 56.0, 34.0, 10.0);
-    let max = days.values().map(|d| d.iter().sum::<u64>()).max().unwrap_or(0).max(1);
+    let max = days
+        .values()
+        .map(|d| d.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let (Some(&first), Some(&last)) = (days.keys().next(), days.keys().next_back()) else {
         return "<p class=\"muted\">No events in the range.</p>".into();
     };
@@ -402,7 +404,14 @@ fn chart(days: &BTreeMap<i64, [u64; 3]>) -> String {
         let x = left + (day - first) as f64 * bw;
         let mut y = top + plot_h;
         let total: u64 = counts.iter().sum();
-        let _ = write!(s, "<g><title>{}: {total} event(s) ({} SUCCESS, {} FAILURE, {} DENIED)</title>", date(day), counts[0], counts[1], counts[2]);
+        let _ = write!(
+            s,
+            "<g><title>{}: {total} event(s) ({} SUCCESS, {} FAILURE, {} DENIED)</title>",
+            date(day),
+            counts[0],
+            counts[1],
+            counts[2]
+        );
         for (i, &c) in counts.iter().enumerate() {
             if c == 0 {
                 continue;
@@ -440,13 +449,20 @@ fn chart(days: &BTreeMap<i64, [u64; 3]>) -> String {
 }
 
 fn top_table(title_key: &str, c: &Counter, total: u64) -> String {
-    let mut s = format!("<table><tr><th>{}</th><th>events</th><th>share</th></tr>", h(title_key));
+    let mut s = format!(
+        "<table><tr><th>{}</th><th>events</th><th>share</th></tr>",
+        h(title_key)
+    );
     let rows = c.top(TOP);
     if rows.is_empty() {
         s.push_str("<tr><td colspan=\"3\" class=\"muted\">none</td></tr>");
     }
     for (k, n) in rows {
-        let pct = if total == 0 { 0.0 } else { n as f64 * 100.0 / total as f64 };
+        let pct = if total == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / total as f64
+        };
         let _ = write!(
             s,
             "<tr><td><code>{}</code></td><td class=\"n\">{n}</td><td class=\"n\">{pct:.1}%</td></tr>",
@@ -508,7 +524,12 @@ fn render_page(
     read: u64,
 ) -> String {
     let mut s = String::with_capacity(64 * 1024);
-    let sources = review.sources.iter().map(|x| h(x)).collect::<Vec<_>>().join(", ");
+    let sources = review
+        .sources
+        .iter()
+        .map(|x| h(x))
+        .collect::<Vec<_>>()
+        .join(", ");
     let span = |given: Option<Timestamp>, seen: Option<Timestamp>| {
         given
             .map(|t| t.to_string())
@@ -599,7 +620,11 @@ fn render_page(
     );
     s.push_str(&top_table("outcome / error_type", &a.errors, a.events));
     s.push_str("<br>");
-    s.push_str(&top_table("actor with DENIED outcomes", &a.denied_actors, a.outcomes[2]));
+    s.push_str(&top_table(
+        "actor with DENIED outcomes",
+        &a.denied_actors,
+        a.outcomes[2],
+    ));
     s.push_str("</section>");
     // Findings.
     let _ = write!(

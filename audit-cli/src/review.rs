@@ -4,13 +4,12 @@
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use clap::{Args, ValueEnum};
 use phi_audit_runtime::report::InvalidReason;
 use phi_audit_runtime::review::{
-    self, scan_jsonl, EvidenceRef, ReviewEvent, ReviewReport, Reviewer, Rules,
-    DEFAULT_RULES_TOML,
+    self, scan_jsonl, EvidenceRef, ReviewEvent, ReviewReport, Reviewer, Rules, DEFAULT_RULES_TOML,
 };
 use phi_audit_runtime::Timestamp;
-use clap::{Args, ValueEnum};
 
 use crate::{error, open_input, open_regular, progress, shown, EXIT_FAIL, EXIT_OK};
 
@@ -169,17 +168,15 @@ pub(crate) fn resolve_inputs(
         }
     }
     match pg {
-        Some(_) if !files.is_empty() => {
-            Err("give files or a PostgreSQL source, not both".into())
-        }
+        Some(_) if !files.is_empty() => Err("give files or a PostgreSQL source, not both".into()),
         Some((url, s)) => {
             let mut schema = pg_schema.to_owned();
             crate::source::schema(s, &mut schema)?;
             Ok(Inputs::Postgres(url, schema))
         }
-        None if files.is_empty() => Err(
-            "give event files or directories, `-` for standard input, or --postgres URL".into(),
-        ),
+        None if files.is_empty() => {
+            Err("give event files or directories, `-` for standard input, or --postgres URL".into())
+        }
         None => {
             if files.iter().filter(|f| *f == "-").count() > 1 {
                 return Err("standard input (`-`) can be read once".into());
@@ -249,7 +246,11 @@ fn natural_key(s: &str) -> Vec<(u8, u128, String)> {
             digits.push(c);
         } else {
             if !digits.is_empty() {
-                out.push((1, digits.parse().unwrap_or(u128::MAX), std::mem::take(&mut digits)));
+                out.push((
+                    1,
+                    digits.parse().unwrap_or(u128::MAX),
+                    std::mem::take(&mut digits),
+                ));
             }
             text.push(c);
         }

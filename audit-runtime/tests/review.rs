@@ -30,7 +30,8 @@ fn denied(v: &mut Value) {
 fn login_failed(ip: &'static str) -> impl FnOnce(&mut Value) {
     move |v| {
         v["action"]["type"] = json!("LOGIN");
-        v["outcome"] = json!({"status": "FAILURE", "error_type": "BadCredentials", "error_message": "bad"});
+        v["outcome"] =
+            json!({"status": "FAILURE", "error_type": "BadCredentials", "error_message": "bad"});
         v["http"] = json!({"client_ip": ip});
     }
 }
@@ -76,7 +77,11 @@ fn clean() -> Vec<String> {
                 lines.push(ev(&at(day, 10 * 60 + 20 * k + a), &actor, denied));
                 lines.push(ev(&at(day, 11 * 60 + 30 * k + a), &actor, export));
             }
-            lines.push(ev(&at(day, 12 * 60 + a), "anon", login_failed("198.51.100.7")));
+            lines.push(ev(
+                &at(day, 12 * 60 + a),
+                "anon",
+                login_failed("198.51.100.7"),
+            ));
         }
     }
     lines.sort_by_key(|l| serde_json::from_str::<Value>(l).unwrap()["timestamp"].to_string());
@@ -184,14 +189,26 @@ fn failed_logins_per_ip_in_a_window() {
     let want = plant(
         &mut lines,
         (0..6)
-            .map(|i| ev(&at("2026-03-04", 120 + 2 * i), "anon", login_failed("203.0.113.9")))
+            .map(|i| {
+                ev(
+                    &at("2026-03-04", 120 + 2 * i),
+                    "anon",
+                    login_failed("203.0.113.9"),
+                )
+            })
             .collect(),
     );
     // Five from another IP (not more than 5), and successful logins.
     plant(
         &mut lines,
         (0..5)
-            .map(|i| ev(&at("2026-03-04", 130 + i), "anon", login_failed("203.0.113.10")))
+            .map(|i| {
+                ev(
+                    &at("2026-03-04", 130 + i),
+                    "anon",
+                    login_failed("203.0.113.10"),
+                )
+            })
             .collect(),
     );
     plant(
@@ -239,10 +256,12 @@ fn exports_per_actor_per_day_in_the_time_zone() {
     plant(
         &mut lines,
         (0..30)
-            .map(|i| ev(&at("2026-03-06", 600 + i), "dr-exp", |v: &mut Value| {
-                export(v);
-                denied(v);
-            }))
+            .map(|i| {
+                ev(&at("2026-03-06", 600 + i), "dr-exp", |v: &mut Value| {
+                    export(v);
+                    denied(v);
+                })
+            })
             .collect(),
     );
     let r = review(&lines, "");
@@ -267,7 +286,11 @@ fn phi_access_outside_office_hours() {
     // office day. Non-PHI at night: not counted.
     let night = plant(
         &mut lines,
-        vec![ev("2026-03-02T23:30:00.000Z", "night-owl", phi("pat-9".into()))],
+        vec![ev(
+            "2026-03-02T23:30:00.000Z",
+            "night-owl",
+            phi("pat-9".into()),
+        )],
     );
     let saturday = plant(
         &mut lines,
@@ -276,7 +299,10 @@ fn phi_access_outside_office_hours() {
             ev("2026-03-07T12:05:00.000Z", "weekender", phi("pat-7".into())),
         ],
     );
-    plant(&mut lines, vec![ev("2026-03-02T23:45:00.000Z", "janitor", |_| {})]);
+    plant(
+        &mut lines,
+        vec![ev("2026-03-02T23:45:00.000Z", "janitor", |_| {})],
+    );
     let r = review(&lines, "");
     let f = only(&r, Rule::OffHours);
     assert_eq!(f.len(), 2, "{f:#?}");
@@ -315,7 +341,8 @@ fn cross_organization_access() {
     plant(
         &mut lines,
         vec![ev(&at("2026-03-04", 610), "dr-solo", |v: &mut Value| {
-            v["actor"] = json!({"subject_id": "dr-solo", "subject_type": "human", "org_id": "org-z"});
+            v["actor"] =
+                json!({"subject_id": "dr-solo", "subject_type": "human", "org_id": "org-z"});
         })],
     );
     let r = review(&lines, "");
@@ -333,13 +360,23 @@ fn many_distinct_patients_in_an_hour() {
     // 51 patients in 51 minutes (with repeats of the first ones in between).
     let mut planted = Vec::new();
     for i in 0..51u32 {
-        planted.push(ev(&at("2026-03-04", 600 + i), "dr-snoop", phi(format!("q-{i}"))));
+        planted.push(ev(
+            &at("2026-03-04", 600 + i),
+            "dr-snoop",
+            phi(format!("q-{i}")),
+        ));
     }
     let want = plant(&mut lines, planted);
     plant(
         &mut lines,
         (0..5)
-            .map(|i| ev(&at("2026-03-04", 652 + i), "dr-snoop", phi(format!("q-{i}"))))
+            .map(|i| {
+                ev(
+                    &at("2026-03-04", 652 + i),
+                    "dr-snoop",
+                    phi(format!("q-{i}")),
+                )
+            })
             .collect(),
     );
     // 50 patients in an hour, and 60 spread over five hours: not findings.
@@ -352,7 +389,13 @@ fn many_distinct_patients_in_an_hour() {
     plant(
         &mut lines,
         (0..60)
-            .map(|i| ev(&at("2026-03-06", 540 + 5 * i), "dr-slow", phi(format!("s-{i}"))))
+            .map(|i| {
+                ev(
+                    &at("2026-03-06", 540 + 5 * i),
+                    "dr-slow",
+                    phi(format!("s-{i}")),
+                )
+            })
             .collect(),
     );
     let r = review(&lines, "[new_patient]\nenabled = false");
@@ -381,7 +424,13 @@ fn first_time_patient_access_is_opt_in() {
     );
     let r = review(&lines, "");
     assert!(only(&r, Rule::NewPatient).is_empty());
-    assert!(!r.rules.iter().find(|s| s.rule == Rule::NewPatient).unwrap().enabled);
+    assert!(
+        !r.rules
+            .iter()
+            .find(|s| s.rule == Rule::NewPatient)
+            .unwrap()
+            .enabled
+    );
     let r = review(&lines, "[new_patient]\nenabled = true\nbaseline = \"1d\"");
     let f = only(&r, Rule::NewPatient);
     assert_eq!(f.len(), 1, "{f:#?}");
@@ -427,13 +476,19 @@ fn thresholds_from_toml_override_the_defaults() {
         ("[denials]\nthreshold = -1", "[denials]"),
         ("denials = 3", "table"),
         ("not toml [", "line 1"),
-        ("[distinct_patients]\nthreshold = 10\nmax_tracked = 5", "max_tracked"),
+        (
+            "[distinct_patients]\nthreshold = 10\nmax_tracked = 5",
+            "max_tracked",
+        ),
     ] {
         let e = Rules::from_toml_str(bad).unwrap_err().to_string();
         assert!(e.contains(says), "{bad}: {e}");
     }
     // The printed defaults are the defaults.
-    assert_eq!(Rules::from_toml_str(DEFAULT_RULES_TOML).unwrap(), Rules::default());
+    assert_eq!(
+        Rules::from_toml_str(DEFAULT_RULES_TOML).unwrap(),
+        Rules::default()
+    );
 }
 
 #[test]

@@ -144,7 +144,11 @@ impl WindowRuleState {
         };
         s.last_seen = s.last_seen.max(e.ts);
         // Sorted insert (in order: a push at the back).
-        let pos = s.buf.iter().rposition(|x| x.ts <= e.ts).map_or(0, |i| i + 1);
+        let pos = s
+            .buf
+            .iter()
+            .rposition(|x| x.ts <= e.ts)
+            .map_or(0, |i| i + 1);
         s.buf.insert(pos, e);
         let n = self.threshold as usize + 1;
         while s.buf.len() > n {
@@ -357,15 +361,7 @@ impl DailyRuleState {
     }
 }
 
-fn emit_day(
-    rule: Rule,
-    threshold: u64,
-    key: &str,
-    detail: &str,
-    day: i64,
-    o: Open,
-    out: &mut Out,
-) {
+fn emit_day(rule: Rule, threshold: u64, key: &str, detail: &str, day: i64, o: Open, out: &mut Out) {
     if o.count > threshold {
         let subject = key.split('\0').next().unwrap_or(key);
         out.push(rule, subject, format!("{}: {detail}", date_string(day)), o);
@@ -698,7 +694,8 @@ impl Reviewer {
         let max_subjects = self.rules.max_subjects;
         let out = &mut self.out;
         if self.rules.denials.enabled && e.outcome == OutcomeStatus::Denied {
-            self.denials.observe(&e.actor, entry, cap, max_subjects, out);
+            self.denials
+                .observe(&e.actor, entry, cap, max_subjects, out);
         }
         if self.rules.failed_logins.enabled
             && e.action == ActionType::Login

@@ -147,11 +147,7 @@ impl<'a> ReviewEvent<'a> {
     /// The event of a report row (PostgreSQL). Rows whose action or outcome
     /// is not one of the schema's values are `None`.
     pub fn from_row(r: &'a ReportRow) -> Option<ReviewEvent<'a>> {
-        let b = |s: &'a Option<String>| {
-            s.as_deref()
-                .filter(|s| !s.is_empty())
-                .map(Cow::Borrowed)
-        };
+        let b = |s: &'a Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(Cow::Borrowed);
         Some(ReviewEvent {
             event_id: Some(r.event_id),
             timestamp: r.timestamp,
@@ -204,7 +200,10 @@ mod tests {
             "{}",
             &ok.replace("READ", "read"),
             &ok.replace("\"a\"", "1"),
-            &ok.replace("{\"timestamp", "{\"actor\":{\"subject_id\":\"b\"},\"timestamp"),
+            &ok.replace(
+                "{\"timestamp",
+                "{\"actor\":{\"subject_id\":\"b\"},\"timestamp",
+            ),
         ] {
             assert_eq!(ReviewEvent::parse(bad), Err(NotAnEvent::Shape), "{bad}");
         }

@@ -86,7 +86,11 @@ fn text_evidence(f: &Finding, sources: &[String]) -> String {
             }
             current = Some(e.source);
             out.push_str(name);
-            out.push_str(if e.line.is_some() { " lines " } else { " events " });
+            out.push_str(if e.line.is_some() {
+                " lines "
+            } else {
+                " events "
+            });
         }
         out.push_str(&item);
     }

@@ -105,7 +105,12 @@ impl Duration {
 
     /// Parses `"1h"`, `"15m"`, `"1h30m"`, `"7d"`, `"90s"`. Not zero.
     pub fn parse(s: &str) -> Result<Duration, String> {
-        let bad = || format!("invalid duration {:?}: expected e.g. \"15m\", \"1h\", \"1h30m\", \"7d\"", crate::report::escape_text(s));
+        let bad = || {
+            format!(
+                "invalid duration {:?}: expected e.g. \"15m\", \"1h\", \"1h30m\", \"7d\"",
+                crate::report::escape_text(s)
+            )
+        };
         let mut total: u64 = 0;
         let mut num: Option<u64> = None;
         for c in s.trim().chars() {
@@ -172,7 +177,12 @@ pub struct ClockTime {
 impl ClockTime {
     /// Parses `"HH:MM"`.
     pub fn parse(s: &str) -> Result<ClockTime, String> {
-        let bad = || format!("invalid time of day {:?}: expected \"HH:MM\", e.g. \"07:30\"", crate::report::escape_text(s));
+        let bad = || {
+            format!(
+                "invalid time of day {:?}: expected \"HH:MM\", e.g. \"07:30\"",
+                crate::report::escape_text(s)
+            )
+        };
         let (h, m) = s.split_once(':').ok_or_else(bad)?;
         if h.is_empty() || h.len() > 2 || m.len() != 2 {
             return Err(bad());
@@ -182,7 +192,9 @@ impl ClockTime {
         if m > 59 || h > 24 || (h == 24 && m != 0) {
             return Err(bad());
         }
-        Ok(ClockTime { minutes: h * 60 + m })
+        Ok(ClockTime {
+            minutes: h * 60 + m,
+        })
     }
 }
 
