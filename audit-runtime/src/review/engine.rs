@@ -104,12 +104,26 @@ struct WindowRuleState {
     rule: Rule,
     threshold: u64,
     window_ms: i64,
+    detail: String,
     subjects: HashMap<Box<str>, WindowState>,
     evicted: u64,
 }
 
 impl WindowRuleState {
-    fn detail(&self) -> String {
+    fn new(rule: Rule, r: &super::rules::WindowRule) -> WindowRuleState {
+        let mut s = WindowRuleState {
+            rule,
+            threshold: r.threshold,
+            window_ms: r.window.as_millis(),
+            detail: String::new(),
+            subjects: HashMap::new(),
+            evicted: 0,
+        };
+        s.detail = s.describe();
+        s
+    }
+
+    fn describe(&self) -> String {
         match self.rule {
             Rule::Denials => format!(
                 "more than {} DENIED outcomes within {}",
@@ -138,7 +152,6 @@ impl WindowRuleState {
                 },
             );
         }
-        let detail = self.detail();
         let Some(s) = self.subjects.get_mut(key) else {
             return;
         };
@@ -165,7 +178,7 @@ impl WindowRuleState {
         let continues = s.open.as_ref().is_some_and(|o| o.last >= front.ts);
         if !continues {
             if let Some(done) = s.open.take() {
-                out.push(self.rule, key, detail, done);
+                out.push(self.rule, key, self.detail.clone(), done);
             }
             s.open = Some(Open::new());
         }
@@ -205,19 +218,18 @@ impl WindowRuleState {
     }
 
     fn remove(&mut self, key: &str, out: &mut Out, evicted: bool) {
-        let detail = self.detail();
         if let Some(s) = self.subjects.remove(key) {
             if evicted {
                 self.evicted += 1;
             }
             if let Some(o) = s.open {
-                out.push(self.rule, key, detail, o);
+                out.push(self.rule, key, self.detail.clone(), o);
             }
         }
     }
 
     fn finish(&mut self, out: &mut Out) {
-        let detail = self.detail();
+        let detail = self.detail.clone();
         let mut all: Vec<(Box<str>, WindowState)> = self.subjects.drain().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, s) in all {
@@ -381,6 +393,7 @@ struct PatientsState {
 }
 
 struct PatientsRuleState {
+    detail: String,
     threshold: u64,
     window_ms: i64,
     max_tracked: usize,
@@ -391,12 +404,20 @@ struct PatientsRuleState {
 }
 
 impl PatientsRuleState {
-    fn detail(&self) -> String {
-        format!(
-            "more than {} distinct patients within {}",
-            self.threshold,
-            super::rules::Duration::from_secs((self.window_ms / 1000) as u64)
-        )
+    fn new(r: &super::rules::DistinctPatientsRule) -> PatientsRuleState {
+        PatientsRuleState {
+            detail: format!(
+                "more than {} distinct patients within {}",
+                r.threshold, r.window
+            ),
+            threshold: r.threshold,
+            window_ms: r.window.as_millis(),
+            max_tracked: usize::try_from(r.max_tracked).unwrap_or(usize::MAX),
+            hasher: RandomState::new(),
+            subjects: HashMap::new(),
+            evicted: 0,
+            patients_dropped: 0,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -426,7 +447,6 @@ impl PatientsRuleState {
                 },
             );
         }
-        let detail = self.detail();
         let (window_ms, threshold, max_tracked) =
             (self.window_ms, self.threshold as usize, self.max_tracked);
         let Some(s) = self.subjects.get_mut(actor) else {
@@ -474,7 +494,7 @@ impl PatientsRuleState {
             let continues = s.open.as_ref().is_some_and(|o| o.last > window_start);
             if !continues {
                 if let Some(done) = s.open.take() {
-                    out.push(Rule::DistinctPatients, actor, detail, done);
+                    out.push(Rule::DistinctPatients, actor, self.detail.clone(), done);
                 }
                 s.open = Some(Open::new());
                 s.open_set.clear();
@@ -526,19 +546,18 @@ impl PatientsRuleState {
     }
 
     fn remove(&mut self, key: &str, out: &mut Out, evicted: bool) {
-        let detail = self.detail();
         if let Some(s) = self.subjects.remove(key) {
             if evicted {
                 self.evicted += 1;
             }
             if let Some(o) = s.open {
-                out.push(Rule::DistinctPatients, key, detail, o);
+                out.push(Rule::DistinctPatients, key, self.detail.clone(), o);
             }
         }
     }
 
     fn finish(&mut self, out: &mut Out) {
-        let detail = self.detail();
+        let detail = self.detail.clone();
         let mut all: Vec<(Box<str>, PatientsState)> = self.subjects.drain().collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         for (k, s) in all {
@@ -618,33 +637,12 @@ impl Reviewer {
             seq: 0,
             events: 0,
             sources: Vec::new(),
-            denials: WindowRuleState {
-                rule: Rule::Denials,
-                threshold: rules.denials.threshold,
-                window_ms: ms(rules.denials.window),
-                subjects: HashMap::new(),
-                evicted: 0,
-            },
-            logins: WindowRuleState {
-                rule: Rule::FailedLogins,
-                threshold: rules.failed_logins.threshold,
-                window_ms: ms(rules.failed_logins.window),
-                subjects: HashMap::new(),
-                evicted: 0,
-            },
+            denials: WindowRuleState::new(Rule::Denials, &rules.denials),
+            logins: WindowRuleState::new(Rule::FailedLogins, &rules.failed_logins),
             exports: DailyRuleState::new(Rule::Exports, rules.exports.threshold),
             off_hours: DailyRuleState::new(Rule::OffHours, rules.off_hours.threshold),
             cross_org: DailyRuleState::new(Rule::CrossOrg, rules.cross_org.threshold),
-            patients: PatientsRuleState {
-                threshold: rules.distinct_patients.threshold,
-                window_ms: ms(rules.distinct_patients.window),
-                max_tracked: usize::try_from(rules.distinct_patients.max_tracked)
-                    .unwrap_or(usize::MAX),
-                hasher: RandomState::new(),
-                subjects: HashMap::new(),
-                evicted: 0,
-                patients_dropped: 0,
-            },
+            patients: PatientsRuleState::new(&rules.distinct_patients),
             new_patient: NewPatientState {
                 baseline_ms: ms(rules.new_patient.baseline),
                 start: None,
@@ -733,11 +731,12 @@ impl Reviewer {
                 && !self.rules.off_hours.in_hours(local.weekday, local.minute)
             {
                 let r = &self.rules.off_hours;
-                let days: Vec<&str> = r.days.iter().map(|d| weekday_name(d.index())).collect();
                 let tz = &self.rules.time_zone;
                 self.off_hours.observe(
                     &e.actor,
                     || {
+                        let days: Vec<&str> =
+                            r.days.iter().map(|d| weekday_name(d.index())).collect();
                         format!(
                             "PHI access outside office hours ({}-{} {}, {tz})",
                             r.start,
