@@ -119,8 +119,18 @@ pub enum NotAnEvent {
 }
 
 impl<'a> ReviewEvent<'a> {
-    /// Parses one JSON line (already known to be UTF-8).
+    /// Parses one JSON line (already known to be UTF-8): a one-pass scan
+    /// for the common case, serde (borrowing, every other member skipped)
+    /// for the rest and for errors.
     pub fn parse(line: &'a str) -> Result<ReviewEvent<'a>, NotAnEvent> {
+        match super::fast::parse(line) {
+            Some(e) => Ok(e),
+            None => ReviewEvent::parse_serde(line),
+        }
+    }
+
+    /// [`ReviewEvent::parse`] through serde only.
+    pub(crate) fn parse_serde(line: &'a str) -> Result<ReviewEvent<'a>, NotAnEvent> {
         let raw: Raw<'a> = serde_json::from_str(line).map_err(|_| NotAnEvent::Shape)?;
         let timestamp =
             Timestamp::parse_rfc3339(&raw.timestamp).map_err(|_| NotAnEvent::Timestamp)?;

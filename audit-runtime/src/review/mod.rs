@@ -47,6 +47,7 @@
 
 mod engine;
 mod event;
+mod fast;
 mod render;
 mod rules;
 mod tz;
