@@ -246,7 +246,10 @@ fn headless(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> (String, S
 #[test]
 fn the_page_renders_in_headless_chromium() {
     let Some(bin) = chromium() else {
-        eprintln!("skipped: no Chromium (set PHI_AUDIT_CHROMIUM or install Debian's chromium at /usr/bin/chromium)");
+        phi_audit_test_env::skip_required(
+            "the_page_renders_in_headless_chromium",
+            "no Chromium (set PHI_AUDIT_CHROMIUM, or install Debian's chromium at /usr/bin/chromium; .ci/run does)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -282,8 +282,11 @@ fn a_directory_is_read_in_event_order_across_files() {
 
 #[test]
 fn review_a_postgresql_table() {
-    let Ok(url) = std::env::var("PHI_AUDIT_PG_URL") else {
-        println!("skipped: PHI_AUDIT_PG_URL is not set (CI sets it to the machine's PostgreSQL)");
+    let Some(url) = phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "review_a_postgresql_table",
+        "PostgreSQL URL",
+    ) else {
         return;
     };
     let schema = format!("cli_review_{}", std::process::id());

@@ -834,8 +834,11 @@ fn stdout_and_tracing_sinks_open_and_take_events() {
 #[cfg(feature = "postgres")]
 #[test]
 fn a_postgres_sink_from_a_spec_writes_rows() {
-    let Ok(url) = std::env::var("PHI_AUDIT_PG_URL") else {
-        eprintln!("skipped: PHI_AUDIT_PG_URL is not set (run .ci/run, or set it to postgres://postgres@127.0.0.1:5432/test)");
+    let Some(url) = phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "settings::a_postgres_sink_from_a_spec_writes_rows",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    ) else {
         return;
     };
     let schema = format!("t_settings_{}", std::process::id());

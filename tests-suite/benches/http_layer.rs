@@ -6,8 +6,8 @@
 //! throughput bench: what is measured is the layer, not the disk).
 //!
 //! ```text
-//! cargo bench --bench http_layer
-//! cargo bench --bench http_layer -- --secs 5 --rounds 3 --connections 64
+//! cargo bench -p phi-audit-tests --bench http_layer
+//! cargo bench -p phi-audit-tests --bench http_layer -- --secs 5 --rounds 3 --connections 64
 //! ```
 //!
 //! Prints one JSON line per round and variant (`plain`, `layer`), one per

@@ -1,9 +1,9 @@
 //! Throughput of an audited call, side by side with tracing's JSON pipeline.
 //!
-//! `cargo bench --bench throughput` runs every variant, each in a fresh child
+//! `cargo bench -p phi-audit-tests --bench throughput` runs every variant, each in a fresh child
 //! process (the global dispatcher and peak memory are per process), and
 //! prints one JSON line per variant, then the ratios.
-//! `cargo bench --bench throughput -- --variant jsonl-nonblocking --threads 1 --n 1000000`
+//! `cargo bench -p phi-audit-tests --bench throughput -- --variant jsonl-nonblocking --threads 1 --n 1000000`
 //! runs one.
 
 use std::alloc::{GlobalAlloc, Layout, System};

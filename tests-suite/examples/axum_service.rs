@@ -4,7 +4,7 @@
 //! table records one event per matched request.
 //!
 //! ```text
-//! cargo run --example axum_service --features axum,tokio
+//! cargo run -p phi-audit-tests --example axum_service --features axum,tokio
 //! curl -i -H 'Authorization: Bearer dr-house:clinician' localhost:3000/patients/p-42
 //! curl -i -X POST -H 'Authorization: Bearer dr-house:clinician' localhost:3000/patients/p-42/export
 //! curl -i -X POST -H 'Authorization: Bearer cm-1:exporter' localhost:3000/patients/p-42/export

@@ -6,7 +6,7 @@
 //! ```text
 //! python3 -m venv /tmp/refvenv
 //! /tmp/refvenv/bin/pip install 'bh-audit-logger[jsonschema,cli]==2.0.0'
-//! PHI_AUDIT_REF_PYTHON=/tmp/refvenv/bin/python cargo test --test reference_conformance
+//! PHI_AUDIT_REF_PYTHON=/tmp/refvenv/bin/python cargo test -p phi-audit-tests --test reference_conformance
 //! ```
 //!
 //! Without it the test says why it is skipped and passes. With it, a corpus of
@@ -1312,11 +1312,11 @@ fn agrees_with_the_reference_implementation() {
         corpus.0.len() - valid
     );
 
-    let Ok(python) = std::env::var("PHI_AUDIT_REF_PYTHON") else {
-        println!(
-            "skipped: set PHI_AUDIT_REF_PYTHON to a python with \
-             bh-audit-logger[jsonschema,cli]==2.0.0 installed to cross-check with the reference"
-        );
+    let Some(python) = phi_audit_test_env::server(
+        phi_audit_test_env::REF_PYTHON,
+        "reference_conformance: the cross-check with the reference",
+        "python with bh-audit-logger[jsonschema,cli]==2.0.0 installed",
+    ) else {
         return;
     };
     let theirs = run_reference(&python, &corpus);

@@ -46,8 +46,9 @@ impl Drop for Running {
 #[test]
 fn the_example_audits_requests_and_flushes_on_sigterm() {
     let Some(bin) = example_binary() else {
-        eprintln!(
-            "skipped: the axum_service example is not built (cargo test --all-features builds it)"
+        phi_audit_test_env::skip_required(
+            "axum_example",
+            "the axum_service example is not built (cargo test --all-features builds it)",
         );
         return;
     };
