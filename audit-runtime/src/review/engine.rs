@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use uuid::Uuid;
 
@@ -13,6 +13,29 @@ use super::tz::{date_string, LocalTime};
 use super::{EvidenceRef, Finding, ReviewReport, Rule, RuleSummary};
 use crate::event::{ActionType, OutcomeStatus};
 use crate::timestamp::Timestamp;
+
+/// Hashes a `u64` that is already a keyed hash (of a patient or a pair) to
+/// itself: no second SipHash per lookup. Safe against crafted collisions
+/// because the keys' hash is keyed with a per-run random key.
+#[derive(Default)]
+struct KeyedHashHasher(u64);
+
+impl Hasher for KeyedHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type HashedMap<V> = HashMap<u64, V, BuildHasherDefault<KeyedHashHasher>>;
+type HashedSet = HashSet<u64, BuildHasherDefault<KeyedHashHasher>>;
 
 /// A finding being gathered.
 struct Open {
@@ -384,10 +407,10 @@ fn emit_day(rule: Rule, threshold: u64, key: &str, detail: &str, day: i64, o: Op
 /// access, in a map and in a time-ordered queue (stale queue entries are
 /// skipped, and the queue is rebuilt when they outnumber the live ones).
 struct PatientsState {
-    last: HashMap<u64, (i64, u64, EvidenceRef)>,
+    last: HashedMap<(i64, u64, EvidenceRef)>,
     queue: VecDeque<(i64, u64)>,
     open: Option<Open>,
-    open_set: HashSet<u64>,
+    open_set: HashedSet,
     was_over: bool,
     last_seen: i64,
 }
@@ -438,10 +461,10 @@ impl PatientsRuleState {
             self.subjects.insert(
                 actor.into(),
                 PatientsState {
-                    last: HashMap::new(),
+                    last: HashedMap::default(),
                     queue: VecDeque::new(),
                     open: None,
-                    open_set: HashSet::new(),
+                    open_set: HashedSet::default(),
                     was_over: false,
                     last_seen: e.ts,
                 },
@@ -574,7 +597,7 @@ struct NewPatientState {
     start: Option<i64>,
     max_pairs: usize,
     hasher: RandomState,
-    seen: HashSet<u64>,
+    seen: HashedSet,
     stopped_at: Option<EvidenceRef>,
     daily: DailyRuleState,
 }
@@ -648,7 +671,7 @@ impl Reviewer {
                 start: None,
                 max_pairs: usize::try_from(rules.new_patient.max_pairs).unwrap_or(usize::MAX),
                 hasher: RandomState::new(),
-                seen: HashSet::new(),
+                seen: HashedSet::default(),
                 stopped_at: None,
                 daily: DailyRuleState::new(Rule::NewPatient, rules.new_patient.threshold),
             },

@@ -18,6 +18,34 @@ use crate::timestamp::Timestamp;
 /// Deepest nesting skipped here (serde_json's limit is 128).
 const MAX_DEPTH: u32 = 100;
 
+/// The index of the first byte at or after `j` that is `"`, `\\` or a
+/// control character (< 0x20), eight bytes at a time.
+#[inline]
+fn special(b: &[u8], mut j: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(j..j + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+        let hits = x.wrapping_sub(ONES * 0x20) & !x & HIGH
+            | zero(x ^ (ONES * u64::from(b'"')))
+            | zero(x ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            break;
+        }
+        j += 8;
+    }
+    while let Some(&c) = b.get(j) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            return Some(j);
+        }
+        j += 1;
+    }
+    None
+}
+
 struct P<'a> {
     b: &'a [u8],
     s: &'a str,
@@ -63,16 +91,9 @@ impl<'a> P<'a> {
             return None;
         }
         let start = self.i + 1;
-        let mut j = start;
-        loop {
-            let c = *self.b.get(j)?;
-            if c == b'"' {
-                break;
-            }
-            if c == b'\\' || c < 0x20 {
-                return None;
-            }
-            j += 1;
+        let j = special(self.b, start)?;
+        if self.b[j] != b'"' {
+            return None;
         }
         self.i = j + 1;
         // The line is UTF-8 and the quotes are ASCII: both ends are
@@ -84,7 +105,8 @@ impl<'a> P<'a> {
     fn skip_str(&mut self) -> R<()> {
         self.i += 1;
         loop {
-            let c = *self.b.get(self.i)?;
+            self.i = special(self.b, self.i)?;
+            let c = self.b[self.i];
             self.i += 1;
             match c {
                 b'"' => return Some(()),
@@ -421,6 +443,23 @@ mod tests {
     use proptest::prelude::*;
 
     const BASE: &str = r#"{"schema_version":"1.1","event_id":"0b6c5c1e-7a0f-4d4e-9b1a-3c2d1e0f9a8b","timestamp":"2026-03-02T10:00:00.123Z","service":{"name":"s","environment":"prod"},"actor":{"subject_id":"dr-a","subject_type":"human","org_id":"o1","owner_org_id":"o2","roles":["a","b"]},"action":{"type":"READ","phi_touched":true,"data_classification":"PHI","name":"x"},"resource":{"type":"Patient","id":"r1","patient_id":"p1"},"outcome":{"status":"DENIED","error_type":"RoleDenied"},"http":{"client_ip":"10.0.0.1","status_code":403},"correlation":{"request_id":"q"},"metadata":{"n":-1.5e3,"b":false,"z":null,"s":"a\"b\\c\/\n","l":[1,[2,{}],[]]},"integrity":{"event_hash":"ab","prev_event_hash":null,"hash_alg":"sha256"}}"#;
+
+    #[test]
+    fn special_bytes_are_found_in_any_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for c in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut v = vec![b'a'; len];
+                    v[at] = c;
+                    assert_eq!(special(&v, 0), Some(at), "{len} {at} {c}");
+                    assert_eq!(special(&v, at + 1), None);
+                }
+                let mut v = vec![0x20u8; len];
+                v[at] = 0xe9;
+                assert_eq!(special(&v, 0), None);
+            }
+        }
+    }
 
     #[test]
     fn the_fast_path_reads_the_common_case() {
