@@ -42,7 +42,7 @@ impl Timestamp {
     /// until the next millisecond is due (stopping short of it, so the
     /// millisecond is always the one the system clock would give).
     pub fn now() -> Timestamp {
-        Timestamp(crate::clock::now_millis())
+        Timestamp(crate::time::clock::now_millis())
     }
 
     /// Converts a [`SystemTime`], truncating to milliseconds.
