@@ -8,7 +8,7 @@
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,
-// context, sanitize, stats, report → record → sink → dispatch → call,
+// context, sanitize, stats, report (review over it) → record → sink → dispatch → call,
 // builder → settings, task, web.
 mod builder;
 mod call;

@@ -11,8 +11,8 @@ use super::event::ReviewEvent;
 use super::rules::{Rules, RulesError};
 use super::tz::{date_string, LocalTime};
 use super::{EvidenceRef, Finding, ReviewReport, Rule, RuleSummary};
-use crate::event::{ActionType, OutcomeStatus};
-use crate::timestamp::Timestamp;
+use crate::model::event::{ActionType, OutcomeStatus};
+use crate::time::timestamp::Timestamp;
 
 /// Hashes a `u64` that is already a keyed hash (of a patient or a pair) to
 /// itself: no second SipHash per lookup. Safe against crafted collisions

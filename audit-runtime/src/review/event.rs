@@ -8,9 +8,9 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::event::{ActionType, DataClassification, OutcomeStatus};
+use crate::model::event::{ActionType, DataClassification, OutcomeStatus};
 use crate::report::ReportRow;
-use crate::timestamp::Timestamp;
+use crate::time::timestamp::Timestamp;
 
 /// One event as the review and the HTML report see it.
 #[derive(Clone, Debug, PartialEq)]

@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use uuid::Uuid;
 
 use super::event::ReviewEvent;
-use crate::event::{ActionType, DataClassification, OutcomeStatus};
-use crate::timestamp::Timestamp;
+use crate::model::event::{ActionType, DataClassification, OutcomeStatus};
+use crate::time::timestamp::Timestamp;
 
 /// Deepest nesting skipped here (serde_json's limit is 128).
 const MAX_DEPTH: u32 = 100;

@@ -65,9 +65,9 @@ pub use rules::{
     RulesError, Weekday, WindowRule, DEFAULT_RULES_TOML,
 };
 
+use crate::integrity::verify::JsonLines;
 use crate::report::InvalidReason;
-use crate::timestamp::Timestamp;
-use crate::verify::JsonLines;
+use crate::time::timestamp::Timestamp;
 
 /// A review rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -204,7 +204,7 @@ pub struct ScanCounts {
 
 /// Reads JSON lines from `reader`, calling `f(event, line)` for each event
 /// and `on_invalid(line, reason)` for each non-blank line that is not one.
-/// Lines are capped at [`crate::verify::MAX_LINE_BYTES`]; memory is one
+/// Lines are capped at [`crate::integrity::verify::MAX_LINE_BYTES`]; memory is one
 /// line.
 pub fn scan_jsonl<R: BufRead>(
     reader: R,

@@ -4,7 +4,7 @@
 use jiff::tz::TimeZone;
 
 use super::rules::RulesError;
-use crate::timestamp::Timestamp;
+use crate::time::timestamp::Timestamp;
 
 const HOUR_MS: i64 = 3_600_000;
 
