@@ -1,0 +1,153 @@
+//! Single JetStream server: SIGKILL `nats-server` mid-stream and restart it
+//! on the same store, and SIGKILL the collector mid-batch and restart it;
+//! every event ends up exactly once in PostgreSQL, and the chains verify.
+//!
+//! Needs nats-server (PHI_AUDIT_NATS_SERVER, else /usr/sbin/nats-server)
+//! and PHI_AUDIT_PG_URL; skips with the reason otherwise.
+
+mod fleet;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fleet::*;
+
+const SERVICES: [&str; 2] = ["chart-service", "billing-service"];
+
+fn check_exactly_once(pg: &str, schema: &str, producers: &[Producer], per_service: i64) {
+    let (counts, ids) = table(pg, schema);
+    for s in SERVICES {
+        assert_eq!(
+            counts.get(s).copied(),
+            Some(per_service),
+            "rows of {s}: {counts:?}"
+        );
+    }
+    let sent: HashSet<uuid::Uuid> = producers
+        .iter()
+        .flat_map(|p| p.ids.iter().copied())
+        .collect();
+    assert_eq!(sent.len() as i64, per_service * SERVICES.len() as i64);
+    assert_eq!(ids, sent, "the table holds exactly the events sent");
+    for s in SERVICES {
+        let out = verify(pg, schema, s);
+        assert!(
+            out.status.success(),
+            "verify --postgres {s}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn nats_server_killed_mid_stream_every_event_once() {
+    let (bin, pg) = match requirements() {
+        Ok(r) => r,
+        Err(why) => return eprintln!("{why}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema("natskill");
+    let mut server = NatsServer::single(&bin, dir.path());
+    let mut collector = Collector::start(
+        &server.url(),
+        "AUDIT",
+        &pg,
+        &schema,
+        &[],
+        dir.path().join("collector.log"),
+    );
+    let mut producers: Vec<Producer> = SERVICES
+        .iter()
+        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT")))
+        .collect();
+    for p in &mut producers {
+        for i in 0..1000 {
+            p.emit(i);
+        }
+    }
+    // Some events stored: the stream is live. Kill the server mid-stream.
+    let seen = wait_for_rows(&pg, &schema, 200, Duration::from_secs(30));
+    assert!(
+        seen >= 200,
+        "events did not flow before the outage ({seen})"
+    );
+    server.kill();
+    for p in &mut producers {
+        for i in 1000..1500 {
+            p.emit(i);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.start();
+    for p in &producers {
+        p.dispatch
+            .flush()
+            .expect("every event acknowledged by JetStream");
+    }
+    let errors: u64 = producers.iter().map(|p| p.nats.stats().errors).sum();
+    let retries: u64 = producers.iter().map(|p| p.nats.stats().retries).sum();
+    assert!(
+        errors > 0 && retries > 0,
+        "the outage was seen by the producers"
+    );
+    let rows = wait_for_rows(&pg, &schema, 3000, Duration::from_secs(60));
+    assert_eq!(rows, 3000, "collector log:\n{}", collector.log_text());
+    let status = collector.stop();
+    let log = collector.log_text();
+    assert_eq!(status.code(), Some(0), "collector log:\n{log}");
+    let stats = last_stats(&log);
+    assert_eq!(stats["malformed"], 0);
+    assert_eq!(stats["conflicts"], 0);
+    check_exactly_once(&pg, &schema, &producers, 1500);
+    drop(producers);
+    drop_schema(&pg, &schema);
+}
+
+#[test]
+fn collector_killed_mid_batch_every_event_once() {
+    let (bin, pg) = match requirements() {
+        Ok(r) => r,
+        Err(why) => return eprintln!("{why}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = schema("collkill");
+    let server = NatsServer::single(&bin, dir.path());
+    let log = dir.path().join("collector.log");
+    let mut collector = Collector::start(&server.url(), "AUDIT", &pg, &schema, &[], log.clone());
+    let mut producers: Vec<Producer> = SERVICES
+        .iter()
+        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT")))
+        .collect();
+    for i in 0..1500 {
+        for p in &mut producers {
+            p.emit(i);
+        }
+    }
+    for p in &producers {
+        p.dispatch
+            .flush()
+            .expect("every event acknowledged by JetStream");
+    }
+    // Kill the collector while it is storing batches.
+    let seen = wait_for_rows(&pg, &schema, 600, Duration::from_secs(30));
+    collector.kill();
+    let after_kill = wait_for_rows(&pg, &schema, 3000, Duration::from_millis(10));
+    assert!(
+        seen >= 600 && after_kill < 3000,
+        "the collector was killed mid-stream ({seen}, {after_kill} rows)"
+    );
+    let mut collector = Collector::start(&server.url(), "AUDIT", &pg, &schema, &[], log);
+    let rows = wait_for_rows(&pg, &schema, 3000, Duration::from_secs(60));
+    assert_eq!(rows, 3000, "collector log:\n{}", collector.log_text());
+    // Nothing more arrives (redeliveries of committed batches are skipped).
+    std::thread::sleep(Duration::from_millis(2500));
+    let status = collector.stop();
+    let text = collector.log_text();
+    assert_eq!(status.code(), Some(0), "collector log:\n{text}");
+    let stats = last_stats(&text);
+    assert_eq!(stats["conflicts"], 0);
+    assert_eq!(stats["pending"], 0, "every message acknowledged: {stats}");
+    check_exactly_once(&pg, &schema, &producers, 1500);
+    drop(producers);
+    drop_schema(&pg, &schema);
+}
