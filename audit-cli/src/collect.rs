@@ -171,25 +171,35 @@ async fn collect(args: CollectArgs, pg: Arc<PostgresSink>) -> u8 {
     let spec = NatsStream::new(args.stream.clone())
         .replicas(args.replicas)
         .duplicate_window(args.duplicate_window);
-    let stream = match spec.ensure(&js, &args.prefix).await {
-        Ok(s) => s,
-        Err(e) => return crate::error(e),
-    };
-    let config = consumer::pull::Config {
-        durable_name: Some(args.durable.clone()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: args.ack_wait,
-        deliver_policy: consumer::DeliverPolicy::All,
-        filter_subject: format!("{}.>", args.prefix),
-        max_ack_pending: (args.batch as i64).saturating_mul(4).max(1000),
-        ..Default::default()
-    };
-    let mut consumer = match stream
-        .get_or_create_consumer::<consumer::pull::Config>(&args.durable, config)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return crate::error(format!("cannot create or open the durable consumer: {e}")),
+    // A cluster that is starting (no JetStream meta leader yet) or a
+    // stream being re-elected answers with errors for a few seconds: retry
+    // for up to 30 s before giving up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut consumer = loop {
+        let attempt = async {
+            let stream = spec
+                .ensure(&js, &args.prefix)
+                .await
+                .map_err(|e| e.to_string())?;
+            let config = consumer::pull::Config {
+                durable_name: Some(args.durable.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: args.ack_wait,
+                deliver_policy: consumer::DeliverPolicy::All,
+                filter_subject: format!("{}.>", args.prefix),
+                max_ack_pending: (args.batch as i64).saturating_mul(4).max(1000),
+                ..Default::default()
+            };
+            stream
+                .get_or_create_consumer::<consumer::pull::Config>(&args.durable, config)
+                .await
+                .map_err(|e| format!("cannot create or open the durable consumer: {e}"))
+        };
+        match attempt.await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() >= deadline => return crate::error(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
     };
 
     let (mut sigint, mut sigterm, mut sigusr1) = match (

@@ -23,23 +23,6 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Waits until JetStream answers account requests on `url` (the meta
-/// leader is elected).
-fn wait_jetstream(url: &str) {
-    rt().block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(c) = async_nats::connect(url).await {
-                if jetstream::new(c).query_account().await.is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "JetStream did not become ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-}
-
 /// The server name of the stream's leader, once there is one.
 fn stream_leader(urls: &str, stream: &str) -> Option<String> {
     rt().block_on(async {
@@ -61,7 +44,6 @@ fn cluster_leader_killed_mid_stream_every_event_once() {
     let schema = schema("cluster");
     let mut nodes = cluster(&bin, dir.path(), 3);
     let urls: String = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
-    wait_jetstream(&nodes[0].url());
     let mut collector = Collector::start(
         &urls,
         "AUDIT",
