@@ -185,7 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         path.display()
     );
     println!(
-        "# verify them: cargo run -p audit-cli -- validate {}",
+        "# verify them: cargo run -p phi-audit-cli -- validate {}",
         path.display()
     );
     Ok(())

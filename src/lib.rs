@@ -6,11 +6,12 @@
 //! reaching the audit trail is a compile error.
 //!
 //! See the README for a tour; the runtime API is re-exported here from
-//! `audit-runtime`.
+//! `phi-audit-runtime`.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use audit_runtime::*;
+pub use phi_audit_runtime::*;
 
 /// Audits every call of a function: one bh-audit-schema event per call, and
 /// PHI reaching the event is a compile error.
@@ -187,7 +188,7 @@ pub use audit_runtime::*;
 /// Inside a synchronous body, the body runs in an `FnOnce` closure; inside
 /// an `async fn`, in an `async move` block. Errors in the body still point at
 /// your code.
-pub use audit_macros::audited;
+pub use phi_audit_macros::audited;
 
 /// Derives [`AuditError`](trait@AuditError) from string literals: each
 /// variant (or the struct) says its outcome, and no field's value is ever
@@ -235,7 +236,7 @@ pub use audit_macros::audited;
 /// Values must be string literals: an expression, or a key the derive does
 /// not know, is a compile error. It composes with `thiserror`'s derive: the
 /// `Display` it writes is for your logs; the audit trail never reads it.
-pub use audit_macros::AuditError;
+pub use phi_audit_macros::AuditError;
 
 /// Adds metadata to the event of the `#[audited]` function whose body it is
 /// written in.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, AckKind};
-use audit_runtime::{
+use phi_audit_runtime::{
     AuditEvent, NatsSink, NatsStream, PostgresOptions, PostgresSink, PostgresStats, Sink,
 };
 use futures_util::StreamExt;

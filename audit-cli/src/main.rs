@@ -16,11 +16,11 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use audit_runtime::checkpoint::checkpoint_path;
-use audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
-use audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
-use audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
+use phi_audit_runtime::checkpoint::checkpoint_path;
+use phi_audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
+use phi_audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
+use phi_audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 
 use crate::progress::Progress;
 
@@ -714,7 +714,7 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
                     not_json += 1;
                     whole("not valid JSON")
                 }
-                Ok(v) => match audit_runtime::schema::validate_value(&v, schema) {
+                Ok(v) => match phi_audit_runtime::schema::validate_value(&v, schema) {
                     Ok(_) => {
                         valid += 1;
                         continue;
@@ -954,7 +954,7 @@ fn report_postgres(
     out: &mut dyn Write,
 ) -> Result<(), String> {
     let mut store =
-        audit_runtime::PostgresStore::connect(url, schema).map_err(|e| e.to_string())?;
+        phi_audit_runtime::PostgresStore::connect(url, schema).map_err(|e| e.to_string())?;
     if a.query == ReportQuery::FailedLogins {
         let groups = store
             .failed_logins_by_ip(logins)
@@ -983,7 +983,7 @@ fn report_postgres(
 
 #[cfg(feature = "postgres")]
 fn run_verify_postgres(url: &str, schema: &str, service: &str, format: Format) -> u8 {
-    let mut store = match audit_runtime::PostgresStore::connect(url, schema) {
+    let mut store = match phi_audit_runtime::PostgresStore::connect(url, schema) {
         Ok(s) => s,
         Err(e) => return error(e),
     };

@@ -4,7 +4,7 @@
 //! only matter when writing (`alg`, `fsync`, `sync`, ...) are accepted and
 //! ignored, so a sink spec can be pasted as it is.
 
-use audit_runtime::settings::{SinkKind, SinkSpec};
+use phi_audit_runtime::settings::{SinkKind, SinkSpec};
 
 use crate::Command;
 
@@ -27,7 +27,7 @@ fn input(arg: &str) -> Result<Input, String> {
     if !is_spec(arg) {
         return Ok(Input::File(arg.to_owned()));
     }
-    let spec: SinkSpec = arg.parse().map_err(|e: audit_runtime::SettingsError| {
+    let spec: SinkSpec = arg.parse().map_err(|e: phi_audit_runtime::SettingsError| {
         let all: Vec<String> = e.problems().iter().map(|p| p.to_string()).collect();
         format!("invalid {}", all.join("; "))
     })?;

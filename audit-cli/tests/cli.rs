@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 
 fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_phi-audit"));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 
 /// Synthetic PHI tokens planted in the input.
 const PHI: &[&str] = &[

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     Action, ActionType, Actor, AuditEvent, MetaValue, Metadata, Outcome, PostgresOptions,
     PostgresSink, Resource, SchemaVersion, Service, Sink, Text, Timestamp,
 };

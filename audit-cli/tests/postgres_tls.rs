@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     with_dispatch, ActionType, Config, Dispatch, EventBuilder, NonBlocking, PostgresOptions,
     PostgresSink, PostgresStore, PostgresTls,
 };

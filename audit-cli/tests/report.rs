@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     with_dispatch, ActionType, Actor, Config, Dispatch, EventBuilder, Http, JsonlFileSink,
     NonBlocking, Outcome,
 };
@@ -156,9 +156,9 @@ fn verify_a_chain_read_back_from_postgres() {
         return;
     };
     let schema = format!("cli_verify_{}", std::process::id());
-    let sink = audit_runtime::PostgresSink::connect(
+    let sink = phi_audit_runtime::PostgresSink::connect(
         &url,
-        audit_runtime::PostgresOptions::new()
+        phi_audit_runtime::PostgresOptions::new()
             .schema(schema.clone())
             .integrity(true),
     )

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use audit_runtime::{with_dispatch, ActionType, EventBuilder, Settings};
+use phi_audit_runtime::{with_dispatch, ActionType, EventBuilder, Settings};
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_phi-audit"))

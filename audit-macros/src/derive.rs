@@ -59,7 +59,7 @@ fn parse_audit(attrs: &[syn::Attribute], at: At, errors: &mut Errors) -> Audit {
             let span = item.path().span();
             if !KEYS.contains(&key.as_str()) {
                 let mut msg = format!("unknown key `{key}` in #[audit(..)]");
-                if let Some(s) = crate::args::suggest(&key, KEYS.iter().copied(), false) {
+                if let Some(s) = crate::valid::suggest(&key, KEYS.iter().copied(), false) {
                     msg.push_str(&format!("; did you mean `{s}`?"));
                 }
                 msg.push_str(&format!("\nvalid keys: {}", KEYS.join(", ")));
@@ -142,7 +142,7 @@ fn text_problem(key: &str, value: &str) -> Option<String> {
             "`{key}` must be {min} to {max} characters long (bh-audit-schema), this one has {n}"
         ));
     }
-    if value.chars().any(crate::args::is_bad_char) {
+    if value.chars().any(crate::valid::is_bad_char) {
         return Some(format!(
             "`{key}` must not hold control, bidirectional-formatting or line-separator characters"
         ));

@@ -1,99 +1,21 @@
-//! Writes the audited function.
+//! Writes the audited function from a checked [`Args`] and the function as
+//! written. Generation only: every check has run before (in
+//! [`crate::attr`], [`crate::valid`] and [`crate::taint`]), and this code is
+//! reached only when none failed.
+//!
+//! The outcome of a call is chosen by the type of its value with autoref
+//! specialization on stable Rust: `(&&&&Probe(&ret)).__phi_audit_outcome(..)`
+//! picks the first of several `Via*` traits whose impl applies. How and why
+//! is explained where those traits live, in the runtime's call module
+//! (`Probe`, `ViaAuditError`, .. in `audit-runtime/src`).
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
-use syn::{Attribute, Block, Expr, Ident, Pat, ReturnType, Signature, Type, Visibility};
+use syn::{Block, Expr, Ident, Pat, ReturnType, Signature, Type};
 
-use crate::args::{Args, Value};
-
-/// A function as written. The body is kept as tokens too, so that a body
-/// that does not parse (a half-typed function in an editor) still expands
-/// and the compiler reports the real syntax error.
-pub struct MaybeItemFn {
-    pub attrs: Vec<Attribute>,
-    pub vis: Visibility,
-    pub sig: Signature,
-    /// The braced body as written; `None` for a declaration (`fn f();`).
-    pub body: Option<TokenStream>,
-    pub block: Option<Block>,
-}
-
-impl Parse for MaybeItemFn {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
-        let vis: Visibility = input.parse()?;
-        let sig: Signature = input.parse()?;
-        if input.peek(syn::Token![;]) {
-            input.parse::<syn::Token![;]>()?;
-            return Ok(MaybeItemFn {
-                attrs,
-                vis,
-                sig,
-                body: None,
-                block: None,
-            });
-        }
-        let group: proc_macro2::Group = input.parse()?;
-        if group.delimiter() != proc_macro2::Delimiter::Brace {
-            return Err(syn::Error::new(group.span(), "expected the function body"));
-        }
-        let body = TokenTree::Group(group).into_token_stream();
-        let block = syn::parse2::<Block>(body.clone()).ok();
-        Ok(MaybeItemFn {
-            attrs,
-            vis,
-            sig,
-            body: Some(body),
-            block,
-        })
-    }
-}
-
-impl ToTokens for MaybeItemFn {
-    fn to_tokens(&self, tokens: &mut TokenStream) {
-        for a in &self.attrs {
-            a.to_tokens(tokens);
-        }
-        self.vis.to_tokens(tokens);
-        self.sig.to_tokens(tokens);
-        match &self.body {
-            Some(b) => b.to_tokens(tokens),
-            None => quote!(;).to_tokens(tokens),
-        }
-    }
-}
-
-/// The contents of a braced body, split into its leading inner attributes
-/// (`#![..]`, returned as the outer `#[..]` of the same scope) and the rest.
-fn split_inner_attributes(body: TokenStream) -> (TokenStream, TokenStream) {
-    let contents = match body.into_iter().next() {
-        Some(TokenTree::Group(g)) => g.stream(),
-        Some(other) => return (TokenStream::new(), other.into_token_stream()),
-        None => return (TokenStream::new(), TokenStream::new()),
-    };
-    let tokens: Vec<TokenTree> = contents.into_iter().collect();
-    let mut i = 0;
-    while let [TokenTree::Punct(hash), TokenTree::Punct(bang), TokenTree::Group(g), ..] =
-        &tokens[i..]
-    {
-        if hash.as_char() != '#'
-            || bang.as_char() != '!'
-            || g.delimiter() != proc_macro2::Delimiter::Bracket
-        {
-            break;
-        }
-        i += 3;
-    }
-    let attrs = tokens[..i]
-        .chunks(3)
-        .flat_map(|a| [a[0].clone(), a[2].clone()])
-        .collect();
-    let rest = tokens[i..].iter().cloned().collect();
-    (attrs, rest)
-}
+use crate::ast::{default_name, Args, MaybeItemFn, Value};
 
 /// Whether `ty` mentions `impl Trait` (which cannot be written in a `let`).
 fn has_impl_trait(ty: &Type) -> bool {
@@ -106,60 +28,6 @@ fn has_impl_trait(ty: &Type) -> bool {
     let mut f = Finder(false);
     f.visit_type(ty);
     f.0
-}
-
-/// Signatures `#[audited]` cannot wrap, and a default `action.name` the
-/// schema would refuse.
-pub fn check_signature(f: &MaybeItemFn, args: &Args, errors: &mut crate::Errors) {
-    let sig = &f.sig;
-    if let Some(c) = &sig.constness {
-        errors.push(syn::Error::new(
-            c.span,
-            "#[audited] cannot be used on a `const fn`: an audit event is emitted at run time\nhelp: remove `const`, or audit the run-time function that calls it",
-        ));
-    }
-    if f.body.is_none() {
-        errors.push(syn::Error::new(
-            sig.fn_token.span,
-            "#[audited] needs a function body: put it on the function's implementation, not on a declaration",
-        ));
-    }
-    if let ReturnType::Type(_, ty) = &sig.output {
-        if let Type::ImplTrait(t) = &**ty {
-            let into_future = t.bounds.iter().any(|b| matches!(b, syn::TypeParamBound::Trait(t) if t.path.segments.last().is_some_and(|s| s.ident == "IntoFuture")));
-            if into_future && sig.asyncness.is_none() {
-                errors.push(syn::Error::new_spanned(
-                    ty,
-                    "#[audited] cannot see when an `impl IntoFuture` completes, so it cannot record how the call ended\nhelp: return `impl Future<Output = ..>` (call `.into_future()` in the body), or make the function an `async fn`",
-                ));
-            }
-        }
-    }
-    if args.name.is_none() {
-        let n = default_name(sig).chars().count();
-        if n > 128 {
-            errors.push(syn::Error::new(
-                sig.ident.span(),
-                format!(
-                    "the function's name ({n} characters) is longer than `action.name` may be (128, bh-audit-schema)\nhelp: give the event a shorter name with `name = \"..\"` in #[audited]"
-                ),
-            ));
-        }
-    }
-}
-
-/// `action.name` when the attribute gives none: the function's name.
-fn default_name(sig: &Signature) -> String {
-    let n = sig.ident.to_string();
-    n.strip_prefix("r#").unwrap_or(&n).to_string()
-}
-
-/// The path of the runtime's hidden API, through the `crate = ..` argument.
-pub fn private_path(args: &Args) -> TokenStream {
-    match &args.krate {
-        Some(p) => quote!(#p::__private),
-        None => quote!(::phi_audit::__private),
-    }
 }
 
 /// How the function hands back its result.
@@ -389,7 +257,7 @@ fn site_ident() -> Ident {
 
 /// The audited function.
 pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
-    let pv = private_path(args);
+    let pv = args.private_path();
     let call = format_ident!("__phi_audit_call", span = Span::mixed_site());
     let ret = format_ident!("__phi_audit_ret", span = Span::mixed_site());
     let fut = format_ident!("__phi_audit_future", span = Span::mixed_site());
@@ -504,7 +372,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
     // user's crate when it is a single expression. Its inner attributes
     // (`#![allow(..)]`, which a closure body cannot hold) become outer
     // attributes of the function: the same scope.
-    let (inner_attrs, body) = split_inner_attributes(f.body.clone().unwrap_or_default());
+    let (inner_attrs, body) = f.split_body();
 
     // Spanned on the return type: what rustc names as "return type inferred
     // here" when the body returns the wrong type.
@@ -641,7 +509,7 @@ pub fn expand(args: &Args, f: &MaybeItemFn, has_phi: bool) -> TokenStream {
 
     quote! {
         #(#attrs)*
-        #inner_attrs
+        #(#inner_attrs)*
         #vis #sig {
             #inner
         }

@@ -4,21 +4,33 @@
 //! documents it in full; this crate is pinned to the facade's exact version
 //! because the code it generates calls the runtime's hidden `__private` API.
 //!
-//! Parse → check → expand: `args` parses the attribute, `phi` finds the
-//! `#[phi]` and `Phi<T>` parameters and every place their values could reach
-//! the event (and rewrites the body's `record!` calls), `expand` writes the
-//! new function. `derive` is `#[derive(AuditError)]`. Errors accumulate, so
-//! one compile shows every mistake.
+//! The crate is laid out as thiserror's `impl/`:
+//!
+//! - `ast`: what the macro works on: the function as written
+//!   (`MaybeItemFn`), the parsed arguments (`Args`), the `Key` enum (the one
+//!   list of the attribute's arguments) and the schema's vocabularies.
+//! - `attr`: parsing of `#[audited(..)]` (and of `record!`'s arguments).
+//! - `valid`: checks of the signature and of each argument on its own.
+//! - `taint`: `#[phi]` and `Phi<T>` parameters, every place their values
+//!   could reach the event, and the rewriting of the body's `record!` calls.
+//! - `expand`: generation of the audited function, once every check passed.
+//! - `fallback`: what is emitted instead when a check failed.
+//! - `derive`: `#[derive(AuditError)]`.
+//!
+//! Errors accumulate (`Errors`), so one compile shows every mistake.
 
 #![warn(missing_docs)]
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
 
-mod args;
+mod ast;
+mod attr;
 mod derive;
 mod expand;
-mod phi;
+mod fallback;
+mod taint;
+mod valid;
 
 /// Emits one bh-audit-schema event per call of the function it is put on,
 /// and rejects PHI (parameters tagged `#[phi]`) reaching the event at
@@ -56,28 +68,20 @@ impl Errors {
 
 fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let mut errors = Errors::default();
-    let mut f = match syn::parse2::<expand::MaybeItemFn>(item.clone()) {
+    let mut f = match syn::parse2::<ast::MaybeItemFn>(item.clone()) {
         Ok(f) => f,
-        Err(e) => {
-            let e = syn::Error::new(
-                e.span(),
-                format!("#[audited] applies to functions and methods: {e}"),
-            );
-            let mut out = e.to_compile_error();
-            out.extend(item);
-            return out;
-        }
+        Err(e) => return fallback::not_a_function(e, item),
     };
-    let mut taint = phi::take_tags(&mut f.sig, &mut errors);
+    let mut taint = taint::take_tags(&mut f.sig, &mut errors);
     let has_phi = !taint.is_empty();
-    let args = args::parse(attr, &mut taint, &mut errors);
-    expand::check_signature(&f, &args, &mut errors);
+    let args = attr::parse(attr, &mut taint, &mut errors);
+    valid::check_signature(&f, &args, &mut errors);
     // `record!` in the body becomes the runtime call here, and only here:
     // the public macro is a compile error everywhere else.
-    let pv = expand::private_path(&args);
+    let pv = args.private_path();
     let original_body = f.body.clone();
     if let Some(body) = f.body.take() {
-        let records = phi::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
+        let records = taint::rewrite_records(body, args.krate.as_ref(), &pv, &mut errors);
         // Also without PHI parameters: a `Phi` from anywhere else, opened
         // with `.expose()`, is tainted too.
         taint.check_body(f.block.as_ref(), &records.values, &mut errors);
@@ -85,19 +89,7 @@ fn audited2(attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
     }
 
     match errors.0 {
-        Some(e) => {
-            // The errors, and the function unchanged (without its tags, its
-            // `record!`s emptied), so that its callers do not get a second
-            // wave of errors.
-            let mut out = e.to_compile_error();
-            phi::strip_tags(&mut f.sig);
-            f.body = original_body.map(|b| phi::erase_records(b, args.krate.as_ref(), &pv));
-            // Arguments only the attribute used would now warn as unused:
-            // a second wave of noise under the real errors.
-            f.attrs.push(syn::parse_quote!(#[allow(unused_variables)]));
-            quote::ToTokens::to_tokens(&f, &mut out);
-            out
-        }
+        Some(e) => fallback::unchanged(e, f, original_body, &args),
         None => expand::expand(&args, &f, has_phi),
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! PHI_AUDIT_PG_URL=postgres://postgres@127.0.0.1:5432/test \
-//!   cargo bench -p audit-runtime --features postgres --bench postgres
+//!   cargo bench -p phi-audit-runtime --features postgres --bench postgres
 //! ```
 //! Optional: `PHI_AUDIT_BENCH_EVENTS` (default 200000), `PHI_AUDIT_BENCH_THREADS` (4).
 //! Works in its own schema, dropped at the end.
@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     ActionType, Actor, Config, Dispatch, EventBuilder, MemorySink, NonBlocking, PostgresOptions,
     PostgresSink, Sink,
 };

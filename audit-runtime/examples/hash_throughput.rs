@@ -1,10 +1,10 @@
 //! Measures canonical serialization + SHA-256 chain hashing of typed events
 //! (the LedgerSink fast path) and the ledger's write throughput.
-//! Run: `cargo run --release -p audit-runtime --example hash_throughput`
+//! Run: `cargo run --release -p phi-audit-runtime --example hash_throughput`
 
 use std::time::Instant;
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 
 fn event(i: u64) -> AuditEvent {
     let mut metadata = Metadata::new();

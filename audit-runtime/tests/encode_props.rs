@@ -1,7 +1,7 @@
 //! The hand-written encoders write exactly what serde_json writes, and the
 //! canonical form the generic (Python-compatible) canonicalizer writes.
 
-use audit_runtime::{
+use phi_audit_runtime::{
     Action, ActionType, Actor, AuditEvent, Correlation, DataClassification, HashAlg, Http,
     HttpMethod, Integrity, MetaValue, Metadata, Outcome, OutcomeStatus, Resource, SchemaVersion,
     Service, SubjectType, Text, Timestamp,
@@ -108,10 +108,10 @@ fn hand_encoder_matches_serde() {
                     );
                     // Canonical form: the typed fast path equals the generic
                     // one over the event's JSON value.
-                    let mut c = audit_runtime::Canonicalizer::new();
+                    let mut c = phi_audit_runtime::Canonicalizer::new();
                     let fast = c.event_bytes(&e).unwrap().to_vec();
                     let mut slow = Vec::new();
-                    audit_runtime::integrity::canonical_event_json(
+                    phi_audit_runtime::integrity::canonical_event_json(
                         &serde_json::to_value(&e).unwrap(),
                         &mut slow,
                     );

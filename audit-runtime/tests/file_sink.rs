@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 
 fn read_all_lines(dir: &std::path::Path) -> Vec<String> {
     let mut files: Vec<_> = fs::read_dir(dir)

@@ -6,10 +6,10 @@ use std::fs;
 use std::io::Write;
 use std::sync::Arc;
 
-use audit_runtime::checkpoint::checkpoint_path;
-use audit_runtime::integrity::{canonical_event_json, Canonicalizer};
-use audit_runtime::*;
 use common::event;
+use phi_audit_runtime::checkpoint::checkpoint_path;
+use phi_audit_runtime::integrity::{canonical_event_json, Canonicalizer};
+use phi_audit_runtime::*;
 
 fn verify(path: &std::path::Path, key: Option<CheckpointVerifyingKey>) -> VerifyReport {
     let opts = VerifyOptions {

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 
 const CHILD_ENV: &str = "PHI_AUDIT_CRASH_CHILD";
 

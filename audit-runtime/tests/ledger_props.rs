@@ -3,10 +3,10 @@
 
 mod common;
 
-use audit_runtime::checkpoint::checkpoint_path;
-use audit_runtime::integrity::{canonical_event_json, Canonicalizer};
-use audit_runtime::*;
 use common::arb_event;
+use phi_audit_runtime::checkpoint::checkpoint_path;
+use phi_audit_runtime::integrity::{canonical_event_json, Canonicalizer};
+use phi_audit_runtime::*;
 use proptest::prelude::*;
 use serde_json::Value;
 

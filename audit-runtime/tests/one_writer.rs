@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use audit_runtime::sink::FileLocked;
-use audit_runtime::*;
+use phi_audit_runtime::sink::FileLocked;
+use phi_audit_runtime::*;
 
 const CHILD_ENV: &str = "PHI_AUDIT_ONE_WRITER_CHILD";
 

@@ -3,7 +3,7 @@
 //! report queries (no server needed).
 //!
 //! Run: `PHI_AUDIT_PG_URL=postgres://postgres@127.0.0.1:5432/test \
-//!       cargo test -p audit-runtime --features postgres --test postgres`
+//!       cargo test -p phi-audit-runtime --features postgres --test postgres`
 //!
 //! Each test works in its own schema (dropped at the end), so tests run in
 //! parallel.
@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audit_runtime::report::{self, FailedLoginsByIp, Format, Query};
-use audit_runtime::{
+use phi_audit_runtime::report::{self, FailedLoginsByIp, Format, Query};
+use phi_audit_runtime::{
     ActionType, Actor, AuditEvent, Config, Correlation, DataClassification, Dispatch, EventBuilder,
     Http, MemorySink, NonBlocking, Outcome, OutcomeStatus, PostgresOptions, PostgresSink,
     PostgresStore, Sink, Timestamp,
@@ -755,7 +755,7 @@ fn chain_written_by_two_processes_verifies() {
         .unwrap_err();
     assert_eq!(
         err,
-        audit_runtime::ChainVerifyError::HashMismatch { index: 1233 }
+        phi_audit_runtime::ChainVerifyError::HashMismatch { index: 1233 }
     );
 }
 
@@ -775,7 +775,7 @@ fn bad_schema_names_are_rejected_without_touching_the_database() {
         )
         .unwrap_err();
         assert!(
-            matches!(e, audit_runtime::PostgresError::InvalidSchema(_)),
+            matches!(e, phi_audit_runtime::PostgresError::InvalidSchema(_)),
             "{bad}: {e}"
         );
     }
@@ -784,7 +784,10 @@ fn bad_schema_names_are_rejected_without_touching_the_database() {
         PostgresOptions::new().connect_timeout(Duration::from_secs(1)),
     )
     .unwrap_err();
-    assert!(matches!(e, audit_runtime::PostgresError::Connect(_)), "{e}");
+    assert!(
+        matches!(e, phi_audit_runtime::PostgresError::Connect(_)),
+        "{e}"
+    );
 }
 
 #[test]
@@ -865,7 +868,7 @@ fn database_gone_for_good_gives_up_after_the_limit_and_counts_the_loss() {
     }
     // The flush says what was lost, once.
     match sink.flush() {
-        Err(audit_runtime::SinkError::Lost { events, .. }) => assert_eq!(events, 3),
+        Err(phi_audit_runtime::SinkError::Lost { events, .. }) => assert_eq!(events, 3),
         other => panic!("flush after a loss: {other:?}"),
     }
     assert!(sink.flush().is_ok());
@@ -913,7 +916,7 @@ fn an_event_id_taken_by_a_different_event_is_counted_and_reported_never_dropped_
             "{st:?}"
         );
         match pg.flush() {
-            Err(audit_runtime::SinkError::Lost { events: 1, cause }) => {
+            Err(phi_audit_runtime::SinkError::Lost { events: 1, cause }) => {
                 assert!(cause.contains("event_id"), "{cause}")
             }
             other => panic!("chained={chained}: {other:?}"),
@@ -932,7 +935,7 @@ fn an_event_id_taken_by_a_different_event_is_counted_and_reported_never_dropped_
             sink.write_owned(e).unwrap();
         }
         match sink.flush() {
-            Err(audit_runtime::SinkError::Lost { events, .. }) => {
+            Err(phi_audit_runtime::SinkError::Lost { events, .. }) => {
                 assert_eq!(
                     events,
                     3,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use audit_runtime::{
+use phi_audit_runtime::{
     with_dispatch, ActionType, Actor, Config, Dispatch, EventBuilder, NonBlocking, PostgresOptions,
     PostgresSink, PostgresStore, Sink,
 };

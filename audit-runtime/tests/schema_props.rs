@@ -2,8 +2,8 @@
 //! (never panics), every violation has a JSON Pointer and a message, and no
 //! message repeats a value from the event.
 
-use audit_runtime::schema::{validate_value, ValidationErrors};
-use audit_runtime::SchemaVersion;
+use phi_audit_runtime::schema::{validate_value, ValidationErrors};
+use phi_audit_runtime::SchemaVersion;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

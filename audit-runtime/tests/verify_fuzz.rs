@@ -3,8 +3,8 @@
 
 mod common;
 
-use audit_runtime::verify::{JsonLines, VerifyOptions};
-use audit_runtime::*;
+use phi_audit_runtime::verify::{JsonLines, VerifyOptions};
+use phi_audit_runtime::*;
 use proptest::prelude::*;
 
 fn key() -> CheckpointVerifyingKey {

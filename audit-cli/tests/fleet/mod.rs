@@ -12,7 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use audit_runtime::{
+use phi_audit_runtime::{
     with_dispatch, ActionType, Config, Dispatch, EventBuilder, NatsOptions, NatsSink, NonBlocking,
     Sink,
 };

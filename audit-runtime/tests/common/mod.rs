@@ -1,7 +1,7 @@
 //! Shared helpers: synthetic events (no real PHI) and proptest strategies.
 #![allow(dead_code)]
 
-use audit_runtime::*;
+use phi_audit_runtime::*;
 use proptest::prelude::*;
 
 /// A simple event number `i`.

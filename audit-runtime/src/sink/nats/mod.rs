@@ -18,7 +18,7 @@
 //! [`NatsSink::decode`].
 //!
 //! ```no_run
-//! use audit_runtime::{Config, Dispatch, NatsOptions, NatsSink, NonBlocking};
+//! use phi_audit_runtime::{Config, Dispatch, NatsOptions, NatsSink, NonBlocking};
 //!
 //! let nats = NatsSink::connect(
 //!     "nats://127.0.0.1:4222",

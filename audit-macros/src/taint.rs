@@ -22,6 +22,7 @@ use quote::ToTokens;
 use syn::visit::Visit;
 use syn::{Attribute, Block, Expr, FnArg, Ident, Pat, Signature};
 
+use crate::ast::Key;
 use crate::Errors;
 
 /// Where a tainted name comes from.
@@ -319,15 +320,18 @@ impl Taint {
         };
         let help = match place {
             Place::Attribute { arg, .. } if exposed => format!(
-                "help: record `pseudonym(..)` of the `Phi` value instead (a keyed token), or remove it from `{arg}`"
+                "help: record `pseudonym(..)` of the `Phi` value instead (a keyed token), or remove it from `{}`",
+                arg.place()
             ),
             Place::Attribute { arg, expr } => format!(
-                "help: record `pseudonym({})` instead (a keyed token), or remove it from `{arg}`",
-                expr.as_deref().unwrap_or(&m.name)
+                "help: record `pseudonym({})` instead (a keyed token), or remove it from `{}`",
+                expr.as_deref().unwrap_or(&m.name),
+                arg.place()
             ),
             Place::NotStored(arg) => format!(
-                "help: `{arg} = ..` is a constant of the call site: write a literal, e.g. `{arg} = {}`",
-                crate::args::example(arg)
+                "help: `{0} = ..` is a constant of the call site: write a literal, e.g. `{0} = {1}`",
+                arg.as_str(),
+                arg.example()
             ),
             Place::Actor => "help: name the actor with a value that is not PHI (a user id), or leave `actor` out to take it from the request context".to_string(),
             Place::Record if exposed => "help: record a value that does not come from a `Phi`; an identifier can go in the #[audited] attribute as `pseudonym(..)` of the `Phi` value".to_string(),
@@ -391,12 +395,9 @@ impl Taint {
 pub enum Place {
     /// `id`, `patient`, `metadata(..)`; with the expression to suggest
     /// wrapping in `pseudonym(..)` when it is a plain place (`person.mrn`).
-    Attribute {
-        arg: &'static str,
-        expr: Option<String>,
-    },
+    Attribute { arg: Key, expr: Option<String> },
     /// `name`, `phi_touched`, ...: must be literals anyway.
-    NotStored(&'static str),
+    NotStored(Key),
     /// `actor`.
     Actor,
     /// `record!` in the body.
@@ -624,7 +625,7 @@ impl RecordCx<'_> {
     /// `key = value, ..` as runtime calls.
     fn calls(&mut self, args: TokenStream, span: Span) -> TokenStream {
         use syn::parse::Parser;
-        let parser = syn::punctuated::Punctuated::<crate::args::RecordItem, syn::Token![,]>::parse_terminated;
+        let parser = syn::punctuated::Punctuated::<crate::attr::RecordItem, syn::Token![,]>::parse_terminated;
         let items = match parser.parse2(args) {
             Ok(items) if !items.is_empty() => items,
             Ok(_) => {
@@ -643,7 +644,7 @@ impl RecordCx<'_> {
         let mut values = TokenStream::new();
         for item in items {
             let key = syn::ext::IdentExt::unraw(&item.key).to_string();
-            if let Some(problem) = crate::args::key_problem(&key) {
+            if let Some(problem) = crate::valid::key_problem(&key) {
                 self.errors.push(syn::Error::new(
                     item.key.span(),
                     format!("invalid metadata key `{key}`: {problem}"),
