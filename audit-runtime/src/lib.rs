@@ -62,8 +62,8 @@ pub use settings::{init_from_env, Settings, SettingsError, SinkSpec};
 pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
-    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink,
-    DEFAULT_PREALLOCATE, TRACING_TARGET,
+    Recovery, ShutdownReport, Sink, SinkError, Spool, SpoolFull, SpoolOptions, SpoolStats,
+    StdoutSink, TornTail, TracingSink, DEFAULT_PREALLOCATE, TRACING_TARGET,
 };
 #[cfg(feature = "postgres")]
 pub use sink::{

@@ -957,7 +957,7 @@ impl PostgresSink {
 
     /// The error for `n` events whose id was taken by a different event.
     fn conflict_error(n: u64) -> SinkError {
-        SinkError::Other(format!(
+        SinkError::Rejected(format!(
             "{n} event(s) not stored: their event_id is already in the table with different \
              content (an id collision); nothing was overwritten"
         ))
