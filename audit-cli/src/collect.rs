@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, AckKind};
+use futures_util::StreamExt;
 use phi_audit_runtime::{
     AuditEvent, NatsSink, NatsStream, PostgresOptions, PostgresSink, PostgresStats, Sink,
 };
-use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{EXIT_FAIL, EXIT_OK};

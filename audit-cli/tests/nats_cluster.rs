@@ -66,7 +66,7 @@ fn cluster_leader_killed_mid_stream_every_event_once() {
     };
     let mut producers: Vec<Producer> = SERVICES
         .iter()
-        .map(|s| Producer::new(s, &urls, nats_options("AUDIT")))
+        .map(|s| Producer::new(s, &urls, nats_options("AUDIT"), dir.path()))
         .collect();
     for i in 0..1000 {
         for p in &mut producers {

@@ -58,7 +58,7 @@ fn nats_server_killed_mid_stream_every_event_once() {
     );
     let mut producers: Vec<Producer> = SERVICES
         .iter()
-        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT")))
+        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT"), dir.path()))
         .collect();
     for p in &mut producers {
         for i in 0..1000 {
@@ -116,7 +116,7 @@ fn collector_killed_mid_batch_every_event_once() {
     let mut collector = Collector::start(&server.url(), "AUDIT", &pg, &schema, &[], log.clone());
     let mut producers: Vec<Producer> = SERVICES
         .iter()
-        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT")))
+        .map(|s| Producer::new(s, &server.url(), nats_options("AUDIT"), dir.path()))
         .collect();
     for i in 0..1500 {
         for p in &mut producers {

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use phi_audit_runtime::{
-    with_dispatch, ActionType, Config, Dispatch, EventBuilder, NatsOptions, NatsSink, NonBlocking,
-    Sink,
+    with_dispatch, ActionType, Config, Dispatch, EventBuilder, NatsOptions, NatsSink, Spool,
 };
 use uuid::Uuid;
 
@@ -342,9 +341,10 @@ pub fn last_stats(log: &str) -> serde_json::Value {
     serde_json::from_str(line).expect("stats JSON")
 }
 
-/// A producing service: a dispatch whose sink is NatsSink behind a queue.
+/// A producing service: a dispatch whose sink is NatsSink behind a Spool.
 pub struct Producer {
     pub dispatch: Dispatch,
+    pub spool: Arc<Spool>,
     pub nats: Arc<NatsSink>,
     pub ids: Vec<Uuid>,
 }
@@ -358,15 +358,34 @@ pub fn nats_options(stream: &str) -> NatsOptions {
 }
 
 impl Producer {
-    pub fn new(service: &str, url: &str, options: NatsOptions) -> Producer {
+    /// The service `service`, its spool in `dir/spool-<service>`.
+    pub fn new(service: &str, url: &str, options: NatsOptions, dir: &Path) -> Producer {
         let nats = Arc::new(NatsSink::connect(url, options).expect("NatsSink"));
-        let sink: Box<dyn Sink> = Box::new(NonBlocking::new(nats.clone()));
-        let dispatch = Dispatch::new(Config::new(service).build().unwrap(), sink);
+        let spool =
+            Arc::new(Spool::open(dir.join(format!("spool-{service}")), nats.clone()).unwrap());
+        let dispatch = Dispatch::new(Config::new(service).build().unwrap(), spool.clone());
         Producer {
             dispatch,
+            spool,
             nats,
             ids: Vec::new(),
         }
+    }
+
+    /// Waits until every event is acknowledged by JetStream (the spool
+    /// drained): flush (durable locally, no loss), then drain.
+    pub fn deliver_all(&self) {
+        self.dispatch.flush().expect("no event lost locally");
+        self.spool
+            .drain(Duration::from_secs(90))
+            .expect("every event acknowledged by JetStream");
+        let s = self.spool.stats();
+        assert_eq!(s.depth, 0);
+        assert_eq!(
+            s.undeliverable + s.refused + s.write_errors + s.corrupt,
+            0,
+            "{s:?}"
+        );
     }
 
     /// Emits one audited call with a known id.
