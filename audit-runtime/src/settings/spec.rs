@@ -24,6 +24,7 @@
 //! | `schema=NAME` | postgres | schema of the audit table (default `public`) |
 //! | `integrity` | postgres | hash-chain the rows per service |
 //! | `batch=N` | postgres | most events per insert transaction (default 1000) |
+//! | `stream=NAME`, `prefix=P`, `cloudevents` | nats | the JetStream stream (created if absent), subject prefix (default `audit`), CloudEvents envelopes (feature `nats`: `nats://HOST:PORT`) |
 //!
 //! A PostgreSQL URL keeps its own parameters (`sslmode`, `connect_timeout`,
 //! `application_name`, ...) beside phi-audit's: the keys above are phi-audit's,
@@ -37,6 +38,11 @@ use std::str::FromStr;
 
 use crate::event::HashAlg;
 use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::NatsSpec;
 
 /// The sink forms, as error messages list them.
 pub(crate) const ACCEPTED_FORMS: &str =
@@ -127,6 +133,9 @@ pub enum SinkKind {
     /// `postgres://..`: [`PostgresSink`](crate::PostgresSink).
     #[cfg(feature = "postgres")]
     Postgres(PostgresSpec),
+    /// `nats://..`: [`NatsSink`](crate::NatsSink).
+    #[cfg(feature = "nats")]
+    Nats(NatsSpec),
 }
 
 impl SinkKind {
@@ -139,6 +148,8 @@ impl SinkKind {
             SinkKind::Ledger(_) => "ledger",
             #[cfg(feature = "postgres")]
             SinkKind::Postgres(_) => "postgres",
+            #[cfg(feature = "nats")]
+            SinkKind::Nats(_) => "nats",
         }
     }
 }
@@ -414,6 +425,8 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
     let after = &s[end..];
     match scheme {
         "postgres" | "postgresql" if after.starts_with("://") => parse_postgres(s, errs),
+        #[cfg(feature = "nats")]
+        "nats" if after.starts_with("://") => nats::parse_nats(s, errs),
         // `postgres:URL`: the scheme, then the connection URL itself.
         "postgres" | "postgresql"
             if after.starts_with(":postgres://") || after.starts_with(":postgresql://") =>

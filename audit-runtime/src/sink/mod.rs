@@ -27,6 +27,8 @@ pub use ledger::{DamagedTail, LedgerError, LedgerOptions, LedgerSink, Recovery, 
 pub use lock::FileLocked;
 pub use memory::MemorySink;
 #[cfg(feature = "nats")]
+pub(crate) use nats::valid_prefix as nats_valid_prefix;
+#[cfg(feature = "nats")]
 pub use nats::{
     subject_token, CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStream,
 };
