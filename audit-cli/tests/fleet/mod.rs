@@ -296,6 +296,14 @@ impl Collector {
         }
     }
 
+    /// Sends a signal (`-USR1`, ...).
+    pub fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("running");
+        let _ = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("running");
@@ -344,9 +352,14 @@ pub fn last_stats(log: &str) -> serde_json::Value {
 /// A producing service: a dispatch whose sink is NatsSink behind a Spool.
 pub struct Producer {
     pub dispatch: Dispatch,
-    pub spool: Arc<Spool>,
-    pub nats: Arc<NatsSink>,
+    pub spool: Option<Arc<Spool>>,
+    pub nats: Option<Arc<NatsSink>>,
     pub ids: Vec<Uuid>,
+}
+
+/// The NatsSink of a producer.
+pub fn nats_of(p: &Producer) -> &NatsSink {
+    p.nats.as_deref().expect("a NatsSink")
 }
 
 pub fn nats_options(stream: &str) -> NatsOptions {
@@ -366,8 +379,8 @@ impl Producer {
         let dispatch = Dispatch::new(Config::new(service).build().unwrap(), spool.clone());
         Producer {
             dispatch,
-            spool,
-            nats,
+            spool: Some(spool),
+            nats: Some(nats),
             ids: Vec::new(),
         }
     }
@@ -376,16 +389,38 @@ impl Producer {
     /// drained): flush (durable locally, no loss), then drain.
     pub fn deliver_all(&self) {
         self.dispatch.flush().expect("no event lost locally");
-        self.spool
+        let spool = self.spool.as_ref().expect("a spool");
+        spool
             .drain(Duration::from_secs(90))
             .expect("every event acknowledged by JetStream");
-        let s = self.spool.stats();
+        let s = spool.stats();
         assert_eq!(s.depth, 0);
         assert_eq!(
             s.undeliverable + s.refused + s.write_errors + s.corrupt,
             0,
             "{s:?}"
         );
+    }
+
+    /// A producer without a server, to build events.
+    pub fn offline(service: &str) -> Producer {
+        let dispatch = Dispatch::new(
+            Config::new(service).build().unwrap(),
+            phi_audit_runtime::MemorySink::new(),
+        );
+        Producer {
+            dispatch,
+            spool: None,
+            nats: None,
+            ids: Vec::new(),
+        }
+    }
+
+    /// A complete event, as the dispatch makes it.
+    pub fn event(&mut self, i: usize) -> phi_audit_runtime::AuditEvent {
+        EventBuilder::access(ActionType::Read, "Patient", format!("p-{i}"))
+            .event_id(Uuid::new_v4())
+            .build(&self.dispatch)
     }
 
     /// Emits one audited call with a known id.

@@ -356,28 +356,20 @@ fn describe(e: &dyn fmt::Display) -> String {
 
 /// Runs `fut` on `runtime` and waits for it: from a plain thread directly,
 /// from a thread that drives another runtime through a task of `runtime`.
-fn run_on<F>(runtime: &tokio::runtime::Runtime, fut: F) -> F::Output
+/// `None` when the runtime dropped the task (it is shutting down).
+fn run_on<F>(runtime: &tokio::runtime::Runtime, fut: F) -> Option<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
     if tokio::runtime::Handle::try_current().is_err() {
-        return runtime.block_on(fut);
+        return Some(runtime.block_on(fut));
     }
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    match rx.recv() {
-        Ok(out) => out,
-        // The task cannot be dropped unfinished while the runtime lives.
-        Err(_) => unreachable_task(),
-    }
-}
-
-#[cold]
-fn unreachable_task() -> ! {
-    panic!("the NATS runtime dropped a task before it finished")
+    rx.recv().ok()
 }
 
 /// A tokio runtime with one worker thread for the NATS client.
@@ -469,7 +461,8 @@ impl NatsSink {
                 stream.ensure(&js, &prefix).await?;
             }
             Ok::<_, NatsError>(js)
-        })?;
+        })
+        .ok_or_else(|| NatsError::Runtime("the runtime stopped while connecting".into()))??;
         Ok(NatsSink {
             runtime: Some(runtime),
             js,
@@ -588,7 +581,8 @@ impl NatsSink {
         let counters = self.counters.clone();
         let options = self.options.clone();
         match &self.runtime {
-            Some(runtime) => run_on(runtime, deliver(js, counters, options, events)),
+            Some(runtime) => run_on(runtime, deliver(js, counters, options, events))
+                .unwrap_or(Err((n, SinkError::Closed))),
             None => Err((n, SinkError::Closed)),
         }
     }
