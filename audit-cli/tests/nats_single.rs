@@ -177,7 +177,7 @@ fn decode_reads_events_and_cloudevents_envelopes_and_quotes_nothing() {
     );
     assert_eq!(NatsSink::decode(envelope.as_bytes()).unwrap(), event);
     // The envelope's id must be the event's.
-    let other = envelope.replace(&id, "00000000-0000-4000-8000-000000000000");
+    let other = envelope.replacen(&id, "00000000-0000-4000-8000-000000000000", 1);
     let e = NatsSink::decode(other.as_bytes()).unwrap_err().to_string();
     assert!(e.contains("event_id"), "{e}");
     let v2 = envelope.replace("\"specversion\":\"1.0\"", "\"specversion\":\"0.3\"");
