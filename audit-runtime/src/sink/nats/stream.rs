@@ -109,7 +109,7 @@ impl NatsStream {
             .info()
             .await
             .map_err(|e| NatsError::Stream(format!("cannot read the stream's settings: {e}")))?;
-        if !info.config.subjects.iter().any(|s| *s == subject) {
+        if !info.config.subjects.contains(&subject) {
             return Err(NatsError::Stream(format!(
                 "the stream exists without the subjects `{subject}`; add them or choose another stream"
             )));
