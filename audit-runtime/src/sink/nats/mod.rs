@@ -1,32 +1,4 @@
 //! [`NatsSink`]: audit events to a NATS JetStream stream (feature `nats`).
-//!
-//! Each event is published as its JSON line (or, with
-//! [`NatsOptions::cloudevents`], as a CloudEvents 1.0 structured-mode
-//! envelope around it) to the subject `<prefix>.<service>`, with the header
-//! `Nats-Msg-Id` = `event_id`, so JetStream drops a repeated publish within
-//! the stream's duplicate window. A write returns only after JetStream's
-//! publish acknowledgement (the event is stored on the stream's replicas);
-//! the events of a batch are published pipelined, up to
-//! [`NatsOptions::max_in_flight`] at a time, and those not acknowledged
-//! within [`NatsOptions::ack_timeout`] are published again (same id) with
-//! backoff, until acknowledged or [`NatsOptions::give_up_after`].
-//!
-//! The sink drives the `async-nats` client on a small tokio runtime of its
-//! own (one worker thread), so it serves synchronous callers: put it behind
-//! a spool or [`crate::NonBlocking`], whose worker hands it whole batches.
-//! Consumers (`phi-audit collect`) decode either form with
-//! [`NatsSink::decode`].
-//!
-//! ```no_run
-//! use phi_audit_runtime::{Config, Dispatch, NatsOptions, NatsSink, NonBlocking};
-//!
-//! let nats = NatsSink::connect(
-//!     "nats://127.0.0.1:4222",
-//!     NatsOptions::new().stream("AUDIT"),
-//! )?;
-//! let dispatch = Dispatch::new(Config::new("chart-service").build()?, NonBlocking::new(nats));
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -284,7 +256,38 @@ struct Outgoing {
     payload: Bytes,
 }
 
-/// Publishes audit events to NATS JetStream; see the [module docs](self).
+/// Publishes audit events to NATS JetStream (feature `nats`).
+///
+/// Each event is published as its JSON line (or, with
+/// [`NatsOptions::cloudevents`], as a CloudEvents 1.0 structured-mode
+/// envelope around it) to the subject `<prefix>.<service>`, with the header
+/// `Nats-Msg-Id` = `event_id`, so JetStream drops a repeated publish within
+/// the stream's duplicate window. A write returns only after JetStream's
+/// publish acknowledgement (the event is stored on the stream's replicas);
+/// the events of a batch are published pipelined, up to
+/// [`NatsOptions::max_in_flight`] at a time, and those not acknowledged
+/// within [`NatsOptions::ack_timeout`] are published again (same id) with
+/// backoff, until acknowledged or [`NatsOptions::give_up_after`].
+///
+/// The sink drives the `async-nats` client on a small tokio runtime of its
+/// own (one worker thread), so it serves synchronous callers: put it behind
+/// a [`crate::Spool`] (callers wait only for the local append; events
+/// survive outages and crashes on disk) or a [`crate::NonBlocking`] queue,
+/// whose workers hand it whole batches.
+/// Consumers (`phi-audit collect`) decode either form with
+/// [`NatsSink::decode`].
+///
+/// ```no_run
+/// use phi_audit_runtime::{Config, Dispatch, NatsOptions, NatsSink, Spool};
+///
+/// let nats = NatsSink::connect(
+///     "nats://127.0.0.1:4222",
+///     NatsOptions::new().stream("AUDIT"),
+/// )?;
+/// let spool = Spool::open("/var/lib/chart-service/audit-spool", nats)?;
+/// let dispatch = Dispatch::new(Config::new("chart-service").build()?, spool);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct NatsSink {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
