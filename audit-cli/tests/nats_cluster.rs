@@ -36,9 +36,8 @@ fn stream_leader(urls: &str, stream: &str) -> Option<String> {
 
 #[test]
 fn cluster_leader_killed_mid_stream_every_event_once() {
-    let (bin, pg) = match requirements() {
-        Ok(r) => r,
-        Err(why) => return eprintln!("{why}"),
+    let Some((bin, pg)) = requirements("cluster_leader_killed_mid_stream_every_event_once") else {
+        return;
     };
     let dir = tempfile::tempdir().unwrap();
     let schema = schema("cluster");

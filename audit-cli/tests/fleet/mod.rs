@@ -18,7 +18,7 @@ use phi_audit_runtime::{
 use uuid::Uuid;
 
 /// The nats-server binary: PHI_AUDIT_NATS_SERVER, else /usr/sbin/nats-server.
-pub fn nats_binary() -> Option<PathBuf> {
+fn nats_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PHI_AUDIT_NATS_SERVER") {
         let p = PathBuf::from(p);
         assert!(
@@ -32,24 +32,18 @@ pub fn nats_binary() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// PHI_AUDIT_PG_URL, or None.
-pub fn pg_url() -> Option<String> {
-    std::env::var("PHI_AUDIT_PG_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-/// Both, or the reason to skip.
-pub fn requirements() -> Result<(PathBuf, String), &'static str> {
+/// nats-server and PostgreSQL for `test`, or `None` after a visible skip
+/// (a failure under PHI_AUDIT_REQUIRE_SERVERS=1).
+pub fn requirements(test: &str) -> Option<(PathBuf, String)> {
     let Some(bin) = nats_binary() else {
-        return Err(
-            "skipped: no nats-server (set PHI_AUDIT_NATS_SERVER or install /usr/sbin/nats-server)",
+        phi_audit_test_env::skip_required(
+            test,
+            "no nats-server (set PHI_AUDIT_NATS_SERVER or install /usr/sbin/nats-server)",
         );
+        return None;
     };
-    let Some(pg) = pg_url() else {
-        return Err("skipped: PHI_AUDIT_PG_URL is not set");
-    };
-    Ok((bin, pg))
+    let pg = phi_audit_test_env::server(phi_audit_test_env::PG_URL, test, "PostgreSQL URL")?;
+    Some((bin, pg))
 }
 
 pub fn free_port() -> u16 {

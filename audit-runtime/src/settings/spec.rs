@@ -36,7 +36,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::event::HashAlg;
+use crate::model::event::HashAlg;
 use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
 
 #[cfg(feature = "nats")]

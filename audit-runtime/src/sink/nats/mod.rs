@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{BatchError, Sink, SinkError};
 use crate::config::INTERNAL_TARGET;
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 mod stream;
 
