@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::segment::{self, AckFile};
 use super::{Shared, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 /// Bytes read from a segment at a time (a batch is usually far smaller).
 const READ_BYTES: usize = 1 << 20;
@@ -51,10 +51,6 @@ pub(super) fn run(s: &Shared) {
                 continue;
             }
         };
-        if let Some(first) = batch.events.first() {
-            let ms = first.timestamp.unix_millis();
-            s.lock().oldest_ms = Some(ms);
-        }
         let n = batch.events.len() as u64;
         let info = batch_info(&batch);
         match deliver(s, batch.events) {
@@ -296,8 +292,13 @@ fn acknowledge(
     }
     st.pending_bytes = st.pending_bytes.saturating_sub(b.bytes);
     st.pending_events = st.pending_events.saturating_sub(b.lines);
-    if st.pending_events == 0 {
-        st.oldest_ms = None;
+    let acked_to = from + b.bytes;
+    while st
+        .marks
+        .front()
+        .is_some_and(|m| m.0 < id || (m.0 == id && m.1 <= acked_to))
+    {
+        st.marks.pop_front();
     }
     s.progress.notify_all();
 }

@@ -16,8 +16,8 @@ use super::file::{create_parent, open_append};
 use super::lock;
 use super::loss::{flush_result, LossTracker};
 use super::{BatchError, FsyncPolicy, Sink, SinkError};
-use crate::call::{CallRecord, RecordRef};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
+use crate::record::{CallRecord, RecordRef};
 
 mod drain;
 mod segment;
@@ -170,8 +170,12 @@ struct State {
     syncing: bool,
     /// Appends up to this sequence number failed to sync.
     sync_failed_to: u64,
-    /// Unix milliseconds of the oldest pending event (approximate).
-    oldest_ms: Option<i64>,
+    /// When bytes were appended, oldest first: `(segment, end offset, unix
+    /// ms)` means the segment's bytes up to the offset were there by then.
+    /// At most one mark a second; marks of acknowledged bytes are dropped,
+    /// so the first one dates the oldest event waiting (to within a
+    /// second, never younger).
+    marks: VecDeque<(u64, u64, i64)>,
     /// The spool is being dropped.
     closing: bool,
 }
@@ -268,7 +272,7 @@ struct Shared {
 /// ([`SpoolStats::corrupt`]).
 ///
 /// ```
-/// use audit_runtime::{MemorySink, Sink, Spool};
+/// use phi_audit_runtime::{MemorySink, Sink, Spool};
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -353,7 +357,10 @@ impl Spool {
             });
         }
         counters.recovered.store(pending_events, Ordering::Relaxed);
-        let oldest_ms = (pending_events > 0).then(now_ms);
+        // Events left by an earlier process wait from the time they are
+        // found.
+        let found_at = now_ms();
+        let marks = segs.iter().map(|s| (s.id, s.len, found_at)).collect();
         let options = SpoolOptions {
             batch_events: options.batch_events.max(1),
             segment_bytes: options.segment_bytes.max(1),
@@ -376,7 +383,7 @@ impl Spool {
                 unsynced: 0,
                 syncing: false,
                 sync_failed_to: 0,
-                oldest_ms,
+                marks,
                 closing: false,
             }),
             work: Condvar::new(),
@@ -418,7 +425,7 @@ impl Spool {
                 st.pending_events,
                 st.pending_bytes,
                 st.segs.len() as u64,
-                st.oldest_ms,
+                st.marks.front().map(|m| m.2),
             )
         };
         SpoolStats {
@@ -625,8 +632,11 @@ impl Shared {
         st.cur_len += bytes.len() as u64;
         st.written_seq += events;
         st.unsynced += events;
-        if st.pending_events == 0 {
-            st.oldest_ms = Some(now_ms());
+        let now = now_ms();
+        let (id, len) = (st.cur_id, st.cur_len);
+        match st.marks.back_mut() {
+            Some(m) if m.0 == id && now - m.2 < 1000 => m.1 = len,
+            _ => st.marks.push_back((id, len, now)),
         }
         st.pending_bytes += bytes.len() as u64;
         st.pending_events += events;
