@@ -24,7 +24,7 @@
 //! | `schema=NAME` | postgres | schema of the audit table (default `public`) |
 //! | `integrity` | postgres | hash-chain the rows per service |
 //! | `batch=N` | postgres | most events per insert transaction (default 1000) |
-//! | `stream=NAME`, `prefix=P`, `cloudevents` | nats | the JetStream stream (created if absent), subject prefix (default `audit`), CloudEvents envelopes (feature `nats`: `nats://HOST:PORT`) |
+//! | `stream=NAME`, `prefix=P`, `cloudevents` (and `spool=DIR`, as postgres) | nats | the JetStream stream (created if absent), subject prefix (default `audit`), CloudEvents envelopes (feature `nats`: `nats://HOST:PORT`) |
 //! | `spool=DIR` | postgres | a durable [`Spool`](crate::Spool) in DIR between the queue and the sink: callers wait only for the local append; the sink gives a failing batch up after 10 s and the spool retries it, events staying on disk |
 //! | `spool_max=SIZE` | postgres, with `spool` | most bytes waiting in the spool (default 1GiB) |
 //! | `spool_full=block\|refuse` | postgres, with `spool` | what a full spool does (default `block`; `refuse` counts each refused event as lost) |

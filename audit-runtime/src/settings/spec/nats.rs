@@ -6,7 +6,17 @@ use std::fmt;
 use super::{err, Opts, SinkKind, SinkSpec, SpecError};
 
 /// phi-audit's options of a NATS URL.
-const NATS_OPTIONS: &[&str] = &["sync", "queue", "full", "stream", "prefix", "cloudevents"];
+const NATS_OPTIONS: &[&str] = &[
+    "sync",
+    "queue",
+    "full",
+    "stream",
+    "prefix",
+    "cloudevents",
+    "spool",
+    "spool_max",
+    "spool_full",
+];
 
 /// `nats://HOST:PORT`: NATS JetStream (feature `nats`). Several servers are
 /// separated by `,`, written `%2C` in a `PHI_AUDIT_SINK` list.
@@ -97,6 +107,7 @@ pub(super) fn parse_nats(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec>
         }
     });
     let cloudevents = opts.flag("cloudevents");
+    let spool = opts.spool();
     opts.finish(NATS_OPTIONS);
     let base = match super::decode(base) {
         Ok(b) => b,
@@ -124,6 +135,7 @@ pub(super) fn parse_nats(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec>
             cloudevents,
         }),
         delivery,
+        spool,
     })
 }
 
@@ -144,6 +156,9 @@ mod tests {
         assert_eq!(n.stream.as_deref(), Some("AUDIT"));
         assert_eq!(n.prefix, "audit.prod");
         assert!(n.cloudevents);
+        assert!(spec.spool.is_none());
+        let spooled = parse("nats://h:4222?spool=/var/spool/audit").unwrap();
+        assert!(spooled.spool.is_some());
         let n = match parse("nats://h:4222").unwrap().kind {
             SinkKind::Nats(n) => n,
             _ => unreachable!(),
