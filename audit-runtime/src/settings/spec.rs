@@ -892,7 +892,7 @@ impl<'a, 'e> Opts<'a, 'e> {
     }
 
     /// `spool=DIR`, with `spool_max=SIZE` and `spool_full=block|refuse`.
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "nats"))]
     fn spool(&mut self) -> Option<SpoolSpec> {
         let dir = self.value("spool");
         let tuned = self
