@@ -6,6 +6,8 @@
 //! files or standard input (`-`), caps lines at 16 MiB, and follows one
 //! exit-code contract (see `EXIT_CODES`).
 
+#[cfg(feature = "nats")]
+mod collect;
 mod html;
 mod progress;
 mod review;
@@ -191,6 +193,21 @@ or bad usage. `phi-audit --help` has the details.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Store the events of a NATS JetStream stream in PostgreSQL, exactly once.
+    #[cfg(feature = "nats")]
+    #[command(after_help = "Examples:
+  phi-audit collect --nats nats://127.0.0.1:4222 --stream AUDIT --postgres postgres://audit@db/app
+  phi-audit collect --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 --stream AUDIT \\
+      --replicas 3 --postgres postgres://audit@db/app --schema audit
+
+Runs until SIGINT or SIGTERM. A durable pull consumer fetches batches; each batch is
+written in one transaction (chained per service) and acknowledged after the commit, so a
+restart at any point stores every event once. Progress and lag on stderr when it is a
+terminal; a stats line (counts only) on SIGUSR1 and at exit.
+Exit codes: 0 stopped cleanly, 1 messages that could not be stored (not audit events, or an
+event_id held by another event; counted), 2 cannot reach NATS, the stream or PostgreSQL, or
+bad usage.")]
+    Collect(collect::CollectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -343,6 +360,8 @@ fn main() -> ExitCode {
             schema,
             format,
         } => run_validate(&path, schema.map(Into::into), format),
+        #[cfg(feature = "nats")]
+        Command::Collect(args) => collect::run(args),
     };
     ExitCode::from(code)
 }

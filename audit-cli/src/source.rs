@@ -145,6 +145,8 @@ pub(crate) fn resolve(mut command: Command) -> Result<Command, String> {
                 )
             }
         },
+        #[cfg(feature = "nats")]
+        Command::Collect(_) => {}
     }
     Ok(command)
 }

@@ -72,6 +72,8 @@ pub use sink::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
 };
+#[cfg(feature = "nats")]
+pub use sink::{CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStream};
 pub use stats::StatsSnapshot;
 pub use task::{carry, Carried, CurrentScope};
 #[cfg(feature = "tokio")]

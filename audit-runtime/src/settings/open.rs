@@ -98,6 +98,10 @@ pub(crate) fn open(
                     .map_err(|e| format!("cannot open the ledger: {e}"))?,
             )
         }
+        #[cfg(feature = "nats")]
+        SinkKind::Nats(n) => {
+            Box::new(crate::NatsSink::connect(n.url(), n.options()).map_err(|e| e.to_string())?)
+        }
         #[cfg(feature = "postgres")]
         SinkKind::Postgres(p) => {
             let mut options = p.options();

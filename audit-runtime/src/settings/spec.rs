@@ -24,6 +24,7 @@
 //! | `schema=NAME` | postgres | schema of the audit table (default `public`) |
 //! | `integrity` | postgres | hash-chain the rows per service |
 //! | `batch=N` | postgres | most events per insert transaction (default 1000) |
+//! | `stream=NAME`, `prefix=P`, `cloudevents` (and `spool=DIR`, as postgres) | nats | the JetStream stream (created if absent), subject prefix (default `audit`), CloudEvents envelopes (feature `nats`: `nats://HOST:PORT`) |
 //! | `spool=DIR` | postgres | a durable [`Spool`](crate::Spool) in DIR between the queue and the sink: callers wait only for the local append; the sink gives a failing batch up after 10 s and the spool retries it, events staying on disk |
 //! | `spool_max=SIZE` | postgres, with `spool` | most bytes waiting in the spool (default 1GiB) |
 //! | `spool_full=block\|refuse` | postgres, with `spool` | what a full spool does (default `block`; `refuse` counts each refused event as lost) |
@@ -40,6 +41,11 @@ use std::str::FromStr;
 
 use crate::model::event::HashAlg;
 use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::NatsSpec;
 
 /// The sink forms, as error messages list them.
 pub(crate) const ACCEPTED_FORMS: &str =
@@ -168,6 +174,9 @@ pub enum SinkKind {
     /// `postgres://..`: [`PostgresSink`](crate::PostgresSink).
     #[cfg(feature = "postgres")]
     Postgres(PostgresSpec),
+    /// `nats://..`: [`NatsSink`](crate::NatsSink).
+    #[cfg(feature = "nats")]
+    Nats(NatsSpec),
 }
 
 impl SinkKind {
@@ -180,6 +189,8 @@ impl SinkKind {
             SinkKind::Ledger(_) => "ledger",
             #[cfg(feature = "postgres")]
             SinkKind::Postgres(_) => "postgres",
+            #[cfg(feature = "nats")]
+            SinkKind::Nats(_) => "nats",
         }
     }
 }
@@ -455,6 +466,8 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
     let after = &s[end..];
     match scheme {
         "postgres" | "postgresql" if after.starts_with("://") => parse_postgres(s, errs),
+        #[cfg(feature = "nats")]
+        "nats" if after.starts_with("://") => nats::parse_nats(s, errs),
         // `postgres:URL`: the scheme, then the connection URL itself.
         "postgres" | "postgresql"
             if after.starts_with(":postgres://") || after.starts_with(":postgresql://") =>
@@ -879,7 +892,7 @@ impl<'a, 'e> Opts<'a, 'e> {
     }
 
     /// `spool=DIR`, with `spool_max=SIZE` and `spool_full=block|refuse`.
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "nats"))]
     fn spool(&mut self) -> Option<SpoolSpec> {
         let dir = self.value("spool");
         let tuned = self

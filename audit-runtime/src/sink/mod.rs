@@ -13,6 +13,8 @@ mod ledger;
 mod lock;
 pub(crate) mod loss;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 mod nonblocking;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -25,6 +27,12 @@ pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions, DEFAULT_PREALLOCATE};
 pub use ledger::{DamagedTail, LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
 pub use lock::FileLocked;
 pub use memory::MemorySink;
+#[cfg(feature = "nats")]
+pub(crate) use nats::valid_prefix as nats_valid_prefix;
+#[cfg(feature = "nats")]
+pub use nats::{
+    subject_token, CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStream,
+};
 pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
 };
