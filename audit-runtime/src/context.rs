@@ -118,10 +118,11 @@ impl Fragments {
     }
 }
 
-/// Holds a context's [`Fragments`] once rendered. A copy starts empty: the
-/// builder methods edit a copy, and its fragments must be rendered anew.
+/// Holds a context's [`Fragments`] once rendered (and whether they were
+/// asked for before). A copy starts empty: the builder methods edit a copy,
+/// and its fragments must be rendered anew.
 #[derive(Default)]
-struct FragmentCell(OnceLock<Fragments>);
+struct FragmentCell(OnceLock<Fragments>, std::sync::atomic::AtomicBool);
 
 impl Clone for FragmentCell {
     fn clone(&self) -> Self {
@@ -242,24 +243,56 @@ impl AuditContext {
         self.0.any_fixes.then_some(self.0.fixes)
     }
 
-    /// This context's parts of an event's JSON (rendered on first use).
-    pub(crate) fn fragments(&self) -> &Fragments {
-        self.0.fragments.0.get_or_init(|| {
+    /// This context's parts of an event's JSON, rendered and kept from its
+    /// second use on; `None` the first time, when the encoder writes them
+    /// straight into the event ([`AuditContext::write_actor`],
+    /// [`AuditContext::write_tail`]): a context per request is mostly used
+    /// once, and rendering it apart cost an allocation and a copy.
+    pub(crate) fn fragments(&self) -> Option<&Fragments> {
+        let cell = &self.0.fragments;
+        if let Some(f) = cell.0.get() {
+            return Some(f);
+        }
+        if !cell.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        Some(cell.0.get_or_init(|| {
             let mut actor_end = None;
             let buf = crate::encode::rendered(|out| {
-                if let Some(a) = &self.0.actor {
-                    crate::encode::actor(out, a);
+                if self.write_actor(out) {
                     actor_end = Some(out.len());
                 }
-                let http = self.http_for_event();
-                crate::encode::context_tail(
-                    out,
-                    self.0.correlation.as_ref().filter(|c| !c.is_empty()),
-                    http.as_deref(),
-                )
+                self.write_tail(out);
             });
             Fragments { buf, actor_end }
-        })
+        }))
+    }
+
+    /// Writes `,"actor":{..}` when the context names the actor (returns
+    /// whether it did).
+    pub(crate) fn write_actor(&self, out: &mut Vec<u8>) -> bool {
+        match &self.0.actor {
+            Some(a) => {
+                crate::encode::actor(out, a);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes `,"correlation":{..},"http":{..}` (each when present), the
+    /// response status included once known.
+    pub(crate) fn write_tail(&self, out: &mut Vec<u8>) {
+        #[cfg(feature = "tower")]
+        let status = self.status();
+        #[cfg(not(feature = "tower"))]
+        let status = None;
+        crate::encode::context_tail_status(
+            out,
+            self.0.correlation.as_ref().filter(|c| !c.is_empty()),
+            self.0.http.as_ref(),
+            status,
+        )
     }
 
     /// Sets the actor. Its strings are fitted to the schema (see

@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use crate::call::{CallRecord, CallSite};
-use crate::context::{AuditContext, Fragments};
+use crate::context::AuditContext;
 use crate::event::{
     Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
 };
@@ -219,7 +219,8 @@ fn correlation(out: &mut Vec<u8>, c: &Correlation) {
     out.push(b'}');
 }
 
-fn http(out: &mut Vec<u8>, h: &Http) {
+/// `{..}` of `h`, with `status` as its status code.
+fn http(out: &mut Vec<u8>, h: &Http, status: Option<u16>) {
     out.push(b'{');
     let mut f = true;
     if let Some(m) = h.method {
@@ -227,7 +228,7 @@ fn http(out: &mut Vec<u8>, h: &Http) {
         str(out, m.as_str());
     }
     opt(out, &mut f, "route_template", &h.route_template);
-    if let Some(c) = h.status_code {
+    if let Some(c) = status {
         key(out, &mut f, "status_code");
         int(out, i128::from(c));
     }
@@ -376,13 +377,24 @@ pub(crate) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
 
 /// `,"correlation":{..},"http":{..}` (each when present)
 pub(crate) fn context_tail(out: &mut Vec<u8>, c: Option<&Correlation>, h: Option<&Http>) {
+    context_tail_status(out, c, h, None);
+}
+
+/// [`context_tail`] with `status` (when set) as the `http` block's status
+/// code.
+pub(crate) fn context_tail_status(
+    out: &mut Vec<u8>,
+    c: Option<&Correlation>,
+    h: Option<&Http>,
+    status: Option<u16>,
+) {
     if let Some(c) = c {
         out.extend_from_slice(b",\"correlation\":");
         correlation(out, c);
     }
     if let Some(h) = h {
         out.extend_from_slice(b",\"http\":");
-        http(out, h);
+        http(out, h, status.or(h.status_code));
     }
 }
 
@@ -487,17 +499,35 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     id_and_time(out, &config.new_event_id(), r.started);
     let cfg = config.inner();
     out.extend_from_slice(&cfg.fragments.service);
-    let ctx = r.context.as_ref().map(AuditContext::fragments);
-    match (&r.actor, ctx.and_then(Fragments::actor)) {
-        (Some(a), _) => actor(out, a),
-        (None, Some(f)) => out.extend_from_slice(f),
-        (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
+    // The context's parts: kept rendered once it was used before, else
+    // written from its fields (see `AuditContext::fragments`).
+    let ctx = r.context.as_ref();
+    let frags = ctx.and_then(AuditContext::fragments);
+    let wrote_actor = match (&r.actor, frags, ctx) {
+        (Some(a), _, _) => {
+            actor(out, a);
+            true
+        }
+        (None, Some(f), _) => match f.actor() {
+            Some(a) => {
+                out.extend_from_slice(a);
+                true
+            }
+            None => false,
+        },
+        (None, None, Some(c)) => c.write_actor(out),
+        (None, None, None) => false,
+    };
+    if !wrote_actor {
+        out.extend_from_slice(&cfg.fragments.default_actor);
     }
     site_cached(out, r.site);
     resource_ids(out, &r.resource_id, &r.patient_id);
     outcome(out, &r.outcome);
-    if let Some(f) = ctx {
-        out.extend_from_slice(f.tail());
+    match (frags, ctx) {
+        (Some(f), _) => out.extend_from_slice(f.tail()),
+        (None, Some(c)) => c.write_tail(out),
+        (None, None) => {}
     }
     metadata_and_close(out, &r.metadata);
 }

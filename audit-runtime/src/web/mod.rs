@@ -161,6 +161,15 @@ impl<T: AuditActor> AuditActor for Option<T> {
     }
 }
 
+/// A path as the skip list holds it and compares it: without its trailing
+/// slash (`/` itself stays).
+pub(crate) fn skip_form(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    }
+}
+
 type ActorFn = Arc<dyn Fn(&Parts) -> Option<Actor> + Send + Sync>;
 type AddrFn = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
 type TemplateFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -234,7 +243,10 @@ impl AuditLayer {
                 client_addr: None,
                 route_template: None,
                 routes: routes::RouteTable::default(),
-                skips: DEFAULT_SKIPS.iter().map(|s| (*s).to_owned()).collect(),
+                skips: DEFAULT_SKIPS
+                    .iter()
+                    .map(|s| skip_form(s).to_owned())
+                    .collect(),
                 max_held: DEFAULT_MAX_HELD,
                 dispatch: None,
                 counters: Arc::default(),
@@ -369,6 +381,7 @@ impl AuditLayer {
     /// trailing slash).
     pub fn skip(self, path: impl Into<String>) -> AuditLayer {
         let path = path.into();
+        let path = skip_form(&path).to_owned();
         self.edit(|s| s.skips.push(path))
     }
 

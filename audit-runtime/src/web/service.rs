@@ -91,17 +91,9 @@ impl Shared {
         if self.skips.is_empty() {
             return false;
         }
-        let path = match path.strip_suffix('/') {
-            Some(p) if !p.is_empty() => p,
-            _ => path,
-        };
-        self.skips.iter().any(|s| {
-            let s = match s.strip_suffix('/') {
-                Some(p) if !p.is_empty() => p,
-                _ => s.as_str(),
-            };
-            s == path
-        })
+        // The list holds its paths without the trailing slash already.
+        let path = super::skip_form(path);
+        self.skips.iter().any(|s| s == path)
     }
 
     /// The actor, clamped to the schema; `None` when the extractor found
@@ -220,7 +212,6 @@ struct Pending {
     /// dispatcher of the thread that started the request.
     dispatch: Option<Dispatch>,
     route: Option<RouteHit>,
-    started: Timestamp,
     /// The request id to set on the response.
     request_id: Option<HeaderValue>,
     /// Set by [`Pending::complete`]; a request dropped without it (the
@@ -232,6 +223,7 @@ struct RouteHit {
     site: &'static CallSite,
     resource_id: Option<Text>,
     patient_id: Option<Text>,
+    started: Timestamp,
 }
 
 impl Pending {
@@ -239,10 +231,6 @@ impl Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
-        let started = match dispatch.as_ref().or_else(|| dispatch::global()) {
-            Some(d) => d.config().now(),
-            None => Timestamp::now(),
-        };
         let actor = shared
             .actor(parts)
             .unwrap_or_else(|| shared.anonymous.clone());
@@ -251,13 +239,19 @@ impl Pending {
             match headers::header_text(&parts.headers, &shared.request_id_header) {
                 Some(given) => {
                     let id = clamp_counted(&given, MAX_ID, c);
-                    let value = HeaderValue::from_str(&id).ok();
+                    // The request's own value when it is the id as is (no
+                    // copy), else the id.
+                    let value = match parts.headers.get(&shared.request_id_header) {
+                        Some(v) if v.as_bytes() == id.as_bytes() => Some(v.clone()),
+                        _ => headers::value_of(id.as_bytes()),
+                    };
                     (id, value)
                 }
                 None => {
+                    let id = crate::ids::fast_v4().hyphenated();
                     let mut buf = uuid::Uuid::encode_buffer();
-                    let s = crate::ids::fast_v4().hyphenated().encode_lower(&mut buf);
-                    (Text::new(s), HeaderValue::from_str(s).ok())
+                    let text = Text::new(id.encode_lower(&mut buf));
+                    (text, Some(headers::uuid_value(&id)))
                 }
             };
         let correlation = Correlation {
@@ -274,13 +268,18 @@ impl Pending {
             method: headers::method(&parts.method),
             route_template,
             status_code: None,
-            client_ip: shared.client_ip(parts).map(|ip| Text::from(ip.to_string())),
+            client_ip: shared.client_ip(parts).map(headers::ip_text),
             user_agent: headers::user_agent(&parts.headers, c),
         };
+        // A route event's start time (only a matched request writes one).
         let route = matched.map(|m| RouteHit {
             site: m.route.site,
             resource_id: m.resource_id,
             patient_id: m.patient_id,
+            started: match dispatch.as_ref().or_else(|| dispatch::global()) {
+                Some(d) => d.config().now(),
+                None => Timestamp::now(),
+            },
         });
 
         let scope = Arc::new(RequestScope::new(shared.max_held));
@@ -296,7 +295,6 @@ impl Pending {
             scope,
             dispatch,
             route,
-            started,
             request_id: response_id,
             done: false,
         }
@@ -329,8 +327,10 @@ impl Pending {
         c.held.add(finished.held);
         c.emitted_without_status.add(finished.overflow);
         if let (Some(h), Some(v)) = (headers, self.request_id.take()) {
-            if !h.contains_key(&self.shared.request_id_header) {
-                h.insert(self.shared.request_id_header.clone(), v);
+            // One lookup: set unless the service set its own.
+            if let ::http::header::Entry::Vacant(e) = h.entry(self.shared.request_id_header.clone())
+            {
+                e.insert(v);
             }
         }
         if let Some(hit) = self.route.take() {
@@ -349,7 +349,7 @@ impl Pending {
                 site: hit.site,
                 config,
                 context: Some(self.ctx.clone()),
-                started: self.started,
+                started: hit.started,
                 resource_id: hit.resource_id,
                 patient_id: hit.patient_id,
                 actor: None,
