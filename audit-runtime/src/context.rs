@@ -56,14 +56,35 @@ struct Inner {
     /// Whether `fixes` holds any (read per call).
     any_fixes: bool,
     /// The HTTP request this context belongs to, whose audited calls are
-    /// held until the response status is known (set by `AuditLayer`).
+    /// held until the response status is known (set by `AuditLayer`), in
+    /// the context's own allocation.
     #[cfg(feature = "tower")]
-    scope: Option<Arc<crate::web::RequestScope>>,
+    scope: ScopeSlot,
     /// The response status of that request once known (0: not yet): set
     /// once, before any event with this context is written, so the
     /// rendered fragments include it.
     #[cfg(feature = "tower")]
     status: StatusCell,
+}
+
+/// A context's request scope; a copy has none (it is the request's own
+/// context that holds the request's calls).
+#[cfg(feature = "tower")]
+#[derive(Default)]
+struct ScopeSlot(Option<crate::web::RequestScope>);
+
+#[cfg(feature = "tower")]
+impl Clone for ScopeSlot {
+    fn clone(&self) -> Self {
+        ScopeSlot(None)
+    }
+}
+
+#[cfg(feature = "tower")]
+impl std::fmt::Debug for ScopeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
 }
 
 /// A response status set once (0: none); a copy keeps the value.
@@ -374,13 +395,15 @@ impl AuditContext {
         Some(std::borrow::Cow::Borrowed(http))
     }
 
-    /// A context with all of its parts at once (one allocation).
+    /// A context with all of its parts at once (one allocation), for
+    /// `AuditLayer`: `http.client_ip` must be an address written from an
+    /// `IpAddr` (it is not checked again).
     #[cfg(feature = "tower")]
     pub(crate) fn for_request(
         actor: Option<Actor>,
         correlation: Option<Correlation>,
         http: Option<Http>,
-        scope: Option<Arc<crate::web::RequestScope>>,
+        scope: Option<crate::web::RequestScope>,
     ) -> AuditContext {
         // Fitted as the builder methods fit them (the layer clamps what it
         // reads from headers already; this is the same guarantee for every
@@ -394,7 +417,11 @@ impl AuditContext {
             (!c.is_empty()).then_some(c)
         });
         let http = http.map(|mut h| {
+            // Written from an `IpAddr` by the layer: no need to parse it
+            // back.
+            let ip = h.client_ip.take();
             clamp::http(&mut h, &mut slot_fixes[SLOT_HTTP]);
+            h.client_ip = ip;
             h
         });
         let mut fixes = Fixes::default();
@@ -409,7 +436,7 @@ impl AuditContext {
             slot_fixes,
             fixes,
             any_fixes: !fixes.is_none(),
-            scope,
+            scope: ScopeSlot(scope),
             status: StatusCell::default(),
         }))
     }
@@ -417,8 +444,8 @@ impl AuditContext {
     /// The request whose audited calls wait for its response status.
     #[cfg(feature = "tower")]
     #[inline(always)]
-    pub(crate) fn request_scope(&self) -> Option<&Arc<crate::web::RequestScope>> {
-        self.0.scope.as_ref()
+    pub(crate) fn request_scope(&self) -> Option<&crate::web::RequestScope> {
+        self.0.scope.0.as_ref()
     }
 
     /// The response status, once [`AuditContext::set_status`] set it.
@@ -449,7 +476,7 @@ impl AuditContext {
     #[cfg(feature = "tower")]
     pub(crate) fn detached(&self, status: Option<u16>) -> AuditContext {
         let mut inner = Inner::clone(&self.0);
-        inner.scope = None;
+        inner.scope = ScopeSlot(None);
         inner.status = StatusCell::default();
         let ctx = AuditContext(Arc::new(inner));
         ctx.set_status(status);

@@ -207,7 +207,6 @@ fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
 struct Pending {
     shared: Arc<Shared>,
     ctx: AuditContext,
-    scope: Arc<RequestScope>,
     /// Installed while the request is handled: the layer's, or the scoped
     /// dispatcher of the thread that started the request.
     dispatch: Option<Dispatch>,
@@ -248,10 +247,9 @@ impl Pending {
                     (id, value)
                 }
                 None => {
-                    let id = crate::ids::fast_v4().hyphenated();
                     let mut buf = uuid::Uuid::encode_buffer();
-                    let text = Text::new(id.encode_lower(&mut buf));
-                    (text, Some(headers::uuid_value(&id)))
+                    let id = crate::ids::fast_v4().hyphenated().encode_lower(&mut buf);
+                    (Text::new(id), Some(headers::uuid_value(id)))
                 }
             };
         let correlation = Correlation {
@@ -282,17 +280,15 @@ impl Pending {
             },
         });
 
-        let scope = Arc::new(RequestScope::new(shared.max_held));
         let ctx = AuditContext::for_request(
             Some(actor),
             Some(correlation),
             Some(http),
-            Some(Arc::clone(&scope)),
+            Some(RequestScope::new(shared.max_held)),
         );
         Pending {
             shared: Arc::clone(shared),
             ctx,
-            scope,
             dispatch,
             route,
             request_id: response_id,
@@ -322,7 +318,13 @@ impl Pending {
         // The status goes on the context before anything with it is
         // written (its JSON is rendered once, then cached).
         self.ctx.set_status(code);
-        let finished = self.scope.finish(code);
+        let finished = match self.ctx.request_scope() {
+            Some(scope) => scope.finish(code),
+            None => super::scope::Finished {
+                held: 0,
+                overflow: 0,
+            },
+        };
         let c = &self.shared.counters;
         c.held.add(finished.held);
         c.emitted_without_status.add(finished.overflow);
