@@ -48,6 +48,9 @@ struct Inner {
     correlation: Option<Correlation>,
     http: Option<Http>,
     fragments: FragmentCell,
+    /// `,"actor":{..}` of `actor`, rendered before (see [`ReadyActor`]).
+    #[cfg(feature = "tower")]
+    actor_json: Option<Arc<[u8]>>,
     /// Corrections made to fit each field to the schema when it was set
     /// (indexed by the `SLOT_` constants), and their sum, which every call
     /// under this context adds to its dispatcher's counts.
@@ -65,6 +68,48 @@ struct Inner {
     /// rendered fragments include it.
     #[cfg(feature = "tower")]
     status: StatusCell,
+}
+
+/// An actor fitted to the schema as [`AuditContext::actor`] fits it, with
+/// its corrections and its rendered JSON: made once and shared by the
+/// contexts of many requests (see `web::actors`).
+#[cfg(feature = "tower")]
+#[derive(Clone, Debug)]
+pub(crate) struct ReadyActor {
+    actor: Option<Actor>,
+    fixes: Fixes,
+    json: Option<Arc<[u8]>>,
+}
+
+#[cfg(feature = "tower")]
+impl ReadyActor {
+    /// `actor` fitted (left out, counted, when its id is empty) and
+    /// rendered.
+    pub(crate) fn fit(actor: Actor) -> ReadyActor {
+        let mut fixes = Fixes::default();
+        let actor = clamp::actor(actor, &mut fixes);
+        let json = actor.as_ref().map(|a| {
+            let mut out = Vec::new();
+            crate::encode::actor(&mut out, a);
+            Arc::from(out)
+        });
+        ReadyActor { actor, fixes, json }
+    }
+
+    /// The fitted actor.
+    #[cfg(test)]
+    pub(crate) fn actor(&self) -> Option<&Actor> {
+        self.actor.as_ref()
+    }
+
+    /// Whether both share one rendering.
+    #[cfg(test)]
+    pub(crate) fn same_json(&self, other: &ReadyActor) -> bool {
+        match (&self.json, &other.json) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// A context's request scope; a copy has none (it is the request's own
@@ -254,6 +299,10 @@ impl AuditContext {
         inner.fixes = total;
         inner.any_fixes = !total.is_none();
         inner.fragments = FragmentCell::default();
+        #[cfg(feature = "tower")]
+        {
+            inner.actor_json = None;
+        }
         self
     }
 
@@ -292,6 +341,11 @@ impl AuditContext {
     /// Writes `,"actor":{..}` when the context names the actor (returns
     /// whether it did).
     pub(crate) fn write_actor(&self, out: &mut Vec<u8>) -> bool {
+        #[cfg(feature = "tower")]
+        if let Some(json) = &self.0.actor_json {
+            out.extend_from_slice(json);
+            return true;
+        }
         match &self.0.actor {
             Some(a) => {
                 crate::encode::actor(out, a);
@@ -400,7 +454,7 @@ impl AuditContext {
     /// `IpAddr` (it is not checked again).
     #[cfg(feature = "tower")]
     pub(crate) fn for_request(
-        actor: Option<Actor>,
+        actor: ReadyActor,
         correlation: Option<Correlation>,
         http: Option<Http>,
         scope: Option<crate::web::RequestScope>,
@@ -409,7 +463,7 @@ impl AuditContext {
         // reads from headers already; this is the same guarantee for every
         // way a context is made).
         let mut slot_fixes = [Fixes::default(); SLOTS];
-        let actor = actor.and_then(|a| clamp::actor(a, &mut slot_fixes[SLOT_ACTOR]));
+        slot_fixes[SLOT_ACTOR] = actor.fixes;
         let correlation = correlation.and_then(|mut c| {
             clamp::opt(&mut c.request_id, clamp::ID, &mut slot_fixes[SLOT_REQUEST]);
             clamp::opt(&mut c.trace_id, clamp::ID, &mut slot_fixes[SLOT_TRACE]);
@@ -429,7 +483,8 @@ impl AuditContext {
             fixes.add(*f);
         }
         AuditContext(Arc::new(Inner {
-            actor,
+            actor: actor.actor,
+            actor_json: actor.json,
             correlation,
             http,
             fragments: FragmentCell::default(),

@@ -82,6 +82,7 @@
 //! To the dispatcher given with [`AuditLayer::dispatch`], else the thread's
 //! scoped dispatcher when the request started, else the global one.
 
+mod actors;
 mod client_ip;
 mod headers;
 mod routes;

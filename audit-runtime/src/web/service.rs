@@ -96,13 +96,6 @@ impl Shared {
         self.skips.iter().any(|s| s == path)
     }
 
-    /// The actor, clamped to the schema; `None` when the extractor found
-    /// none or its subject is empty.
-    fn actor(&self, parts: &Parts) -> Option<Actor> {
-        let actor = (self.actor.as_ref()?)(parts)?;
-        clamp_actor(actor, self)
-    }
-
     fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
         let peer = self
             .client_addr
@@ -165,32 +158,38 @@ fn matched_path(_parts: &Parts) -> Option<&str> {
     None
 }
 
-/// `actor` within the schema's bounds (each cut counted); `None` when its
-/// subject is empty.
-fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
-    let c = &shared.counters;
+/// `actor` within the schema's bounds (`None` when its subject is empty),
+/// and the number of values cut or dropped (for [`HttpStats::clamped`](super::HttpStats::clamped)).
+pub(super) fn clamp_actor(mut actor: Actor) -> (Option<Actor>, u64) {
     if actor.subject_id.trim().is_empty() {
-        return None;
+        return (None, 0);
     }
+    let mut cuts = 0;
+    let mut cut = |t: &Text, max: usize| {
+        let (t, was_cut) = headers::clamp(t, max);
+        cuts += u64::from(was_cut);
+        t
+    };
     // Byte lengths first: no more bytes than the limit, no more characters.
     let over = |t: &Text, max: usize| t.len() > max && t.chars().count() > max;
     if over(&actor.subject_id, MAX_ID) {
-        actor.subject_id = clamp_counted(&actor.subject_id, MAX_ID, c);
+        actor.subject_id = cut(&actor.subject_id, MAX_ID);
     }
+    let mut dropped = 0;
     for org in [&mut actor.org_id, &mut actor.owner_org_id] {
         if let Some(o) = org {
             if o.is_empty() {
                 *org = None;
-                c.add(&c.clamped);
+                dropped += 1;
             } else if over(o, 128) {
-                *o = clamp_counted(o, 128, c);
+                *o = cut(o, 128);
             }
         }
     }
     if let Some(roles) = &actor.roles {
         let fits = roles.len() <= 25 && roles.iter().all(|r| !r.is_empty() && !over(r, 64));
         if !fits {
-            c.add(&c.clamped);
+            dropped += 1;
             let kept: Vec<Text> = roles
                 .iter()
                 .filter(|r| !r.is_empty())
@@ -200,7 +199,7 @@ fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
             actor.roles = Some(kept.into());
         }
     }
-    Some(actor)
+    (Some(actor), cuts + dropped)
 }
 
 /// One request in flight.
@@ -230,9 +229,8 @@ impl Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
-        let actor = shared
-            .actor(parts)
-            .unwrap_or_else(|| shared.anonymous.clone());
+        let extracted = shared.actor.as_ref().and_then(|f| f(parts));
+        let actor = super::actors::ready(extracted, shared);
 
         let (request_id, response_id) =
             match headers::header_text(&parts.headers, &shared.request_id_header) {
@@ -281,7 +279,7 @@ impl Pending {
         });
 
         let ctx = AuditContext::for_request(
-            Some(actor),
+            actor,
             Some(correlation),
             Some(http),
             Some(RequestScope::new(shared.max_held)),
