@@ -112,23 +112,37 @@ impl ReadyActor {
     }
 }
 
-/// A context's request scope; a copy has none (it is the request's own
-/// context that holds the request's calls).
+/// A context's request scope: its own (the request's context), the one of
+/// the request context it is an edited copy of, or none.
 #[cfg(feature = "tower")]
 #[derive(Default)]
-struct ScopeSlot(Option<crate::web::RequestScope>);
+enum ScopeSlot {
+    #[default]
+    None,
+    Own(crate::web::RequestScope),
+    Of(Arc<Inner>),
+}
 
 #[cfg(feature = "tower")]
 impl Clone for ScopeSlot {
+    /// A field's copy cannot name the context it was in: `edit` links an
+    /// edited copy of a request's context to it.
     fn clone(&self) -> Self {
-        ScopeSlot(None)
+        match self {
+            ScopeSlot::Of(parent) => ScopeSlot::Of(Arc::clone(parent)),
+            _ => ScopeSlot::None,
+        }
     }
 }
 
 #[cfg(feature = "tower")]
 impl std::fmt::Debug for ScopeSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(&self.0, f)
+        match self {
+            ScopeSlot::None => f.write_str("None"),
+            ScopeSlot::Own(s) => std::fmt::Debug::fmt(s, f),
+            ScopeSlot::Of(_) => f.write_str("OfRequest"),
+        }
     }
 }
 
@@ -288,7 +302,18 @@ impl AuditContext {
     /// Sets one field through `f`, which fits it to the schema and notes
     /// its corrections.
     fn edit(mut self, slot: usize, f: impl FnOnce(&mut Inner, &mut Fixes)) -> AuditContext {
+        // An edited copy of a request's context keeps its calls in the
+        // request's scope.
+        #[cfg(feature = "tower")]
+        let request = match &self.0.scope {
+            ScopeSlot::Own(_) => Some(Arc::clone(&self.0)),
+            _ => None,
+        };
         let inner = Arc::make_mut(&mut self.0);
+        #[cfg(feature = "tower")]
+        if let Some(request) = request {
+            inner.scope = ScopeSlot::Of(request);
+        }
         let mut fixes = Fixes::default();
         f(inner, &mut fixes);
         inner.slot_fixes[slot] = fixes;
@@ -491,7 +516,10 @@ impl AuditContext {
             slot_fixes,
             fixes,
             any_fixes: !fixes.is_none(),
-            scope: ScopeSlot(scope),
+            scope: match scope {
+                Some(s) => ScopeSlot::Own(s),
+                None => ScopeSlot::None,
+            },
             status: StatusCell::default(),
         }))
     }
@@ -500,7 +528,14 @@ impl AuditContext {
     #[cfg(feature = "tower")]
     #[inline(always)]
     pub(crate) fn request_scope(&self) -> Option<&crate::web::RequestScope> {
-        self.0.scope.0.as_ref()
+        match &self.0.scope {
+            ScopeSlot::None => None,
+            ScopeSlot::Own(s) => Some(s),
+            ScopeSlot::Of(request) => match &request.scope {
+                ScopeSlot::Own(s) => Some(s),
+                _ => None,
+            },
+        }
     }
 
     /// The response status, once [`AuditContext::set_status`] set it.
@@ -531,7 +566,7 @@ impl AuditContext {
     #[cfg(feature = "tower")]
     pub(crate) fn detached(&self, status: Option<u16>) -> AuditContext {
         let mut inner = Inner::clone(&self.0);
-        inner.scope = ScopeSlot(None);
+        inner.scope = ScopeSlot::None;
         inner.status = StatusCell::default();
         let ctx = AuditContext(Arc::new(inner));
         ctx.set_status(status);
