@@ -14,10 +14,11 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 
 fn reference() -> Option<(PathBuf, PathBuf)> {
-    let Some(py) = std::env::var_os("PHI_AUDIT_REF_PYTHON") else {
-        eprintln!("skipped: PHI_AUDIT_REF_PYTHON is not set (a venv python with bh-audit-logger[cli]==2.0.0)");
-        return None;
-    };
+    let py = phi_audit_test_env::server(
+        phi_audit_test_env::REF_PYTHON,
+        "phi-audit-cli --test interop",
+        "venv python with bh-audit-logger[cli]==2.0.0",
+    )?;
     let py = PathBuf::from(py);
     let bh = py.with_file_name("bh-audit");
     assert!(bh.exists(), "bh-audit not found beside {}", py.display());

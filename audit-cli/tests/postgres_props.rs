@@ -18,13 +18,11 @@ use phi_audit_runtime::{
 use proptest::prelude::*;
 
 fn pg_url() -> Option<String> {
-    match std::env::var("PHI_AUDIT_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: PHI_AUDIT_PG_URL is not set (set it to postgres://postgres@127.0.0.1:5432/test)");
-            None
-        }
-    }
+    phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "phi-audit-cli --test postgres_props",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 /// Floats `jsonb` is known to rewrite, and the edges of f64.

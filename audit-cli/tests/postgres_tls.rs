@@ -195,7 +195,10 @@ fn tls_only_server_sink_store_and_cli() {
     let server = match TlsServer::start() {
         Ok(Some(s)) => s,
         Ok(None) => {
-            eprintln!("skipped: no PostgreSQL binaries (initdb, pg_ctl) in PHI_AUDIT_PG_BIN or /usr/lib/postgresql/15/bin");
+            phi_audit_test_env::skip(
+                "postgres_tls::tls_only_server_sink_store_and_cli",
+                "no PostgreSQL binaries (initdb, pg_ctl) in PHI_AUDIT_PG_BIN or /usr/lib/postgresql/15/bin",
+            );
             return;
         }
         Err(e) => panic!("could not start the TLS-only PostgreSQL: {e}"),

@@ -151,8 +151,11 @@ fn reports_over_a_jsonl_file() {
 
 #[test]
 fn verify_a_chain_read_back_from_postgres() {
-    let Ok(url) = std::env::var("PHI_AUDIT_PG_URL") else {
-        println!("skipped: PHI_AUDIT_PG_URL is not set (CI sets it to the machine's PostgreSQL)");
+    let Some(url) = phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "report::verify_a_chain_read_back_from_postgres",
+        "PostgreSQL URL",
+    ) else {
         return;
     };
     let schema = format!("cli_verify_{}", std::process::id());

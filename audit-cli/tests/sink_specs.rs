@@ -160,8 +160,11 @@ fn bad_specs_are_errors_that_echo_nothing() {
 #[cfg(feature = "postgres")]
 #[test]
 fn a_postgres_url_with_its_schema_is_a_source() {
-    let Ok(url) = std::env::var("PHI_AUDIT_PG_URL") else {
-        println!("skipped: PHI_AUDIT_PG_URL is not set (CI sets it to the machine's PostgreSQL)");
+    let Some(url) = phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "sink_specs::a_postgres_url_with_its_schema_is_a_source",
+        "PostgreSQL URL",
+    ) else {
         return;
     };
     let schema = format!("cli_specs_{}", std::process::id());

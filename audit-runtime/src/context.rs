@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::clamp::{self, Fixes};
-use crate::event::{Actor, Correlation, Http};
-use crate::text::Text;
+use crate::model::clamp::{self, Fixes};
+use crate::model::event::{Actor, Correlation, Http};
+use crate::util::text::Text;
 
 /// Actor and correlation ids of the current request.
 ///
@@ -90,7 +90,7 @@ impl ReadyActor {
         let actor = clamp::actor(actor, &mut fixes);
         let json = actor.as_ref().map(|a| {
             let mut out = Vec::new();
-            crate::encode::actor(&mut out, a);
+            crate::json::encode::actor(&mut out, a);
             Arc::from(out)
         });
         ReadyActor { actor, fixes, json }
@@ -353,7 +353,7 @@ impl AuditContext {
         }
         Some(cell.0.get_or_init(|| {
             let mut actor_end = None;
-            let buf = crate::encode::rendered(|out| {
+            let buf = crate::json::encode::rendered(|out| {
                 if self.write_actor(out) {
                     actor_end = Some(out.len());
                 }
@@ -373,7 +373,7 @@ impl AuditContext {
         }
         match &self.0.actor {
             Some(a) => {
-                crate::encode::actor(out, a);
+                crate::json::encode::actor(out, a);
                 true
             }
             None => false,
@@ -387,7 +387,7 @@ impl AuditContext {
         let status = self.status();
         #[cfg(not(feature = "tower"))]
         let status = None;
-        crate::encode::context_tail_status(
+        crate::json::encode::context_tail_status(
             out,
             self.0.correlation.as_ref().filter(|c| !c.is_empty()),
             self.0.http.as_ref(),

@@ -421,7 +421,10 @@ fn disk_full_with_a_second_writer_keeps_every_acknowledged_event() {
     let fs = match Tmpfs::mount("1m") {
         Ok(f) => f,
         Err(why) => {
-            eprintln!("skipped: disk-full test needs a small tmpfs ({why}); run as root");
+            phi_audit_test_env::skip(
+                "one_writer::disk_full_with_a_second_writer_keeps_every_acknowledged_event",
+                &format!("needs a small tmpfs ({why}); run as root"),
+            );
             return;
         }
     };
@@ -504,7 +507,10 @@ fn a_failed_write_never_cuts_what_another_program_appended() {
     let fs = match Tmpfs::mount("256k") {
         Ok(f) => f,
         Err(why) => {
-            eprintln!("skipped: needs a small tmpfs ({why}); run as root");
+            phi_audit_test_env::skip(
+                "one_writer::a_failed_write_never_cuts_what_another_program_appended",
+                &format!("needs a small tmpfs ({why}); run as root"),
+            );
             return;
         }
     };

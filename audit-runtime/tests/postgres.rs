@@ -26,13 +26,11 @@ use uuid::Uuid;
 const HOUR_MS: i64 = 3_600_000;
 
 fn pg_url() -> Option<String> {
-    match std::env::var("PHI_AUDIT_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: PHI_AUDIT_PG_URL is not set (run .ci/run, or set it to postgres://postgres@127.0.0.1:5432/test)");
-            None
-        }
-    }
+    phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "phi-audit-runtime --test postgres",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 /// A schema of its own for one test; dropped on drop.

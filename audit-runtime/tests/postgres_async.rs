@@ -11,13 +11,11 @@ use phi_audit_runtime::{
 };
 
 fn pg_url() -> Option<String> {
-    match std::env::var("PHI_AUDIT_PG_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("skipped: PHI_AUDIT_PG_URL is not set (run .ci/run, or set it to postgres://postgres@127.0.0.1:5432/test)");
-            None
-        }
-    }
+    phi_audit_test_env::server(
+        phi_audit_test_env::PG_URL,
+        "phi-audit-runtime --test postgres_async",
+        "PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    )
 }
 
 fn schema_name(tag: &str) -> String {

@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use super::service::clamp_actor;
 use super::Shared;
 use crate::context::ReadyActor;
-use crate::event::Actor;
+use crate::model::event::Actor;
 
 /// Entries per thread.
 pub(crate) const SLOTS: usize = 64;

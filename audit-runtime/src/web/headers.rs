@@ -7,8 +7,8 @@ use ::http::Method;
 use bytes::{Bytes, BytesMut};
 
 use super::Counters;
-use crate::event::HttpMethod;
-use crate::text::Text;
+use crate::model::event::HttpMethod;
+use crate::util::text::Text;
 
 /// Longest `correlation.*` id the schema allows (characters).
 pub(crate) const MAX_ID: usize = 256;
