@@ -114,8 +114,11 @@ impl ReadyActor {
 
 /// A context's request scope: its own (the request's context), the one of
 /// the request context it is an edited copy of, or none.
+// The scope is large and in place on purpose: boxing it would cost an
+// allocation per request again (freed on the sink's thread).
 #[cfg(feature = "tower")]
 #[derive(Default)]
+#[allow(clippy::large_enum_variant)]
 enum ScopeSlot {
     #[default]
     None,
