@@ -321,7 +321,11 @@ impl Call {
         // A call made while an `AuditLayer` handles a request waits for the
         // response status (the request scope emits it).
         #[cfg(feature = "tower")]
-        if let Some(ctx) = self.context.as_ref().filter(|c| c.request_scope().is_some()) {
+        if let Some(ctx) = self
+            .context
+            .as_ref()
+            .filter(|c| c.request_scope().is_some())
+        {
             // The scope lives in the context: a reference keeps it while
             // the record (and its own reference) moves in.
             let ctx = ctx.clone();

@@ -171,6 +171,11 @@ pub(crate) fn skip_form(path: &str) -> &str {
     }
 }
 
+/// `path`'s bit in `Shared::skip_lens`.
+pub(crate) fn skip_len_bit(path: &str) -> u64 {
+    1 << path.len().min(63)
+}
+
 type ActorFn = Arc<dyn Fn(&Parts) -> Option<Actor> + Send + Sync>;
 type AddrFn = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
 type TemplateFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -202,6 +207,10 @@ pub(crate) struct Shared {
     route_template: Option<TemplateFn>,
     routes: routes::RouteTable,
     skips: Vec<String>,
+    /// Bit `n` set when a path of `n` bytes (0..=63) is on the skip list,
+    /// bit 63 also for every longer one: most paths are told apart by
+    /// their length alone.
+    skip_lens: u64,
     max_held: usize,
     dispatch: Option<Dispatch>,
     counters: Arc<Counters>,
@@ -248,6 +257,9 @@ impl AuditLayer {
                     .iter()
                     .map(|s| skip_form(s).to_owned())
                     .collect(),
+                skip_lens: DEFAULT_SKIPS
+                    .iter()
+                    .fold(0, |m, s| m | skip_len_bit(skip_form(s))),
                 max_held: DEFAULT_MAX_HELD,
                 dispatch: None,
                 counters: Arc::default(),
@@ -383,12 +395,18 @@ impl AuditLayer {
     pub fn skip(self, path: impl Into<String>) -> AuditLayer {
         let path = path.into();
         let path = skip_form(&path).to_owned();
-        self.edit(|s| s.skips.push(path))
+        self.edit(|s| {
+            s.skip_lens |= skip_len_bit(&path);
+            s.skips.push(path);
+        })
     }
 
     /// Empties the skip list (the defaults included).
     pub fn no_skips(self) -> AuditLayer {
-        self.edit(|s| s.skips.clear())
+        self.edit(|s| {
+            s.skips.clear();
+            s.skip_lens = 0;
+        })
     }
 
     /// Most audited calls held per request until its status is known
@@ -509,4 +527,46 @@ pub struct HttpStats {
     /// Requests whose inner service returned an error instead of a
     /// response.
     pub service_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length mask never hides a listed path: defaults, added ones
+    /// (with or without their slash), paths over 63 bytes; `no_skips`
+    /// empties both.
+    #[test]
+    fn skip_list() {
+        let long = format!("/{}", "x".repeat(80));
+        let layer = AuditLayer::new()
+            .skip("/internal/status/")
+            .skip(long.clone());
+        let s = &layer.shared;
+        for p in [
+            "/health",
+            "/health/",
+            "/metrics",
+            "/internal/status",
+            "/internal/status/",
+        ] {
+            assert!(s.skips(p), "{p}");
+        }
+        assert!(s.skips(&long));
+        assert!(s.skips(&format!("{long}/")));
+        for p in [
+            "/",
+            "/patients/1",
+            "/healthy",
+            "/internal/statu",
+            &format!("{long}y"),
+        ] {
+            assert!(!s.skips(p), "{p}");
+        }
+        let none = AuditLayer::new().no_skips();
+        assert!(!none.shared.skips("/health"));
+        let root = AuditLayer::new().no_skips().skip("/");
+        assert!(root.shared.skips("/"));
+        assert!(!root.shared.skips("/x"));
+    }
 }

@@ -87,12 +87,12 @@ where
 }
 
 impl Shared {
-    fn skips(&self, path: &str) -> bool {
-        if self.skips.is_empty() {
-            return false;
-        }
+    pub(super) fn skips(&self, path: &str) -> bool {
         // The list holds its paths without the trailing slash already.
         let path = super::skip_form(path);
+        if self.skip_lens & super::skip_len_bit(path) == 0 {
+            return false;
+        }
         self.skips.iter().any(|s| s == path)
     }
 
@@ -246,7 +246,9 @@ impl Pending {
                 }
                 None => {
                     let mut buf = uuid::Uuid::encode_buffer();
-                    let id = crate::util::ids::fast_v4().hyphenated().encode_lower(&mut buf);
+                    let id = crate::util::ids::fast_v4()
+                        .hyphenated()
+                        .encode_lower(&mut buf);
                     (Text::new(id), Some(headers::uuid_value(id)))
                 }
             };
