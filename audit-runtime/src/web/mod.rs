@@ -31,7 +31,9 @@
 //!   schema (subject 256 characters, organizations 128, at most 25 roles of
 //!   64); a request without one is recorded as the anonymous actor
 //!   ([`AuditLayer::anonymous_actor`], default human `anonymous`), never as
-//!   the service.
+//!   the service. Each thread keeps the last actors it fitted (64, by
+//!   subject) with their rendered JSON, so a user's next request reuses
+//!   them; their cuts are counted on every request all the same.
 //! - **correlation**: `request_id` from the `x-request-id` header
 //!   ([`AuditLayer::request_id_header`]), else a new UUIDv4, which is also
 //!   set on the response; `trace_id` from a valid W3C `traceparent`;
