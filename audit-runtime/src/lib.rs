@@ -8,7 +8,7 @@
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,
-// context, sanitize, stats, report → record → sink → dispatch → call,
+// context, sanitize, stats, report (review over it) → record → sink → dispatch → call,
 // builder → settings, task, web.
 mod builder;
 mod call;
@@ -20,6 +20,8 @@ mod json;
 mod model;
 mod record;
 pub mod report;
+#[cfg(feature = "review")]
+pub mod review;
 pub mod sanitize;
 pub mod schema;
 pub mod settings;
@@ -62,8 +64,8 @@ pub use settings::{init_from_env, Settings, SettingsError, SinkSpec};
 pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
-    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink,
-    DEFAULT_PREALLOCATE, TRACING_TARGET,
+    Recovery, ShutdownReport, Sink, SinkError, Spool, SpoolFull, SpoolOptions, SpoolStats,
+    StdoutSink, TornTail, TracingSink, DEFAULT_PREALLOCATE, TRACING_TARGET,
 };
 #[cfg(feature = "postgres")]
 pub use sink::{
