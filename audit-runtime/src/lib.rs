@@ -17,6 +17,7 @@ mod context;
 mod dispatch;
 mod encode;
 pub mod event;
+pub mod fast_verify;
 mod ids;
 pub mod integrity;
 mod metadata;
