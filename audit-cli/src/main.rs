@@ -8,6 +8,7 @@
 
 mod progress;
 mod source;
+mod verify_multi;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use audit_runtime::checkpoint::checkpoint_path;
 use audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
-use audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
+use audit_runtime::verify::{JsonLines, VerifyOptions, VerifyReport};
 use audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -435,10 +436,6 @@ fn run_verify(
             return error("--anchor must be a hex event hash");
         }
     }
-    let input = match open_input(path) {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
     let cp_reader = if key.is_some() {
         let cp_path = match (&checkpoints, path) {
             (Some(p), _) => Some(p.clone()),
@@ -462,9 +459,9 @@ fn run_verify(
         source: path.to_owned(),
         ..VerifyOptions::default()
     };
-    let report = match verify_reader(input, cp_reader, &opts) {
+    let report = match verify_multi::verify_input(path, cp_reader, &opts) {
         Ok(r) => r,
-        Err(e) => return error(format!("{}: {e}", shown(path))),
+        Err(e) => return error(e),
     };
     progress::clear();
     match format {

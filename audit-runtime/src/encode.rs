@@ -526,7 +526,9 @@ fn c_meta_value(out: &mut Vec<u8>, v: &MetaValue) {
 }
 
 /// Appends the canonical JSON of `e` without its `integrity` block.
-pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
+/// Returns the offset at which a top-level `integrity` member sorts (before
+/// `metadata` or `outcome`).
+pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) -> usize {
     let mut f = true;
     out.push(b'{');
 
@@ -607,6 +609,7 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
         opt(out, &mut g, "user_agent", &h.user_agent);
         out.push(b'}');
     }
+    let integrity_at = out.len();
     if !e.metadata.is_empty() {
         key(out, &mut f, "metadata");
         let mut entries: Vec<(&Text, &MetaValue)> = e.metadata.iter().collect();
@@ -659,6 +662,7 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
     out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
     out.push(b'"');
     out.push(b'}');
+    integrity_at
 }
 
 #[cfg(test)]

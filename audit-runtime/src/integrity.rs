@@ -403,6 +403,8 @@ pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
 pub struct Canonicalizer {
     out: Vec<u8>,
     entries: Vec<Entry>,
+    /// Where a top-level `integrity` member sorts in `out`.
+    integrity_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -422,21 +424,32 @@ impl Canonicalizer {
     /// slice is valid until the next call.
     pub fn event_bytes(&mut self, event: &AuditEvent) -> Result<&[u8], CanonicalError> {
         self.out.clear();
+        self.integrity_at = None;
         self.entries.clear();
         if event.metadata.iter().all(|(_, v)| !v.is_non_finite()) {
             // Known keys in sorted order, written directly.
-            crate::encode::canonical_event(&mut self.out, event);
+            self.integrity_at = Some(crate::encode::canonical_event(&mut self.out, event));
             return Ok(&self.out);
         }
         let r = event.serialize(CanonSer { st: self, depth: 0 });
         match r {
-            Ok(()) => Ok(&self.out),
+            Ok(()) => {
+                self.integrity_at = crate::fast_verify::insert_position(&self.out, b"integrity");
+                Ok(&self.out)
+            }
             Err(e) => {
                 self.out.clear();
                 self.entries.clear();
                 Err(e)
             }
         }
+    }
+
+    /// The bytes of the last [`Canonicalizer::event_bytes`] and the offset
+    /// at which a top-level `integrity` member sorts in them (`None` when
+    /// unknown).
+    pub(crate) fn last(&self) -> (&[u8], Option<usize>) {
+        (&self.out, self.integrity_at)
     }
 
     /// The chain hash of `event` after `prev`.
@@ -510,7 +523,7 @@ impl Compound<'_> {
     }
 
     fn end_object(self) {
-        let Canonicalizer { out, entries } = self.st;
+        let Canonicalizer { out, entries, .. } = self.st;
         let mine = &mut entries[self.base..];
         mine.sort_by(|a, b| out[a.key_start..a.key_end].cmp(&out[b.key_start..b.key_end]));
         let region_end = out.len();

@@ -124,6 +124,39 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned> {
     (s.i == line.len()).then_some(out)
 }
 
+/// In a canonical object `obj`, the offset at which a top-level member
+/// named `key` sorts: right after `{` or at the `,` or `}` that follows the
+/// last smaller member. `None` when `obj` is not a canonical object or
+/// already has that key.
+pub(crate) fn insert_position(obj: &[u8], key: &[u8]) -> Option<usize> {
+    if obj.first() != Some(&b'{') {
+        return None;
+    }
+    let mut s = Scanner { b: obj, i: 1 };
+    if s.peek()? == b'}' {
+        return Some(1);
+    }
+    loop {
+        let at = s.i;
+        let k = s.key()?;
+        if k == key {
+            return None;
+        }
+        if k > key {
+            // Before this member: at its start when it is the first one,
+            // else at the comma before it.
+            return Some(if at == 1 { 1 } else { at - 1 });
+        }
+        s.expect(b':')?;
+        s.value(1)?;
+        match s.peek()? {
+            b',' => s.i += 1,
+            b'}' => return Some(s.i),
+            _ => return None,
+        }
+    }
+}
+
 impl<'a> Scanner<'a> {
     #[inline]
     fn peek(&self) -> Option<u8> {

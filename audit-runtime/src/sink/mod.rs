@@ -15,6 +15,7 @@ mod memory;
 mod nonblocking;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rotate;
 mod stdout;
 mod tracing_sink;
 
@@ -33,6 +34,7 @@ pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
 };
+pub use rotate::{ledger_sequence, ledgers_in, Rotation, RotationNames};
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
