@@ -7,6 +7,7 @@
 //! exit-code contract (see `EXIT_CODES`).
 
 mod progress;
+mod prune;
 mod source;
 mod verify_multi;
 
@@ -78,6 +79,11 @@ the details.")]
         /// standard input, or a PostgreSQL URL (as --postgres).
         #[arg(required_unless_present = "postgres")]
         path: Option<String>,
+        /// More files of the same rotated ledger: all are verified as one
+        /// chain, in rotation order (PATH may also be a directory holding one
+        /// rotated ledger).
+        #[arg(value_name = "MORE", conflicts_with = "postgres")]
+        more: Vec<String>,
         /// Verify the chain of one service read back from a PostgreSQL table
         /// written by `PostgresSink` (needs --service). The URL may carry
         /// `?schema=NAME`, as in PHI_AUDIT_SINK.
@@ -175,10 +181,36 @@ or bad usage. `phi-audit --help` has the details.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Remove rotated ledger files older than the retention period.
+    #[command(after_help = "Examples:
+  phi-audit prune --older-than 6y /var/log/audit --signing-key checkpoint.key
+  phi-audit prune --older-than 6y /var/log/audit/audit.jsonl --dry-run
+
+Removes whole rotated files (never the active one) whose newest event is older
+than --older-than (6y, 72m, 2192d), oldest first, and writes a signed anchor
+(LEDGER.anchor) so `phi-audit verify DIR` of the rest passes without --anchor.
+Periods under six years are refused unless --force.
+Exit codes: 0 done (or nothing to prune), 2 bad usage or an I/O error.")]
+    Prune {
+        /// The directory holding one rotated ledger, or the ledger's path.
+        dir: String,
+        /// Retention: remove files whose events are all older than this.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Ed25519 signing key for the anchor (32 raw bytes or 64 hex characters).
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Show what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a period under six years.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
@@ -261,6 +293,7 @@ fn main() -> ExitCode {
         ),
         Command::Verify {
             path,
+            more,
             public_key,
             checkpoints,
             anchor,
@@ -268,6 +301,7 @@ fn main() -> ExitCode {
             ..
         } => run_verify(
             path.as_deref().unwrap_or("-"),
+            more,
             public_key,
             checkpoints,
             anchor,
@@ -306,6 +340,13 @@ fn main() -> ExitCode {
             schema,
             format,
         } => run_validate(&path, schema.map(Into::into), format),
+        Command::Prune {
+            dir,
+            older_than,
+            signing_key,
+            dry_run,
+            force,
+        } => prune::run(&older_than, &dir, signing_key, dry_run, force),
     };
     ExitCode::from(code)
 }
@@ -406,6 +447,7 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 fn run_verify(
     path: &str,
+    more: Vec<String>,
     public_key: Option<PathBuf>,
     checkpoints: Option<PathBuf>,
     anchor: Option<String>,
@@ -435,6 +477,11 @@ fn run_verify(
         if a.is_empty() || !a.bytes().all(|b| b.is_ascii_hexdigit()) {
             return error("--anchor must be a hex event hash");
         }
+    }
+    if !more.is_empty() || Path::new(path).is_dir() {
+        let mut all = vec![path.to_owned()];
+        all.extend(more);
+        return verify_multi::run_files(&all, key, checkpoints, anchor, format);
     }
     let cp_reader = if key.is_some() {
         let cp_path = match (&checkpoints, path) {

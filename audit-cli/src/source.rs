@@ -135,6 +135,7 @@ pub(crate) fn resolve(mut command: Command) -> Result<Command, String> {
                 *postgres = Some(url);
             }
         }
+        Command::Prune { .. } => {}
         Command::Validate { path, .. } => match input(path)? {
             Input::File(f) => *path = f,
             Input::Postgres(..) => {
