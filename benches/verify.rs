@@ -101,7 +101,10 @@ fn write_ledger(path: &Path, n: u64) {
 
 /// Builds the release CLI and returns its path.
 fn phi_audit_bin() -> PathBuf {
-    let st = Command::new(env!("CARGO"))
+    // The cargo running this bench (same toolchain and target dir), else
+    // the one on PATH (rustup honours rust-toolchain.toml).
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
         .args([
             "build",
             "--release",

@@ -9,6 +9,7 @@
 mod progress;
 mod prune;
 mod source;
+mod validate_par;
 mod verify_multi;
 
 use std::fs::File;
@@ -18,11 +19,12 @@ use std::process::ExitCode;
 
 use audit_runtime::checkpoint::checkpoint_path;
 use audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
-use audit_runtime::verify::{JsonLines, VerifyOptions, VerifyReport};
+use audit_runtime::verify::{VerifyOptions, VerifyReport};
 use audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::progress::Progress;
+use crate::validate_par::Verdict;
 
 /// All good.
 const EXIT_OK: u8 = 0;
@@ -699,7 +701,7 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
         Ok(i) => i,
         Err(e) => return error(e),
     };
-    let mut lines = JsonLines::new(input);
+    let mut verdicts = validate_par::Verdicts::new(input, schema);
     let mut events = 0u64;
     let mut valid = 0u64;
     let mut invalid: Vec<Invalid> = Vec::new();
@@ -713,50 +715,32 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
         }]
     };
     loop {
-        let line = match lines.next_line() {
-            Ok(Some(l)) => l,
+        let (number, verdict) = match verdicts.next_verdict() {
+            Ok(Some(v)) => v,
             Ok(None) => break,
             Err(e) => return error(format!("cannot read {}: {e}", shown(path))),
         };
-        let text = line.bytes.trim_ascii();
-        if text.is_empty() && !line.too_long {
-            continue;
-        }
         events += 1;
-        let errors: Vec<PathError> = if line.too_long {
-            not_json += 1;
-            whole("line is longer than the 16 MiB limit: it cannot be an event")
-        } else if std::str::from_utf8(text).is_err() {
-            not_json += 1;
-            whole("not valid UTF-8")
-        } else {
-            match serde_json::from_slice::<serde_json::Value>(text) {
-                Err(_) if !line.terminated => {
-                    not_json += 1;
-                    whole("unterminated last line that is not JSON (a write cut off)")
-                }
-                Err(_) => {
-                    not_json += 1;
-                    whole("not valid JSON")
-                }
-                Ok(v) => match audit_runtime::schema::validate_value(&v, schema) {
-                    Ok(_) => {
-                        valid += 1;
-                        continue;
-                    }
-                    Err(errs) => errs
-                        .iter()
-                        .map(|e| PathError {
-                            path: safe_pointer(&e.path),
-                            message: e.message.clone(),
-                        })
-                        .collect(),
-                },
+        let errors: Vec<PathError> = match verdict {
+            Verdict::Valid => {
+                valid += 1;
+                continue;
             }
+            Verdict::NotJson(m) => {
+                not_json += 1;
+                whole(m)
+            }
+            Verdict::Invalid(errs) => errs
+                .iter()
+                .map(|(p, m)| PathError {
+                    path: safe_pointer(p),
+                    message: m.clone(),
+                })
+                .collect(),
         };
         invalid_count += 1;
         let item = Invalid {
-            line: line.number,
+            line: number,
             errors,
         };
         match format {
