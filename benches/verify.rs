@@ -123,21 +123,48 @@ fn phi_audit_bin() -> PathBuf {
     dir.join("phi-audit")
 }
 
-/// Runs `cmd` `runs` times; returns the best wall time (s) and the exit code.
-fn time(runs: u32, mut cmd: impl FnMut() -> Command) -> (f64, i32) {
-    let mut best = f64::MAX;
+/// User + system CPU seconds of all waited-for children so far.
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes only into the zeroed struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
+/// Runs `cmd` `runs` times; returns the best wall time (s), the CPU time
+/// (user + system, all threads) of that run, and the exit code. On a busy
+/// machine the wall time grows with the load; the CPU time does not.
+fn time(runs: u32, mut cmd: impl FnMut() -> Command) -> (f64, f64, i32) {
+    let mut best = (f64::MAX, 0.0);
     let mut code = -1;
     for _ in 0..runs {
+        let cpu0 = children_cpu();
         let t = Instant::now();
         let st = cmd()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
             .expect("run");
-        best = best.min(t.elapsed().as_secs_f64());
+        let wall = t.elapsed().as_secs_f64();
+        let cpu = children_cpu() - cpu0;
+        if wall < best.0 {
+            best = (wall, cpu);
+        }
         code = st.code().unwrap_or(-1);
     }
-    (best, code)
+    (best.0, best.1, code)
+}
+
+/// The 1-minute load average (how busy the machine was).
+fn load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(-1.0)
 }
 
 fn warm(path: &Path) {
@@ -158,22 +185,32 @@ fn main() {
     let big = arg("--big", 1_000_000);
     let runs = arg("--runs", 3) as u32;
     let bin = phi_audit_bin();
-    let dir = std::env::temp_dir().join(format!("phi-audit-bench-verify-{}", std::process::id()));
+    // `--keep DIR`: write the ledgers there and leave them (for profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let keep = args
+        .iter()
+        .position(|a| a == "--keep")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
+    let dir = keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("phi-audit-bench-verify-{}", std::process::id()))
+    });
     std::fs::create_dir_all(&dir).expect("temp dir");
 
     let small = dir.join("ledger-200k.jsonl");
     write_ledger(&small, n);
     let bytes = std::fs::metadata(&small).map(|m| m.len()).unwrap_or(0);
     warm(&small);
-    let (ours, code) = time(runs, || {
+    let (ours, ours_cpu, code) = time(runs, || {
         let mut c = Command::new(&bin);
         c.arg("verify").arg(&small);
         c
     });
     assert_eq!(code, 0, "phi-audit verify failed on its own ledger");
     println!(
-        "{{\"bench\":\"verify\",\"impl\":\"phi-audit\",\"events\":{n},\"bytes\":{bytes},\"seconds\":{ours:.4},\"mb_per_s\":{:.1},\"exit\":{code}}}",
-        bytes as f64 / 1e6 / ours
+        "{{\"bench\":\"verify\",\"impl\":\"phi-audit\",\"events\":{n},\"bytes\":{bytes},\"seconds\":{ours:.4},\"cpu_seconds\":{ours_cpu:.4},\"mb_per_s\":{:.1},\"load_avg\":{:.1},\"exit\":{code}}}",
+        bytes as f64 / 1e6 / ours,
+        load()
     );
     match std::env::var_os("PHI_AUDIT_REF_PYTHON") {
         None => println!(
@@ -181,7 +218,7 @@ fn main() {
         ),
         Some(py) => {
             let bh = PathBuf::from(py).with_file_name("bh-audit");
-            let (theirs, code) = time(1, || {
+            let (theirs, theirs_cpu, code) = time(1, || {
                 let mut c = Command::new(&bh);
                 c.args(["--source", "file", "--path"])
                     .arg(&small)
@@ -189,31 +226,39 @@ fn main() {
                 c
             });
             println!(
-                "{{\"bench\":\"verify\",\"impl\":\"bh-audit\",\"events\":{n},\"bytes\":{bytes},\"seconds\":{theirs:.4},\"mb_per_s\":{:.1},\"exit\":{code}}}",
-                bytes as f64 / 1e6 / theirs
+                "{{\"bench\":\"verify\",\"impl\":\"bh-audit\",\"events\":{n},\"bytes\":{bytes},\"seconds\":{theirs:.4},\"cpu_seconds\":{theirs_cpu:.4},\"mb_per_s\":{:.1},\"load_avg\":{:.1},\"exit\":{code}}}",
+                bytes as f64 / 1e6 / theirs,
+                load()
             );
             println!(
-                "{{\"bench\":\"verify\",\"ratio\":\"bh-audit / phi-audit wall time\",\"events\":{n},\"value\":{:.1},\"target\":50}}",
-                theirs / ours
+                "{{\"bench\":\"verify\",\"ratio\":\"bh-audit / phi-audit wall time\",\"events\":{n},\"value\":{:.1},\"cpu_time_ratio\":{:.1},\"target\":50}}",
+                theirs / ours,
+                theirs_cpu / ours_cpu.max(1e-9)
             );
         }
     }
-    let _ = std::fs::remove_file(&small);
+    if keep.is_none() {
+        let _ = std::fs::remove_file(&small);
+    }
 
     let large = dir.join("ledger-1m.jsonl");
     write_ledger(&large, big);
     let bytes = std::fs::metadata(&large).map(|m| m.len()).unwrap_or(0);
     warm(&large);
     for cmd in ["verify", "validate"] {
-        let (secs, code) = time(runs, || {
+        let (secs, cpu, code) = time(runs, || {
             let mut c = Command::new(&bin);
             c.arg(cmd).arg(&large);
             c
         });
         println!(
-            "{{\"bench\":\"{cmd}\",\"impl\":\"phi-audit\",\"events\":{big},\"bytes\":{bytes},\"seconds\":{secs:.4},\"mb_per_s\":{:.1},\"target_mb_per_s\":400,\"exit\":{code}}}",
-            bytes as f64 / 1e6 / secs
+            "{{\"bench\":\"{cmd}\",\"impl\":\"phi-audit\",\"events\":{big},\"bytes\":{bytes},\"seconds\":{secs:.4},\"cpu_seconds\":{cpu:.4},\"mb_per_s\":{:.1},\"mb_per_cpu_s\":{:.1},\"target_mb_per_s\":400,\"load_avg\":{:.1},\"exit\":{code}}}",
+            bytes as f64 / 1e6 / secs,
+            bytes as f64 / 1e6 / cpu.max(1e-9),
+            load()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use audit_runtime::settings::SinkKind;
+use audit_runtime::sink::{ledger_sequence, Rotation, RotationNames};
 use audit_runtime::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {

@@ -354,3 +354,77 @@ fn a_missing_checkpoint_file_and_no_events_match() {
         assert_eq!(fast, oracle);
     }
 }
+
+/// Every line LedgerSink writes is already canonical (the line is the hashed
+/// text plus the integrity block at its sorted place), so the verifier's
+/// fast path takes it; the fast verifier and the oracle agree on it.
+#[test]
+fn ledger_sink_writes_canonical_lines() {
+    use audit_runtime::sink::{FsyncPolicy, LedgerOptions, LedgerSink};
+    use audit_runtime::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let sink = LedgerSink::open_with(
+        &path,
+        LedgerOptions {
+            fsync: FsyncPolicy::Never,
+            ..LedgerOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..200u64 {
+        let mut metadata = Metadata::new();
+        metadata.insert("n", i as i64);
+        metadata.insert("ratio", i as f64 * 1e15 + 0.5);
+        metadata.insert("note", "é \"quoted\" \u{1} tab\t");
+        let event = AuditEvent {
+            schema_version: SchemaVersion::V1_1,
+            event_id: uuid::Uuid::from_u128(u128::from(i) + 1),
+            timestamp: Timestamp::from_unix_millis(1_700_000_000_000 + i as i64),
+            service: Service {
+                name: "svc".into(),
+                environment: Some("prod".into()),
+                version: None,
+            },
+            actor: Actor::human(format!("u-{i}")),
+            action: Action {
+                kind: ActionType::Read,
+                name: Some("read".into()),
+                phi_touched: Some(true),
+                data_classification: None,
+            },
+            resource: Resource {
+                kind: "Patient".into(),
+                id: Some(format!("p-{i}").into()),
+                patient_id: None,
+            },
+            outcome: Outcome::SUCCESS,
+            correlation: None,
+            http: None,
+            delegation: None,
+            metadata: if i % 3 == 0 {
+                Metadata::new()
+            } else {
+                metadata
+            },
+            integrity: None,
+        };
+        sink.write(&event).unwrap();
+    }
+    sink.close().unwrap();
+    let data = std::fs::read(&path).unwrap();
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        let mut out = Vec::new();
+        canonical_json(&v, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(line),
+            "a LedgerSink line is not canonical"
+        );
+    }
+    let opts = VerifyOptions::default();
+    let (oracle, fast) = both(&data, None, &opts, 2, 1 << 16);
+    assert!(oracle.passed(), "{oracle:?}");
+    assert_eq!(fast, oracle);
+}

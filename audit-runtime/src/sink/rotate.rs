@@ -112,7 +112,8 @@ pub fn ledger_sequence(path: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// The ledgers in `dir`: base names (the active file's name) of every
 /// sequence found, sorted. A base is named by its rotated files even when
-/// its active file is gone.
+/// its active file is gone; a file without rotated siblings counts when its
+/// first non-blank byte is `{` (JSON lines).
 pub fn ledgers_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut names: Vec<String> = Vec::new();
     for entry in fs::read_dir(dir)? {
@@ -142,12 +143,25 @@ pub fn ledgers_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
             || n.contains(".torn-")
             || n.contains(".damaged-")
             || n.contains(".rotating-");
-        if !side && rotated_base(n).is_none() && !bases.contains(n) {
+        if !side
+            && rotated_base(n).is_none()
+            && !bases.contains(n)
+            && looks_like_jsonl(&dir.join(n))
+        {
             bases.push(n.clone());
         }
     }
     bases.sort();
     Ok(bases.into_iter().map(|b| dir.join(b)).collect())
+}
+
+fn looks_like_jsonl(path: &Path) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let n = fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    buf[..n].trim_ascii_start().first() == Some(&b'{')
 }
 
 fn rotated_base(name: &str) -> Option<String> {
