@@ -273,11 +273,11 @@ fn split(data: &[u8], threads: usize) -> Vec<usize> {
 }
 
 fn memchr(c: u8, s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == c)
+    memchr::memchr(c, s)
 }
 
 fn memrchr(c: u8, s: &[u8]) -> Option<usize> {
-    s.iter().rposition(|&b| b == c)
+    memchr::memrchr(c, s)
 }
 
 // ---------------------------------------------------------------------------
