@@ -66,10 +66,15 @@ pub(crate) fn resolve_files(paths: &[String]) -> Result<(Vec<PathBuf>, PathBuf),
             ledgers_in(p).map_err(|e| format!("cannot read {}: {e}", crate::shown(&paths[0])))?;
         let base = match bases.as_slice() {
             [one] => one.clone(),
-            [] => return Err(format!("{} holds no ledger files", crate::shown(&paths[0]))),
+            [] => {
+                return Err(format!(
+                    "{} is a directory holding no ledger files (JSON lines)",
+                    crate::shown(&paths[0])
+                ))
+            }
             _ => {
                 return Err(format!(
-                    "{} holds {} ledgers; name the files of one (e.g. `phi-audit verify DIR/audit.jsonl.* DIR/audit.jsonl`)",
+                    "{} is a directory holding {} ledgers; name the files of one (e.g. `phi-audit verify DIR/audit.jsonl.* DIR/audit.jsonl`)",
                     crate::shown(&paths[0]),
                     bases.len()
                 ))
