@@ -10,8 +10,11 @@
 mod collect;
 mod html;
 mod progress;
+mod prune;
 mod review;
 mod source;
+mod validate_par;
+mod verify_multi;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
@@ -21,10 +24,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use phi_audit_runtime::checkpoint::checkpoint_path;
 use phi_audit_runtime::report::{self, escape_text, write_json, FailedLoginsByIp, Query};
-use phi_audit_runtime::verify::{verify_reader, JsonLines, VerifyOptions, VerifyReport};
+use phi_audit_runtime::verify::{VerifyOptions, VerifyReport};
 use phi_audit_runtime::{ActionType, CheckpointVerifyingKey, SchemaVersion, Timestamp};
 
 use crate::progress::Progress;
+use crate::validate_par::Verdict;
 
 /// All good.
 const EXIT_OK: u8 = 0;
@@ -82,6 +86,11 @@ the details.")]
         /// standard input, or a PostgreSQL URL (as --postgres).
         #[arg(required_unless_present = "postgres")]
         path: Option<String>,
+        /// More files of the same rotated ledger: all are verified as one
+        /// chain, in rotation order (PATH may also be a directory holding one
+        /// rotated ledger).
+        #[arg(value_name = "MORE", conflicts_with = "postgres")]
+        more: Vec<String>,
         /// Verify the chain of one service read back from a PostgreSQL table
         /// written by `PostgresSink` (needs --service). The URL may carry
         /// `?schema=NAME`, as in PHI_AUDIT_SINK.
@@ -208,10 +217,36 @@ Exit codes: 0 stopped cleanly, 1 messages that could not be stored (not audit ev
 event_id held by another event; counted), 2 cannot reach NATS, the stream or PostgreSQL, or
 bad usage.")]
     Collect(collect::CollectArgs),
+    /// Remove rotated ledger files older than the retention period.
+    #[command(after_help = "Examples:
+  phi-audit prune --older-than 6y /var/log/audit --signing-key checkpoint.key
+  phi-audit prune --older-than 6y /var/log/audit/audit.jsonl --dry-run
+
+Removes whole rotated files (never the active one) whose newest event is older
+than --older-than (6y, 72m, 2192d), oldest first, and writes a signed anchor
+(LEDGER.anchor) so `phi-audit verify DIR` of the rest passes without --anchor.
+Periods under six years are refused unless --force.
+Exit codes: 0 done (or nothing to prune), 2 bad usage or an I/O error.")]
+    Prune {
+        /// The directory holding one rotated ledger, or the ledger's path.
+        dir: String,
+        /// Retention: remove files whose events are all older than this.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Ed25519 signing key for the anchor (32 raw bytes or 64 hex characters).
+        #[arg(long, value_name = "FILE")]
+        signing_key: Option<PathBuf>,
+        /// Show what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Allow a period under six years.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
@@ -294,6 +329,7 @@ fn main() -> ExitCode {
         ),
         Command::Verify {
             path,
+            more,
             public_key,
             checkpoints,
             anchor,
@@ -301,6 +337,7 @@ fn main() -> ExitCode {
             ..
         } => run_verify(
             path.as_deref().unwrap_or("-"),
+            more,
             public_key,
             checkpoints,
             anchor,
@@ -362,6 +399,13 @@ fn main() -> ExitCode {
         } => run_validate(&path, schema.map(Into::into), format),
         #[cfg(feature = "nats")]
         Command::Collect(args) => collect::run(args),
+        Command::Prune {
+            dir,
+            older_than,
+            signing_key,
+            dry_run,
+            force,
+        } => prune::run(&older_than, &dir, signing_key, dry_run, force),
     };
     ExitCode::from(code)
 }
@@ -462,6 +506,7 @@ fn print_json<T: serde::Serialize>(value: &T) {
 
 fn run_verify(
     path: &str,
+    more: Vec<String>,
     public_key: Option<PathBuf>,
     checkpoints: Option<PathBuf>,
     anchor: Option<String>,
@@ -492,10 +537,11 @@ fn run_verify(
             return error("--anchor must be a hex event hash");
         }
     }
-    let input = match open_input(path) {
-        Ok(i) => i,
-        Err(e) => return error(e),
-    };
+    if !more.is_empty() || Path::new(path).is_dir() {
+        let mut all = vec![path.to_owned()];
+        all.extend(more);
+        return verify_multi::run_files(&all, key, checkpoints, anchor, format);
+    }
     let cp_reader = if key.is_some() {
         let cp_path = match (&checkpoints, path) {
             (Some(p), _) => Some(p.clone()),
@@ -519,9 +565,9 @@ fn run_verify(
         source: path.to_owned(),
         ..VerifyOptions::default()
     };
-    let report = match verify_reader(input, cp_reader, &opts) {
+    let report = match verify_multi::verify_input(path, cp_reader, &opts) {
         Ok(r) => r,
-        Err(e) => return error(format!("{}: {e}", shown(path))),
+        Err(e) => return error(e),
     };
     progress::clear();
     match format {
@@ -712,7 +758,7 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
         Ok(i) => i,
         Err(e) => return error(e),
     };
-    let mut lines = JsonLines::new(input);
+    let mut verdicts = validate_par::Verdicts::new(input, schema);
     let mut events = 0u64;
     let mut valid = 0u64;
     let mut invalid: Vec<Invalid> = Vec::new();
@@ -726,50 +772,32 @@ fn run_validate(path: &str, schema: Option<SchemaVersion>, format: Format) -> u8
         }]
     };
     loop {
-        let line = match lines.next_line() {
-            Ok(Some(l)) => l,
+        let (number, verdict) = match verdicts.next_verdict() {
+            Ok(Some(v)) => v,
             Ok(None) => break,
             Err(e) => return error(format!("cannot read {}: {e}", shown(path))),
         };
-        let text = line.bytes.trim_ascii();
-        if text.is_empty() && !line.too_long {
-            continue;
-        }
         events += 1;
-        let errors: Vec<PathError> = if line.too_long {
-            not_json += 1;
-            whole("line is longer than the 16 MiB limit: it cannot be an event")
-        } else if std::str::from_utf8(text).is_err() {
-            not_json += 1;
-            whole("not valid UTF-8")
-        } else {
-            match serde_json::from_slice::<serde_json::Value>(text) {
-                Err(_) if !line.terminated => {
-                    not_json += 1;
-                    whole("unterminated last line that is not JSON (a write cut off)")
-                }
-                Err(_) => {
-                    not_json += 1;
-                    whole("not valid JSON")
-                }
-                Ok(v) => match phi_audit_runtime::schema::validate_value(&v, schema) {
-                    Ok(_) => {
-                        valid += 1;
-                        continue;
-                    }
-                    Err(errs) => errs
-                        .iter()
-                        .map(|e| PathError {
-                            path: safe_pointer(&e.path),
-                            message: e.message.clone(),
-                        })
-                        .collect(),
-                },
+        let errors: Vec<PathError> = match verdict {
+            Verdict::Valid => {
+                valid += 1;
+                continue;
             }
+            Verdict::NotJson(m) => {
+                not_json += 1;
+                whole(m)
+            }
+            Verdict::Invalid(errs) => errs
+                .iter()
+                .map(|(p, m)| PathError {
+                    path: safe_pointer(p),
+                    message: m.clone(),
+                })
+                .collect(),
         };
         invalid_count += 1;
         let item = Invalid {
-            line: line.number,
+            line: number,
             errors,
         };
         match format {

@@ -137,6 +137,7 @@ pub(crate) fn resolve(mut command: Command) -> Result<Command, String> {
         }
         // `review` and `report --html` resolve their inputs themselves.
         Command::Review(_) => {}
+        Command::Prune { .. } => {}
         Command::Validate { path, .. } => match input(path)? {
             Input::File(f) => *path = f,
             Input::Postgres(..) => {

@@ -72,7 +72,7 @@ type IdSource = Arc<dyn Fn() -> Uuid + Send + Sync>;
 /// Dispatcher configuration. Build with [`Config::new`].
 ///
 /// ```
-/// use audit_runtime::{Actor, Config, SchemaVersion};
+/// use phi_audit_runtime::{Actor, Config, SchemaVersion};
 /// let config = Config::new("chart-service")
 ///     .environment("prod")
 ///     .version("1.4.2")

@@ -15,6 +15,7 @@ mod call;
 mod config;
 mod context;
 mod dispatch;
+pub mod fast_verify;
 pub mod integrity;
 mod json;
 mod model;

@@ -4,7 +4,7 @@
 //! JSON or CSV.
 //!
 //! ```
-//! use audit_runtime::report::{self, Format, Query};
+//! use phi_audit_runtime::report::{self, Format, Query};
 //! # let jsonl = "";
 //! let q = Query::exports();
 //! let rows = report::query_jsonl(jsonl.as_bytes(), &q).filter_map(Result::ok);
@@ -757,7 +757,7 @@ pub fn needs_escape(c: char) -> bool {
 /// unambiguous). Borrowed when nothing needed escaping.
 ///
 /// ```
-/// use audit_runtime::report::escape_text;
+/// use phi_audit_runtime::report::escape_text;
 /// assert_eq!(escape_text("plain"), "plain");
 /// assert_eq!(escape_text("a\x1b]0;x\x07\n\u{202e}b"), "a\\u{1b}]0;x\\u{7}\\n\\u{202e}b");
 /// ```

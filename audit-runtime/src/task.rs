@@ -23,7 +23,7 @@ use crate::dispatch::{self, Dispatch};
 /// to be installed on another task or thread.
 ///
 /// ```
-/// use audit_runtime::{AuditContext, CurrentScope};
+/// use phi_audit_runtime::{AuditContext, CurrentScope};
 /// let ctx = AuditContext::new().request_id("req-7");
 /// let captured = ctx.in_scope(CurrentScope::capture);
 /// std::thread::spawn(move || {
@@ -117,11 +117,11 @@ impl<F: Future> Future for Carried<F> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use audit_runtime::AuditContext;
+/// use phi_audit_runtime::AuditContext;
 /// let ctx = AuditContext::new().request_id("req-9");
 /// let seen = ctx
 ///     .scope(async {
-///         audit_runtime::spawn(async { AuditContext::current().is_some() }).await.unwrap()
+///         phi_audit_runtime::spawn(async { AuditContext::current().is_some() }).await.unwrap()
 ///     })
 ///     .await;
 /// assert!(seen);

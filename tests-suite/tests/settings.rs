@@ -390,7 +390,12 @@ fn unknown_and_bad_options_are_errors() {
             "jsonl:/a?alg=sha384",
             "unknown option `alg`; accepted here: sync, queue, full, fsync, rotate",
         ),
-        ("ledger:/a?rotate=1MB", "unknown option `rotate`"),
+        // Ledgers rotate (`rotate=SIZE,daily`); a bad value is still an error.
+        ("ledger:/a?rotate=weekly", "`rotate` takes a size"),
+        (
+            "ledger:/a?names=dated",
+            "`names` sets how rotated files are named",
+        ),
         (
             "ledger:/a?alg=sha1",
             "`alg` must be one of sha256, sha384, sha512",

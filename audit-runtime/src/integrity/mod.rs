@@ -20,8 +20,8 @@
 //! rejected by the parser before it reaches this module.
 //!
 //! ```
-//! use audit_runtime::integrity::{canonical_json, event_hash};
-//! use audit_runtime::HashAlg;
+//! use phi_audit_runtime::integrity::{canonical_json, event_hash};
+//! use phi_audit_runtime::HashAlg;
 //!
 //! let v: serde_json::Value = serde_json::from_str(r#"{"b":1e16,"a":"é","integrity":{}}"#).unwrap();
 //! let mut out = Vec::new();
@@ -160,8 +160,8 @@ pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
 /// event's JSON, without building a `serde_json::Value`.
 ///
 /// ```
-/// use audit_runtime::integrity::{canonical_event_json, Canonicalizer};
-/// # use audit_runtime::*;
+/// use phi_audit_runtime::integrity::{canonical_event_json, Canonicalizer};
+/// # use phi_audit_runtime::*;
 /// # let event = AuditEvent {
 /// #     schema_version: SchemaVersion::V1_1, event_id: uuid::Uuid::nil(),
 /// #     timestamp: Timestamp::from_unix_millis(0),
@@ -181,6 +181,8 @@ pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
 pub struct Canonicalizer {
     out: Vec<u8>,
     entries: Vec<Entry>,
+    /// Where a top-level `integrity` member sorts in `out`.
+    integrity_at: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -200,21 +202,35 @@ impl Canonicalizer {
     /// slice is valid until the next call.
     pub fn event_bytes(&mut self, event: &AuditEvent) -> Result<&[u8], CanonicalError> {
         self.out.clear();
+        self.integrity_at = None;
         self.entries.clear();
         if event.metadata.iter().all(|(_, v)| !v.is_non_finite()) {
             // Known keys in sorted order, written directly.
-            crate::json::canonical::canonical_event(&mut self.out, event);
+            self.integrity_at = Some(crate::json::canonical::canonical_event(
+                &mut self.out,
+                event,
+            ));
             return Ok(&self.out);
         }
         let r = event.serialize(CanonSer { st: self, depth: 0 });
         match r {
-            Ok(()) => Ok(&self.out),
+            Ok(()) => {
+                self.integrity_at = crate::fast_verify::insert_position(&self.out, b"integrity");
+                Ok(&self.out)
+            }
             Err(e) => {
                 self.out.clear();
                 self.entries.clear();
                 Err(e)
             }
         }
+    }
+
+    /// The bytes of the last [`Canonicalizer::event_bytes`] and the offset
+    /// at which a top-level `integrity` member sorts in them (`None` when
+    /// unknown).
+    pub(crate) fn last(&self) -> (&[u8], Option<usize>) {
+        (&self.out, self.integrity_at)
     }
 
     /// The chain hash of `event` after `prev`.
@@ -288,7 +304,7 @@ impl Compound<'_> {
     }
 
     fn end_object(self) {
-        let Canonicalizer { out, entries } = self.st;
+        let Canonicalizer { out, entries, .. } = self.st;
         let mine = &mut entries[self.base..];
         mine.sort_by(|a, b| out[a.key_start..a.key_end].cmp(&out[b.key_start..b.key_end]));
         let region_end = out.len();

@@ -27,7 +27,7 @@
 //! `result` is `PASS` only when there is no failure of any kind.
 //!
 //! ```
-//! use audit_runtime::verify::{verify_reader, VerifyOptions};
+//! use phi_audit_runtime::verify::{verify_reader, VerifyOptions};
 //! let report = verify_reader(&b""[..], None::<&[u8]>, &VerifyOptions::default()).unwrap();
 //! assert_eq!(report.result, "FAIL");
 //! assert_eq!(report.failures[0].failure_type, "empty_ledger");

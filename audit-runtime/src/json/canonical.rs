@@ -30,7 +30,7 @@ use crate::util::text::Text;
 /// ```
 /// let mut out = Vec::new();
 /// for f in [1e16, 1e-5, 1.0, 0.1, -0.0, 123456789012345.0] {
-///     audit_runtime::integrity::write_python_float(f, &mut out);
+///     phi_audit_runtime::integrity::write_python_float(f, &mut out);
 ///     out.push(b' ');
 /// }
 /// assert_eq!(out, b"1e+16 1e-05 1.0 0.1 -0.0 123456789012345.0 ");
@@ -256,7 +256,9 @@ fn c_meta_value(out: &mut Vec<u8>, v: &MetaValue) {
 }
 
 /// Appends the canonical JSON of `e` without its `integrity` block.
-pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
+/// Returns the offset at which a top-level `integrity` member sorts (before
+/// `metadata` or `outcome`).
+pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) -> usize {
     let mut f = true;
     out.push(b'{');
 
@@ -337,6 +339,7 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
         opt(out, &mut g, "user_agent", &h.user_agent);
         out.push(b'}');
     }
+    let integrity_at = out.len();
     if !e.metadata.is_empty() {
         key(out, &mut f, "metadata");
         let mut entries: Vec<(&Text, &MetaValue)> = e.metadata.iter().collect();
@@ -389,4 +392,5 @@ pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
     out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
     out.push(b'"');
     out.push(b'}');
+    integrity_at
 }

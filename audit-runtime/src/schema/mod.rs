@@ -31,8 +31,8 @@
 //!   reproduced, except that non-ASCII decimal digits are rejected here.
 //!
 //! ```
-//! use audit_runtime::schema::validate_value;
-//! use audit_runtime::SchemaVersion;
+//! use phi_audit_runtime::schema::validate_value;
+//! use phi_audit_runtime::SchemaVersion;
 //!
 //! let event = serde_json::json!({
 //!     "schema_version": "1.1",
@@ -1346,8 +1346,8 @@ impl std::error::Error for RetargetError {}
 /// 1.1, say) is not changed: call [`validate`] afterwards.
 ///
 /// ```
-/// use audit_runtime::schema::{retarget, validate, DowngradePolicy};
-/// use audit_runtime::{AuditEvent, Outcome, SchemaVersion};
+/// use phi_audit_runtime::schema::{retarget, validate, DowngradePolicy};
+/// use phi_audit_runtime::{AuditEvent, Outcome, SchemaVersion};
 /// # fn event() -> AuditEvent {
 /// #     serde_json::from_value(serde_json::json!({
 /// #         "schema_version": "1.1",

@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! // PHI_AUDIT_SERVICE=chart-service PHI_AUDIT_SINK=ledger:/var/log/audit.jsonl ./chart-service
-//! let _guard = audit_runtime::init_from_env()?;
+//! let _guard = phi_audit_runtime::init_from_env()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -47,7 +47,7 @@
 //! #[derive(serde::Deserialize)]
 //! struct AppConfig {
 //!     listen: String,
-//!     phi_audit: audit_runtime::Settings,
+//!     phi_audit: phi_audit_runtime::Settings,
 //! }
 //!
 //! let app: AppConfig = serde_json::from_str(r#"{
@@ -173,7 +173,7 @@ impl Settings {
     /// counts.
     ///
     /// ```
-    /// use audit_runtime::Settings;
+    /// use phi_audit_runtime::Settings;
     /// let s = Settings::from_env_map([
     ///     ("PHI_AUDIT_SERVICE", "chart-service"),
     ///     ("PHI_AUDIT_SINK", "stdout,jsonl:/var/log/audit.jsonl?fsync=100"),
@@ -182,7 +182,7 @@ impl Settings {
     ///
     /// let err = Settings::from_env_map([("PHI_AUDIT_SCHEMA", "3.0")]).unwrap_err();
     /// assert_eq!(err.problems().len(), 2); // no service, bad schema
-    /// # Ok::<(), audit_runtime::SettingsError>(())
+    /// # Ok::<(), phi_audit_runtime::SettingsError>(())
     /// ```
     pub fn from_env_map<I, K, V>(vars: I) -> Result<Settings, SettingsError>
     where
@@ -403,7 +403,7 @@ fn same_target(a: &SinkSpec, b: &SinkSpec) -> bool {
 ///
 /// ```no_run
 /// // PHI_AUDIT_SERVICE=chart-service PHI_AUDIT_SINK=stdout,jsonl:/var/log/audit.jsonl
-/// let _guard = audit_runtime::init_from_env()?;
+/// let _guard = phi_audit_runtime::init_from_env()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn init_from_env() -> Result<Guard, InitError> {

@@ -91,6 +91,7 @@ pub(crate) fn open(
                 fsync: l.fsync,
                 signer,
                 checkpoint_every: l.checkpoint_every,
+                rotation: l.rotation,
                 ..LedgerOptions::default()
             };
             Box::new(

@@ -18,6 +18,8 @@
 //! | `full=block\|drop` | all but `sync` | what a full queue does (default `block`: lossless) |
 //! | `fsync=always\|never\|N` | jsonl, ledger | sync every event (default), never, or every N events |
 //! | `rotate=SIZE` | jsonl | rotate before the file grows past SIZE (`500MB`, `1GiB`, or bytes) |
+//! | `rotate=SIZE,daily` | ledger | rotate by size and/or when the UTC day of the events changes (`100MB`, `daily`, `100MB,daily`); the chain continues across files |
+//! | `names=numbered\|dated` | ledger, with `rotate` | rotated files are `PATH.1`, `PATH.2`, ... (default) or `PATH.YYYY-MM-DD.1`, ... |
 //! | `alg=sha256\|sha384\|sha512` | ledger | hash algorithm of the chain (default sha256) |
 //! | `checkpoint_key=FILE` | ledger | sign checkpoints with the Ed25519 key in FILE (32 raw bytes or 64 hex characters) |
 //! | `every=N` | ledger, with `checkpoint_key` | a checkpoint every N events (default 1000; 0: only at close) |
@@ -40,7 +42,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::model::event::HashAlg;
-use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
+use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions, Rotation, RotationNames};
 
 #[cfg(feature = "nats")]
 mod nats;
@@ -63,6 +65,8 @@ const LEDGER_OPTIONS: &[&str] = &[
     "alg",
     "checkpoint_key",
     "every",
+    "rotate",
+    "names",
 ];
 /// phi-audit's options of a PostgreSQL URL; its other parameters are the
 /// driver's.
@@ -92,8 +96,8 @@ const MAX_BATCH: usize = 100_000;
 /// options.
 ///
 /// ```
-/// use audit_runtime::settings::{Delivery, SinkKind, SinkSpec};
-/// use audit_runtime::HashAlg;
+/// use phi_audit_runtime::settings::{Delivery, SinkKind, SinkSpec};
+/// use phi_audit_runtime::HashAlg;
 ///
 /// let spec: SinkSpec = "ledger:/var/log/audit.jsonl?alg=sha384&sync".parse()?;
 /// let SinkKind::Ledger(ledger) = &spec.kind else { unreachable!() };
@@ -267,6 +271,8 @@ pub struct LedgerSpec {
     pub checkpoint_key: Option<PathBuf>,
     /// `every=N`: a checkpoint every N events (default 1000; 0: only at close).
     pub checkpoint_every: u64,
+    /// `rotate=SIZE,daily` and `names=numbered|dated` (default: no rotation).
+    pub rotation: Option<Rotation>,
 }
 
 impl LedgerSpec {
@@ -279,6 +285,7 @@ impl LedgerSpec {
             fsync: d.fsync,
             checkpoint_key: None,
             checkpoint_every: d.checkpoint_every,
+            rotation: None,
         }
     }
 }
@@ -578,8 +585,44 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
                         "`every` sets how often checkpoints are signed: it needs `checkpoint_key=FILE`",
                     ));
                 }
+                let rotation = opts.value("rotate").and_then(|(v, span)| {
+                    let mut r = Rotation::default();
+                    for part in v.split(',') {
+                        if part == "daily" {
+                            r.daily = true;
+                        } else if let Some(n) = parse_size(part).filter(|&n| n > 0) {
+                            r.max_bytes = Some(n);
+                        } else {
+                            opts.errs.push(err(
+                                span.clone(),
+                                "`rotate` takes a size (`100MB`, `1GiB`, or bytes), `daily`, or both (`100MB,daily`)",
+                            ));
+                            return None;
+                        }
+                    }
+                    Some(r)
+                });
+                let names_span = opts.span_of("names");
+                let names = opts.choice("names", &["numbered", "dated"]);
+                let rotation = match (rotation, names_span) {
+                    (Some(mut r), _) => {
+                        if names == Some("dated") {
+                            r.names = RotationNames::Dated;
+                        }
+                        Some(r)
+                    }
+                    (None, Some(span)) => {
+                        opts.errs.push(err(
+                            span,
+                            "`names` sets how rotated files are named: it needs `rotate=SIZE` or `rotate=daily`",
+                        ));
+                        None
+                    }
+                    (None, None) => None,
+                };
                 opts.finish(LEDGER_OPTIONS);
                 SinkKind::Ledger(LedgerSpec {
+                    rotation,
                     path: path?,
                     alg,
                     fsync,

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use crate::model::event::AuditEvent;
 use crate::record::{CallRecord, RecordRef};
 use crate::sink::loss::{flush_result, LossTracker};
+use crate::sink::rotate::{rotated_name, RotationNames};
 use crate::sink::{lock, BatchError, Sink, SinkError};
 
 /// When written lines are made durable with `fsync` (`File::sync_data`).
@@ -88,6 +89,10 @@ pub(crate) struct LineWriter {
     unsynced_events: u64,
     fsync: FsyncPolicy,
     rotate_bytes: Option<u64>,
+    /// Names of rotated files.
+    rotate_names: RotationNames,
+    /// UTC day of the events in the file (dated names, daily rotation).
+    day: Option<i64>,
     capacity: usize,
     /// Events acknowledged earlier that were lost in a failed batch write.
     lost_events: u64,
@@ -186,6 +191,8 @@ impl LineWriter {
             unsynced_events: 0,
             fsync,
             rotate_bytes,
+            rotate_names: RotationNames::Numbered,
+            day: None,
             capacity: capacity.max(1),
             lost_events: 0,
             rotations: 0,
@@ -245,6 +252,40 @@ impl LineWriter {
 
     pub(crate) fn rotations(&self) -> u64 {
         self.rotations
+    }
+
+    /// Rotation by size and the names of rotated files (see
+    /// [`crate::sink::Rotation`]); `day` is the UTC day of the events
+    /// already in the file.
+    pub(crate) fn set_rotation(
+        &mut self,
+        max_bytes: Option<u64>,
+        names: RotationNames,
+        day: Option<i64>,
+    ) {
+        self.rotate_bytes = max_bytes;
+        self.rotate_names = names;
+        self.day = day;
+    }
+
+    /// Before a line of an event of UTC day `day`: rotates when the file
+    /// holds events of an earlier day (lines in the buffer are written to
+    /// the old file first).
+    pub(crate) fn rotate_for_day(&mut self, day: i64) -> io::Result<()> {
+        match self.day {
+            Some(d) if day <= d => Ok(()),
+            Some(_) if self.file_len > 0 || !self.buf.is_empty() => {
+                self.write_out()?;
+                self.sync_if_needed()?;
+                self.rotate()?;
+                self.day = Some(day);
+                Ok(())
+            }
+            _ => {
+                self.day = Some(day);
+                Ok(())
+            }
+        }
     }
 
     /// Call after one whole line (ending in `\n`) was appended to
@@ -456,10 +497,7 @@ impl LineWriter {
     ///
     /// On failure writing continues in the current file; nothing is lost.
     fn rotate(&mut self) -> io::Result<()> {
-        let n = next_rotation_number(&self.path)?;
-        let mut target = self.path.clone().into_os_string();
-        target.push(format!(".{n}"));
-        let target = PathBuf::from(target);
+        let target = rotated_name(&self.path, self.rotate_names, self.day)?;
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(format!(".rotating-{}", std::process::id()));
         let tmp = PathBuf::from(tmp);
@@ -487,28 +525,6 @@ impl LineWriter {
         self.rotations += 1;
         Ok(())
     }
-}
-
-/// The next free number `k` for `<path>.<k>` (1 when none exists).
-fn next_rotation_number(path: &Path) -> io::Result<u64> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-        return Err(io::Error::other("the log file name is not valid UTF-8"));
-    };
-    let prefix = format!("{name}.");
-    let mut max = 0u64;
-    for entry in fs::read_dir(&dir)? {
-        let entry = entry?;
-        if let Some(n) = entry.file_name().to_str() {
-            if let Some(num) = n.strip_prefix(&prefix).and_then(|s| s.parse::<u64>().ok()) {
-                max = max.max(num);
-            }
-        }
-    }
-    Ok(max + 1)
 }
 
 impl Drop for LineWriter {
@@ -570,7 +586,7 @@ fn preallocate(_file: &File, _offset: u64, _len: u64) -> bool {
 /// reservation is left rather than risk cutting a line.
 ///
 /// ```
-/// use audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+/// use phi_audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-doc-{}", std::process::id()));
 /// let opts = JsonlOptions { fsync: FsyncPolicy::Never, ..JsonlOptions::default() };
 /// let sink = JsonlFileSink::open_with(dir.join("audit.jsonl"), opts).unwrap();

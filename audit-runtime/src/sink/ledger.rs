@@ -19,6 +19,7 @@ use crate::model::metadata::{MetaValue, Metadata};
 use crate::sink::file::{create_parent, open_append_terminated, FsyncPolicy, LineWriter};
 use crate::sink::lock::{self, FileLocked};
 use crate::sink::loss::{flush_result, LossTracker};
+use crate::sink::rotate::{day_of, ledger_sequence, Rotation};
 use crate::sink::{BatchError, Sink, SinkError};
 use crate::time::timestamp::Timestamp;
 use crate::util::text::Text;
@@ -46,6 +47,10 @@ pub struct LedgerOptions {
     /// [`DEFAULT_PREALLOCATE`](crate::sink::DEFAULT_PREALLOCATE); `0` turns
     /// it off).
     pub preallocate: u64,
+    /// Rotation by size and/or UTC day (default: none). The chain continues
+    /// across files; checkpoints count the events of the whole sequence
+    /// (see [`crate::sink::ledger_sequence`]).
+    pub rotation: Option<Rotation>,
 }
 
 impl Default for LedgerOptions {
@@ -57,6 +62,7 @@ impl Default for LedgerOptions {
             checkpoint_every: 1000,
             buffer_capacity: 256 * 1024,
             preallocate: crate::sink::DEFAULT_PREALLOCATE,
+            rotation: None,
         }
     }
 }
@@ -187,11 +193,15 @@ impl From<io::Error> for LedgerError {
 /// * **Checkpoints.** With [`LedgerOptions::signer`], signed checkpoints go to
 ///   `<ledger>.checkpoints` (format in [`crate::integrity::checkpoint`]).
 ///
-/// Ledgers are not rotated; to verify a slice of a chain, pass the previous
-/// hash as the verifier's anchor.
+/// * **Rotation.** With [`LedgerOptions::rotation`] the file is renamed when
+///   it reaches a size or when the UTC day of the events changes (names in
+///   [`crate::sink::Rotation`]); the chain continues across the files and
+///   `phi-audit verify DIR` checks the whole sequence. Without rotation, to
+///   verify a slice of a chain, pass the previous hash as the verifier's
+///   anchor.
 ///
 /// ```
-/// use audit_runtime::sink::{LedgerOptions, LedgerSink};
+/// use phi_audit_runtime::sink::{LedgerOptions, LedgerSink};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-ledger-doc-{}", std::process::id()));
 /// let ledger = LedgerSink::open_with(dir.join("audit.jsonl"), LedgerOptions::default()).unwrap();
 /// assert_eq!(ledger.recovery().events, 0);
@@ -225,6 +235,8 @@ struct State {
     last_checkpoint: u64,
     checkpoint_errors: u64,
     closed: bool,
+    /// Rotate when the UTC day of the events changes.
+    daily: bool,
 }
 
 /// Longest line the ledger reads back when resuming.
@@ -260,7 +272,7 @@ impl LedgerSink {
         } else {
             0
         };
-        let w = LineWriter::from_locked(
+        let mut w = LineWriter::from_locked(
             &path,
             file,
             options.fsync,
@@ -268,14 +280,44 @@ impl LedgerSink {
             options.buffer_capacity,
             options.preallocate,
         )?;
+        // A rotated ledger: the chain and the count go on from the files
+        // before this one.
+        let mut head = recovery.last_event_hash.clone();
+        let mut count = recovery.events;
+        if let Some(rot) = options.rotation {
+            let day = last_event
+                .as_ref()
+                .and_then(|v| v.get("timestamp"))
+                .and_then(Value::as_str)
+                .and_then(|t| Timestamp::parse_rfc3339(t).ok())
+                .map(day_of);
+            w.set_rotation(rot.max_bytes, rot.names, day);
+            let earlier: Vec<PathBuf> = ledger_sequence(&path)?
+                .into_iter()
+                .filter(|p| p != &path)
+                .collect();
+            if head.is_none() && recovery.events == 0 {
+                if let Some(last) = earlier.last() {
+                    head = last_hash_in(last)?;
+                }
+            }
+            if options.signer.is_some() {
+                for p in &earlier {
+                    let mut f = File::open(p)?;
+                    let len = f.metadata()?.len();
+                    count += count_events(&mut f, len)?;
+                }
+            }
+        }
         let mut state = State {
             w,
             canon: Canonicalizer::new(),
             alg: options.hash_alg,
-            head: recovery.last_event_hash.clone(),
-            count: recovery.events,
-            pending_head: recovery.last_event_hash.clone().map(Head::Found),
-            pending_count: recovery.events,
+            head: head.clone(),
+            count,
+            pending_head: head.map(Head::Found),
+            pending_count: count,
+            daily: options.rotation.is_some_and(|r| r.daily),
             signer: options.signer,
             every: options.checkpoint_every,
             checkpoint_path: cp_path,
@@ -447,40 +489,71 @@ impl State {
     fn append(&mut self, event: &AuditEvent) -> Result<(), SinkError> {
         let s = self;
         let alg = s.alg;
+        if s.daily {
+            s.w.rotate_for_day(day_of(event.timestamp))
+                .map_err(SinkError::Io)?;
+        }
         let hash = s
             .canon
             .event_digest(event, s.pending_head.as_ref().map(Head::as_str), alg)
             .map_err(|e| SinkError::Other(e.to_string()))?;
         let prev = s.pending_head.take();
+        let (canon, at) = s.canon.last();
         let buf = s.w.buffer();
         let mark = buf.len();
-        if event.integrity.is_some() {
-            // A chaining sink owns the integrity block: replace it.
-            let mut e = event.clone();
-            e.integrity = None;
-            e.write_json(buf);
-        } else {
-            event.write_json(buf);
-        }
-        if buf.len() <= mark || buf.last() != Some(&b'}') {
-            s.w.discard_from(mark);
-            s.pending_head = prev;
-            return Err(SinkError::Other(
-                "the event did not serialize to a JSON object".into(),
-            ));
-        }
-        buf.pop();
-        buf.extend_from_slice(b",\"integrity\":{\"event_hash\":\"");
-        buf.extend_from_slice(hash.as_str().as_bytes());
-        buf.push(b'"');
-        if let Some(p) = prev.as_ref().map(Head::as_str) {
-            buf.extend_from_slice(b",\"prev_event_hash\":\"");
-            buf.extend_from_slice(p.as_bytes());
+        if let Some(at) = at.filter(|&a| a > 0 && a < canon.len()) {
+            // The line is the hashed canonical form with the integrity
+            // member at its sorted place: a verifier checks it with one scan.
+            let bare = canon[at - 1] == b'{';
+            buf.extend_from_slice(&canon[..at]);
+            if !bare {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(b"\"integrity\":{\"event_hash\":\"");
+            buf.extend_from_slice(hash.as_str().as_bytes());
+            buf.extend_from_slice(b"\",\"hash_alg\":\"");
+            buf.extend_from_slice(alg.as_str().as_bytes());
             buf.push(b'"');
+            if let Some(p) = prev.as_ref().map(Head::as_str) {
+                buf.extend_from_slice(b",\"prev_event_hash\":\"");
+                buf.extend_from_slice(p.as_bytes());
+                buf.push(b'"');
+            }
+            buf.push(b'}');
+            if bare && canon[at] != b'}' {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(&canon[at..]);
+            buf.push(b'\n');
+        } else {
+            if event.integrity.is_some() {
+                // A chaining sink owns the integrity block: replace it.
+                let mut e = event.clone();
+                e.integrity = None;
+                e.write_json(buf);
+            } else {
+                event.write_json(buf);
+            }
+            if buf.len() <= mark || buf.last() != Some(&b'}') {
+                s.w.discard_from(mark);
+                s.pending_head = prev;
+                return Err(SinkError::Other(
+                    "the event did not serialize to a JSON object".into(),
+                ));
+            }
+            buf.pop();
+            buf.extend_from_slice(b",\"integrity\":{\"event_hash\":\"");
+            buf.extend_from_slice(hash.as_str().as_bytes());
+            buf.push(b'"');
+            if let Some(p) = prev.as_ref().map(Head::as_str) {
+                buf.extend_from_slice(b",\"prev_event_hash\":\"");
+                buf.extend_from_slice(p.as_bytes());
+                buf.push(b'"');
+            }
+            buf.extend_from_slice(b",\"hash_alg\":\"");
+            buf.extend_from_slice(alg.as_str().as_bytes());
+            buf.extend_from_slice(b"\"}}\n");
         }
-        buf.extend_from_slice(b",\"hash_alg\":\"");
-        buf.extend_from_slice(alg.as_str().as_bytes());
-        buf.extend_from_slice(b"\"}}\n");
         s.pending_head = Some(Head::Computed(hash));
         s.pending_count += 1;
         let before = s.w.file_len();
@@ -588,6 +661,26 @@ fn line_start_before(f: &mut File, end: u64) -> io::Result<u64> {
         }
     }
     Ok(0)
+}
+
+/// The `integrity.event_hash` of the last line of a closed ledger file.
+fn last_hash_in(path: &Path) -> io::Result<Option<String>> {
+    let mut f = File::open(path)?;
+    let mut end = f.metadata()?.len();
+    loop {
+        if end == 0 {
+            return Ok(None);
+        }
+        let start = line_start_before(&mut f, end - 1)?;
+        let mut line = vec![0u8; (end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut line)?;
+        match classify(&line) {
+            Tail::Blank => end = start,
+            Tail::Chained(h, _) => return Ok(Some(h)),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// Counts lines with content before `end` (blank lines are not events).

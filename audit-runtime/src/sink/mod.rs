@@ -18,6 +18,7 @@ mod nats;
 mod nonblocking;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod rotate;
 mod spool;
 mod stdout;
 mod tracing_sink;
@@ -43,6 +44,7 @@ pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
 };
+pub use rotate::{ledger_sequence, ledgers_in, Rotation, RotationNames};
 pub use spool::{Spool, SpoolFull, SpoolOptions, SpoolStats};
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
@@ -171,7 +173,7 @@ impl BatchError {
 /// must never put event content into its errors.
 ///
 /// ```
-/// use audit_runtime::{AuditEvent, Sink, SinkError};
+/// use phi_audit_runtime::{AuditEvent, Sink, SinkError};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 ///
 /// #[derive(Default)]

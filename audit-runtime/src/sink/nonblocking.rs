@@ -430,7 +430,7 @@ impl Queue {
 ///   0.1 ms.
 ///
 /// ```
-/// use audit_runtime::{FullPolicy, MemorySink, NonBlocking};
+/// use phi_audit_runtime::{FullPolicy, MemorySink, NonBlocking};
 /// let memory = MemorySink::new();
 /// let sink = NonBlocking::builder(memory.clone())
 ///     .capacity(1024)

@@ -45,7 +45,7 @@
 //! 0000-9999 are written clamped to that range, in both).
 //!
 //! ```no_run
-//! use audit_runtime::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
+//! use phi_audit_runtime::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
 //! use std::sync::Arc;
 //!
 //! let pg = Arc::new(PostgresSink::connect(

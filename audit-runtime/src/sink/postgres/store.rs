@@ -17,8 +17,8 @@ use crate::time::timestamp::Timestamp;
 /// A connection to a phi-audit table for reading (and purging).
 ///
 /// ```no_run
-/// use audit_runtime::report::{self, Format, Query};
-/// use audit_runtime::PostgresStore;
+/// use phi_audit_runtime::report::{self, Format, Query};
+/// use phi_audit_runtime::PostgresStore;
 /// let mut store = PostgresStore::connect("postgres://audit@db/app", "public")?;
 /// let rows = store.query(&Query::exports())?;
 /// report::render(rows, Format::Csv, &mut std::io::stdout())?;
