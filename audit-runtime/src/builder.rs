@@ -4,13 +4,13 @@ use uuid::Uuid;
 
 use crate::context::AuditContext;
 use crate::dispatch::{self, Dispatch};
-use crate::event::{
+use crate::model::event::{
     Action, ActionType, Actor, AuditEvent, Correlation, DataClassification, Delegation, Http,
     Outcome, Resource, Service,
 };
-use crate::metadata::{Metadata, MetadataValue};
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::model::metadata::{Metadata, MetadataValue};
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 use crate::SchemaVersion;
 
 /// Builds one audit event. The dispatcher fills in what the builder leaves

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::event::{Actor, SchemaVersion, Service};
-use crate::phi::PseudonymKey;
+use crate::model::event::{Actor, SchemaVersion, Service};
+use crate::model::phi::PseudonymKey;
 use crate::schema::DowngradePolicy;
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 
 /// What to do with an event that fails validate-on-emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,7 +262,7 @@ impl Config {
     pub fn new_event_id(&self) -> Uuid {
         match &self.0.ids {
             Some(f) => f(),
-            None => crate::ids::fast_v4(),
+            None => crate::util::ids::fast_v4(),
         }
     }
 }
@@ -445,7 +445,7 @@ impl ConfigBuilder {
                 i.default_actor.owner_org_id.as_ref(),
             ),
         ] {
-            if v.is_some_and(|v| crate::clamp::has_bad_chars(v)) {
+            if v.is_some_and(|v| crate::model::clamp::has_bad_chars(v)) {
                 return Err(ConfigError::new(field, bad));
             }
         }
@@ -479,18 +479,18 @@ impl ConfigBuilder {
                     "each role must be 1..=64 characters",
                 ));
             }
-            if roles.iter().any(|r| crate::clamp::has_bad_chars(r)) {
+            if roles.iter().any(|r| crate::model::clamp::has_bad_chars(r)) {
                 return Err(ConfigError::new("default_actor.roles", bad));
             }
         }
-        if a.subject_type == crate::event::SubjectType::Agent {
+        if a.subject_type == crate::model::event::SubjectType::Agent {
             return Err(ConfigError::new(
                 "default_actor.subject_type",
                 "an agent cannot be the default actor: agent events need a delegation block",
             ));
         }
         if let Some(list) = &i.allowlist {
-            if list.iter().any(|k| crate::clamp::has_bad_chars(k)) {
+            if list.iter().any(|k| crate::model::clamp::has_bad_chars(k)) {
                 return Err(ConfigError::new("metadata_allowlist", bad));
             }
             if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
@@ -517,9 +517,11 @@ impl ConfigBuilder {
         }
         let mut inner = self.inner;
         inner.fragments = Fragments {
-            service: crate::encode::rendered(|out| crate::encode::service(out, &inner.service)),
-            default_actor: crate::encode::rendered(|out| {
-                crate::encode::actor(out, &inner.default_actor)
+            service: crate::json::encode::rendered(|out| {
+                crate::json::encode::service(out, &inner.service)
+            }),
+            default_actor: crate::json::encode::rendered(|out| {
+                crate::json::encode::actor(out, &inner.default_actor)
             }),
         };
         Ok(Config(Arc::new(inner)))

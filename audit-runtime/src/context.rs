@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::clamp::{self, Fixes};
-use crate::event::{Actor, Correlation, Http};
-use crate::text::Text;
+use crate::model::clamp::{self, Fixes};
+use crate::model::event::{Actor, Correlation, Http};
+use crate::util::text::Text;
 
 /// Actor and correlation ids of the current request.
 ///
@@ -246,13 +246,13 @@ impl AuditContext {
     pub(crate) fn fragments(&self) -> &Fragments {
         self.0.fragments.0.get_or_init(|| {
             let mut actor_end = None;
-            let buf = crate::encode::rendered(|out| {
+            let buf = crate::json::encode::rendered(|out| {
                 if let Some(a) = &self.0.actor {
-                    crate::encode::actor(out, a);
+                    crate::json::encode::actor(out, a);
                     actor_end = Some(out.len());
                 }
                 let http = self.http_for_event();
-                crate::encode::context_tail(
+                crate::json::encode::context_tail(
                     out,
                     self.0.correlation.as_ref().filter(|c| !c.is_empty()),
                     http.as_deref(),

@@ -6,21 +6,19 @@
 
 #![warn(missing_docs)]
 
+// The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
+// checks the rules): util, time → model → json → schema, integrity, config,
+// context, sanitize, stats, report → record → sink → dispatch → call,
+// builder → settings, task, web.
 mod builder;
-mod cache;
 mod call;
-pub mod checkpoint;
-mod clamp;
-mod clock;
 mod config;
 mod context;
 mod dispatch;
-mod encode;
-pub mod event;
-mod ids;
 pub mod integrity;
-mod metadata;
-mod phi;
+mod json;
+mod model;
+mod record;
 pub mod report;
 pub mod sanitize;
 pub mod schema;
@@ -28,14 +26,15 @@ pub mod settings;
 pub mod sink;
 pub mod stats;
 mod task;
-mod text;
-mod timestamp;
-pub mod verify;
+mod time;
+mod util;
 #[cfg(feature = "tower")]
 pub mod web;
 
+pub use integrity::{checkpoint, verify};
+pub use model::event;
+
 pub use builder::EventBuilder;
-pub use call::AuditError;
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ErrorMessages, SinkFailurePolicy, ValidationPolicy,
@@ -52,8 +51,9 @@ pub use event::{
     HttpMethod, Integrity, Outcome, OutcomeStatus, Resource, SchemaVersion, Service, SubjectType,
 };
 pub use integrity::{event_hash, typed_event_hash, Canonicalizer};
-pub use metadata::{MetaValue, Metadata, MetadataValue};
-pub use phi::{AuditId, Phi, PseudonymKey, PseudonymSource, WeakKeyError};
+pub use model::metadata::{MetaValue, Metadata, MetadataValue};
+pub use model::outcome::AuditError;
+pub use model::phi::{AuditId, Phi, PseudonymKey, PseudonymSource, WeakKeyError};
 pub use schema::{
     retarget, validate, validate_as, validate_value, DowngradePolicy, RetargetError,
     ValidationErrors, Violation,
@@ -74,8 +74,8 @@ pub use stats::StatsSnapshot;
 pub use task::{carry, Carried, CurrentScope};
 #[cfg(feature = "tokio")]
 pub use task::{spawn, spawn_blocking};
-pub use text::Text;
-pub use timestamp::{Timestamp, TimestampError};
+pub use time::timestamp::{Timestamp, TimestampError};
+pub use util::text::Text;
 pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
 #[cfg(feature = "tower")]
 pub use web::AuditLayer;
@@ -85,13 +85,14 @@ pub use web::AuditLayer;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::call::{
-        record, short_type_name, Call, CallSite, Instrumented, Probe, UnfollowedFuture,
-        ViaAnyError, ViaAuditError, ViaDisplay, ViaFuture, ViaValue,
+        record, short_type_name, Call, Instrumented, Probe, UnfollowedFuture, ViaAnyError,
+        ViaAuditError, ViaDisplay, ViaFuture, ViaValue,
     };
-    pub use crate::event::{ActionType, Actor, DataClassification};
-    pub use crate::metadata::{MetaValue, MetadataValue};
-    pub use crate::phi::{AuditId, PseudonymSource};
-    pub use crate::text::Text;
+    pub use crate::model::event::{ActionType, Actor, DataClassification};
+    pub use crate::model::metadata::{MetaValue, MetadataValue};
+    pub use crate::model::phi::{AuditId, PseudonymSource};
+    pub use crate::record::CallSite;
+    pub use crate::util::text::Text;
 
     /// `id = expr`, `patient = expr`: the identifier text of `value`.
     #[inline]

@@ -22,7 +22,7 @@
 //! escapes in JSON ([`write_json`]), so no value can move the cursor,
 //! retitle a terminal, reorder what is shown or forge a row. JSONL sources
 //! are read a line at a time with the same 16 MiB cap as the verifier
-//! ([`crate::verify::MAX_LINE_BYTES`]).
+//! ([`crate::integrity::verify::MAX_LINE_BYTES`]).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -32,9 +32,9 @@ use std::io::{self, BufRead, Write};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::event::{ActionType, AuditEvent, DataClassification, OutcomeStatus};
-use crate::timestamp::Timestamp;
-use crate::verify::JsonLines;
+use crate::integrity::verify::JsonLines;
+use crate::model::event::{ActionType, AuditEvent, DataClassification, OutcomeStatus};
+use crate::time::timestamp::Timestamp;
 
 /// Milliseconds in 24 hours.
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -330,7 +330,7 @@ pub const COLUMNS: &[&str] = &[
 impl ReportRow {
     /// The row of `e`.
     pub fn from_event(e: &AuditEvent) -> ReportRow {
-        let s = |t: &Option<crate::text::Text>| t.as_ref().map(|t| t.as_str().to_owned());
+        let s = |t: &Option<crate::util::text::Text>| t.as_ref().map(|t| t.as_str().to_owned());
         ReportRow {
             event_id: e.event_id,
             timestamp: e.timestamp,
@@ -382,7 +382,7 @@ impl ReportRow {
 pub enum InvalidReason {
     /// The line is not valid UTF-8.
     NotUtf8,
-    /// The line is longer than [`crate::verify::MAX_LINE_BYTES`].
+    /// The line is longer than [`crate::integrity::verify::MAX_LINE_BYTES`].
     TooLong,
     /// The last line is unterminated and does not parse (a write cut off).
     Truncated,

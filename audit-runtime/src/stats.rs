@@ -102,7 +102,7 @@ impl Stats {
         self.unkeyed_pseudonyms.fetch_add(1, Ordering::Relaxed);
     }
     /// Adds the corrections of one event.
-    pub(crate) fn add_fixes(&self, f: crate::clamp::Fixes) {
+    pub(crate) fn add_fixes(&self, f: crate::model::clamp::Fixes) {
         for (counter, n) in [
             (&self.empty_fields, f.empty),
             (&self.truncated, f.truncated),

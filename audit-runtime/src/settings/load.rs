@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use super::error::{Origin, Problem};
 use super::spec::{self, SinkKind, SinkSpec};
 use super::{Origins, Settings};
-use crate::event::SchemaVersion;
+use crate::model::event::SchemaVersion;
 
 /// The prefix of every variable.
 const PREFIX: &str = "PHI_AUDIT_";

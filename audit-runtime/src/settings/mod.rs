@@ -65,7 +65,7 @@ use std::path::PathBuf;
 
 use crate::config::{Config, ConfigBuilder};
 use crate::dispatch::{self, Dispatch, Guard, InitError};
-use crate::event::SchemaVersion;
+use crate::model::event::SchemaVersion;
 use crate::sink::{FanOut, Sink};
 
 mod error;

@@ -6,8 +6,8 @@ use std::io::Read;
 use std::path::Path;
 
 use super::spec::{Delivery, SinkKind, SinkSpec};
-use crate::checkpoint::CheckpointSigner;
-use crate::phi::PseudonymKey;
+use crate::integrity::checkpoint::CheckpointSigner;
+use crate::model::phi::PseudonymKey;
 use crate::sink::{
     JsonlFileSink, LedgerOptions, LedgerSink, NonBlocking, Sink, StdoutSink, TracingSink,
 };

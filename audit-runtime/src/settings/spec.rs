@@ -35,7 +35,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::event::HashAlg;
+use crate::model::event::HashAlg;
 use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
 
 /// The sink forms, as error messages list them.

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BatchError, Sink, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 /// Writes every event to several sinks. A failing (or panicking) sink does not
 /// stop the others; its failures are counted per sink, and the write reports

@@ -5,8 +5,8 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::call::{CallRecord, RecordRef};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
+use crate::record::{CallRecord, RecordRef};
 use crate::sink::loss::{flush_result, LossTracker};
 use crate::sink::{lock, BatchError, Sink, SinkError};
 

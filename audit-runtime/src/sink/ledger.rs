@@ -9,19 +9,19 @@ use std::sync::{Mutex, MutexGuard};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::checkpoint::{checkpoint_path, Checkpoint, CheckpointSigner};
-use crate::event::{
+use crate::integrity::checkpoint::{checkpoint_path, Checkpoint, CheckpointSigner};
+use crate::integrity::{Canonicalizer, HexDigest};
+use crate::model::event::{
     Action, ActionType, Actor, AuditEvent, DataClassification, HashAlg, Outcome, Resource,
     SchemaVersion, Service,
 };
-use crate::integrity::{Canonicalizer, HexDigest};
-use crate::metadata::{MetaValue, Metadata};
+use crate::model::metadata::{MetaValue, Metadata};
 use crate::sink::file::{create_parent, open_append_terminated, FsyncPolicy, LineWriter};
 use crate::sink::lock::{self, FileLocked};
 use crate::sink::loss::{flush_result, LossTracker};
 use crate::sink::{BatchError, Sink, SinkError};
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 
 /// Options of a [`LedgerSink`].
 #[derive(Clone, Debug)]
@@ -185,7 +185,7 @@ impl From<io::Error> for LedgerError {
 ///   writer's own bytes; [`Sink::flush`] returns [`SinkError::Lost`] with
 ///   the count of events that failed since the previous flush.
 /// * **Checkpoints.** With [`LedgerOptions::signer`], signed checkpoints go to
-///   `<ledger>.checkpoints` (format in [`crate::checkpoint`]).
+///   `<ledger>.checkpoints` (format in [`crate::integrity::checkpoint`]).
 ///
 /// Ledgers are not rotated; to verify a slice of a chain, pass the previous
 /// hash as the verifier's anchor.

@@ -2,7 +2,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Sink, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 /// Keeps events in memory, for tests. Clones share the same storage.
 ///

@@ -3,11 +3,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::call::{CallRecord, RecordRef};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
+use crate::record::{CallRecord, RecordRef};
 
 mod fanout;
 mod file;
+pub(crate) mod in_sink;
 mod ledger;
 mod lock;
 pub(crate) mod loss;

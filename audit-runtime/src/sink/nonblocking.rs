@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::loss::ReportThrottle;
 use super::{BatchError, Sink, SinkError};
-use crate::cache::CacheLine;
-use crate::call::{CallRecord, RecordRef};
 use crate::config::INTERNAL_TARGET;
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
+use crate::record::{CallRecord, RecordRef};
+use crate::util::cache::CacheLine;
 
 /// What a [`NonBlocking`] sink does when its queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -298,7 +298,7 @@ impl Queue {
             let spare = q.records.spare_capacity_mut();
             for (i, slot) in spare.iter_mut().take(PREFETCH_AHEAD).enumerate() {
                 if first || i + 1 == PREFETCH_AHEAD {
-                    crate::cache::for_write(slot.as_mut_ptr());
+                    crate::util::cache::for_write(slot.as_mut_ptr());
                 }
             }
         })
@@ -663,7 +663,7 @@ fn run_worker<S: Sink>(
     counters: &Counters,
     report: bool,
 ) {
-    crate::dispatch::mark_sink_thread();
+    crate::sink::in_sink::mark_sink_thread();
     // Counts what the inner sink made of `n` items.
     let count = |n: u64, r: std::thread::Result<Result<(), BatchError>>| match r {
         Ok(Ok(())) => {
@@ -902,7 +902,7 @@ mod tests {
     /// shutdown, reach the inner sink in the order they were queued.
     #[test]
     fn records_and_events_keep_their_order() {
-        use crate::call::{CallRecord, CallSite, ConfigRef};
+        use crate::record::{CallRecord, CallSite, ConfigRef};
         static SITE: CallSite = CallSite {
             action: crate::ActionType::Read,
             resource: "Patient",
@@ -919,7 +919,7 @@ mod tests {
                 site: &SITE,
                 config: ConfigRef::Shared(config.clone()),
                 context: None,
-                started: crate::Timestamp::from_unix_millis(0),
+                started: crate::time::timestamp::Timestamp::from_unix_millis(0),
                 resource_id: None,
                 patient_id: None,
                 actor: None,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::loss::{flush_result, LossTracker};
 use super::{Sink, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };

@@ -1,5 +1,5 @@
 use super::{Sink, SinkError};
-use crate::event::AuditEvent;
+use crate::model::event::AuditEvent;
 
 /// The `tracing` target of [`TracingSink`]'s events.
 pub const TRACING_TARGET: &str = "phi_audit::event";

@@ -6,8 +6,8 @@ use ::http::header::{HeaderMap, HeaderName, COOKIE, USER_AGENT};
 use ::http::Method;
 
 use super::Counters;
-use crate::event::HttpMethod;
-use crate::text::Text;
+use crate::model::event::HttpMethod;
+use crate::util::text::Text;
 
 /// Longest `correlation.*` id the schema allows (characters).
 pub(crate) const MAX_ID: usize = 256;

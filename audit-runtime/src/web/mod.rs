@@ -99,7 +99,7 @@ use ::http::header::HeaderName;
 use ::http::request::Parts;
 
 use crate::dispatch::Dispatch;
-use crate::event::{ActionType, Actor};
+use crate::model::event::{ActionType, Actor};
 
 pub use ipnet::IpNet;
 pub use routes::{route, RouteError, RouteSpec};

@@ -7,9 +7,9 @@ use ::http::Method;
 
 use super::headers::{clamp, MAX_ID};
 use super::Counters;
-use crate::call::CallSite;
-use crate::event::{ActionType, DataClassification};
-use crate::text::Text;
+use crate::model::event::{ActionType, DataClassification};
+use crate::record::CallSite;
+use crate::util::text::Text;
 
 /// A route of [`AuditLayer::route`](super::AuditLayer::route): every request
 /// matching it emits one event, whatever the handler does.

@@ -4,9 +4,9 @@
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::call::{CallRecord, RecordRef};
 use crate::context::{AuditContext, ContextId};
 use crate::dispatch::Dispatch;
+use crate::record::{CallRecord, RecordRef};
 
 /// Where a held call goes: the global dispatcher (no reference count to
 /// take) or a scoped one.

@@ -17,13 +17,13 @@ use sha2::{Digest, Sha256};
 use super::headers::{self, clamp_counted, MAX_HTTP_TEXT, MAX_ID};
 use super::scope::RequestScope;
 use super::{SessionSource, Shared};
-use crate::call::{CallRecord, CallSite, ConfigRef, RecordRef};
 use crate::context::AuditContext;
 use crate::dispatch::{self, Dispatch};
-use crate::event::{Actor, Correlation, Http, Outcome};
-use crate::metadata::Metadata;
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::model::event::{Actor, Correlation, Http, Outcome};
+use crate::model::metadata::Metadata;
+use crate::record::{CallRecord, CallSite, ConfigRef, RecordRef};
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 
 /// The service [`AuditLayer`](super::AuditLayer) makes of an inner service.
 pub struct AuditService<S> {
@@ -256,7 +256,9 @@ impl Pending {
                 }
                 None => {
                     let mut buf = uuid::Uuid::encode_buffer();
-                    let s = crate::ids::fast_v4().hyphenated().encode_lower(&mut buf);
+                    let s = crate::util::ids::fast_v4()
+                        .hyphenated()
+                        .encode_lower(&mut buf);
                     (Text::new(s), HeaderValue::from_str(s).ok())
                 }
             };

@@ -2,9 +2,9 @@
 
 use ::http::StatusCode;
 
-use crate::call::AuditError;
-use crate::event::Outcome;
-use crate::text::Text;
+use crate::model::event::Outcome;
+use crate::model::outcome::AuditError;
+use crate::util::text::Text;
 
 /// The outcome of a request that ended with `status`: 1xx, 2xx and 3xx are
 /// SUCCESS; 401 and 403 are DENIED (`Unauthorized`, `Forbidden`); every
@@ -52,7 +52,7 @@ impl AuditError for StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::OutcomeStatus;
+    use crate::model::event::OutcomeStatus;
 
     #[test]
     fn statuses() {

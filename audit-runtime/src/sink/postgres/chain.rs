@@ -3,7 +3,7 @@
 //!
 use serde_json::{Map, Value};
 
-use crate::event::HashAlg;
+use crate::model::event::HashAlg;
 
 /// sha256 over `prev` (its hex text, when there is one) followed by the
 /// canonical JSON of `event` (see [`crate::integrity`]), as hex: the chain

@@ -61,9 +61,9 @@ use uuid::Uuid;
 
 use super::{BatchError, Sink, SinkError};
 use crate::config::INTERNAL_TARGET;
-use crate::event::{AuditEvent, HashAlg, Integrity};
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::model::event::{AuditEvent, HashAlg, Integrity};
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 
 mod chain;
 mod connect;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{chain, describe, quoted_schema, PostgresError};
 use crate::report::{sort_groups, FailedLoginsByIp, GroupCount, Query, ReportError, ReportRow};
-use crate::timestamp::Timestamp;
+use crate::time::timestamp::Timestamp;
 
 /// A connection to a phi-audit table for reading (and purging).
 ///

@@ -2,18 +2,11 @@
 //! path. Its output is byte for byte what `serde_json::to_vec(&event)` writes
 //! (field order, escapes, number forms); a test holds it to that.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::rc::Rc;
-
-use crate::call::{CallRecord, CallSite};
-use crate::context::{AuditContext, Fragments};
-use crate::event::{
+use crate::model::event::{
     Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
 };
-use crate::metadata::{MetaValue, Metadata};
-use crate::text::Text;
+use crate::model::metadata::{MetaValue, Metadata};
+use crate::util::text::Text;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -115,7 +108,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Writes `,"key":` (or `"key":` for the first member).
-fn key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
+pub(crate) fn key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
     if !*first {
         out.push(b',');
     }
@@ -125,7 +118,7 @@ fn key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
     out.extend_from_slice(b"\":");
 }
 
-fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>) {
+pub(crate) fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>) {
     if let Some(v) = v {
         key(out, first, k);
         str(out, v);
@@ -158,7 +151,7 @@ fn uuid_hyphenated(b: &[u8; 16]) -> [u8; 36] {
     o
 }
 
-fn int(out: &mut Vec<u8>, v: i128) {
+pub(crate) fn int(out: &mut Vec<u8>, v: i128) {
     let mut buf = [0u8; 40];
     let mut i = buf.len();
     let neg = v < 0;
@@ -178,7 +171,7 @@ fn int(out: &mut Vec<u8>, v: i128) {
     out.extend_from_slice(&buf[i..]);
 }
 
-fn meta_value(out: &mut Vec<u8>, v: &MetaValue) {
+pub(crate) fn meta_value(out: &mut Vec<u8>, v: &MetaValue) {
     match v {
         MetaValue::Null => out.extend_from_slice(b"null"),
         MetaValue::Bool(true) => out.extend_from_slice(b"true"),
@@ -255,6 +248,25 @@ fn delegation(out: &mut Vec<u8>, d: &Delegation) {
     }
 }
 
+// The model's JSON methods live here, beside the encoder they call, so the
+// model does not import the JSON layer.
+impl AuditEvent {
+    /// The event as one compact JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        let mut v = Vec::with_capacity(512);
+        self.write_json(&mut v);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    /// Appends the compact JSON of the event to `out`.
+    ///
+    /// The same bytes as `serde_json::to_vec(&event)`, written by a
+    /// hand-written encoder (the sinks' hot path).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        crate::json::encode::event(out, self);
+    }
+}
+
 /// Appends the compact JSON of `e` to `out`.
 pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
     // One reservation for the usual event; the pieces below then only check.
@@ -290,7 +302,11 @@ pub(crate) fn event(out: &mut Vec<u8>, e: &AuditEvent) {
 
 /// `,"event_id":"..","timestamp":".."`
 #[inline]
-pub(crate) fn id_and_time(out: &mut Vec<u8>, id: &uuid::Uuid, t: crate::Timestamp) {
+pub(crate) fn id_and_time(
+    out: &mut Vec<u8>,
+    id: &uuid::Uuid,
+    t: crate::time::timestamp::Timestamp,
+) {
     out.extend_from_slice(b",\"event_id\":\"");
     out.extend_from_slice(&uuid_hyphenated(id.as_bytes()));
     out.extend_from_slice(b"\",\"timestamp\":\"");
@@ -410,98 +426,6 @@ pub(crate) fn rendered(write: impl FnOnce(&mut Vec<u8>)) -> Box<[u8]> {
     boxed
 }
 
-/// `,"action":{..},"resource":{"type":..` of a call site.
-fn site(out: &mut Vec<u8>, site: &CallSite) {
-    action(
-        out,
-        &Action {
-            kind: site.action,
-            name: Some(Text::from_static(site.name)),
-            phi_touched: site.phi_touched,
-            data_classification: site.classification,
-        },
-    );
-    resource_type(out, site.resource);
-}
-
-/// Copies the rendered [`site`] of `s` to `out`, rendering it the first
-/// time this thread sees the site (call sites are statics: their address is
-/// their identity, for the life of the program).
-fn site_cached(out: &mut Vec<u8>, s: &'static CallSite) {
-    thread_local! {
-        static SITES: RefCell<SiteCache> = RefCell::new(SiteCache::default());
-    }
-    let hit = SITES.try_with(|c| {
-        let mut c = c.borrow_mut();
-        let key = s as *const CallSite as usize;
-        // Calls come in runs from one site: try the last one first.
-        if c.last.0 != key {
-            let frag = c
-                .map
-                .entry(key)
-                .or_insert_with(|| Rc::from(rendered(|o| site(o, s))))
-                .clone();
-            c.last = (key, frag);
-        }
-        out.extend_from_slice(&c.last.1);
-    });
-    if hit.is_err() {
-        site(out, s);
-    }
-}
-
-/// Rendered call sites by address.
-#[derive(Default)]
-struct SiteCache {
-    map: HashMap<usize, Rc<[u8]>, BuildHasherDefault<AddrHasher>>,
-    last: (usize, Rc<[u8]>),
-}
-
-/// Hashes a static's address: spread the bits a multiply mixes well.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(29);
-    }
-}
-
-/// Appends the compact JSON of a finished call: what
-/// `encode::event(record.into_event())` writes, for a record that
-/// `writes_as_is`. The constant parts are copied pre-rendered.
-pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
-    out.reserve(768);
-    out.extend_from_slice(b"{\"schema_version\":\"1.1\"");
-    let config = r.config.get();
-    id_and_time(out, &config.new_event_id(), r.started);
-    let cfg = config.inner();
-    out.extend_from_slice(&cfg.fragments.service);
-    let ctx = r.context.as_ref().map(AuditContext::fragments);
-    match (&r.actor, ctx.and_then(Fragments::actor)) {
-        (Some(a), _) => actor(out, a),
-        (None, Some(f)) => out.extend_from_slice(f),
-        (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
-    }
-    site_cached(out, r.site);
-    resource_ids(out, &r.resource_id, &r.patient_id);
-    outcome(out, &r.outcome);
-    if let Some(f) = ctx {
-        out.extend_from_slice(f.tail());
-    }
-    metadata_and_close(out, &r.metadata);
-}
-
 /// `,"metadata":{..}` when there is any, and the closing brace.
 #[inline]
 pub(crate) fn metadata_and_close(out: &mut Vec<u8>, m: &Metadata) {
@@ -509,155 +433,6 @@ pub(crate) fn metadata_and_close(out: &mut Vec<u8>, m: &Metadata) {
         out.extend_from_slice(b",\"metadata\":");
         metadata(out, m);
     }
-    out.push(b'}');
-}
-
-// ---------------------------------------------------------------------------
-// Canonical form for chain hashing: keys sorted at every depth, Python's float
-// repr, no `integrity`. Struct keys are known, so they are written in sorted
-// order directly; only metadata keys are sorted at run time.
-// ---------------------------------------------------------------------------
-
-fn c_meta_value(out: &mut Vec<u8>, v: &MetaValue) {
-    match v {
-        MetaValue::Float(f) => crate::integrity::write_python_float(*f, out),
-        other => meta_value(out, other),
-    }
-}
-
-/// Appends the canonical JSON of `e` without its `integrity` block.
-pub(crate) fn canonical_event(out: &mut Vec<u8>, e: &AuditEvent) {
-    let mut f = true;
-    out.push(b'{');
-
-    key(out, &mut f, "action");
-    out.push(b'{');
-    let mut g = true;
-    if let Some(c) = e.action.data_classification {
-        key(out, &mut g, "data_classification");
-        str(out, c.as_str());
-    }
-    opt(out, &mut g, "name", &e.action.name);
-    if let Some(p) = e.action.phi_touched {
-        key(out, &mut g, "phi_touched");
-        out.extend_from_slice(if p { b"true" } else { b"false" });
-    }
-    key(out, &mut g, "type");
-    str(out, e.action.kind.as_str());
-    out.push(b'}');
-
-    key(out, &mut f, "actor");
-    out.push(b'{');
-    let a = &e.actor;
-    let mut g = true;
-    opt(out, &mut g, "org_id", &a.org_id);
-    opt(out, &mut g, "owner_org_id", &a.owner_org_id);
-    if let Some(roles) = &a.roles {
-        key(out, &mut g, "roles");
-        out.push(b'[');
-        for (i, r) in roles.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            str(out, r);
-        }
-        out.push(b']');
-    }
-    key(out, &mut g, "subject_id");
-    str(out, &a.subject_id);
-    key(out, &mut g, "subject_type");
-    str(out, a.subject_type.as_str());
-    out.push(b'}');
-
-    if let Some(c) = &e.correlation {
-        key(out, &mut f, "correlation");
-        out.push(b'{');
-        let mut g = true;
-        opt(out, &mut g, "request_id", &c.request_id);
-        opt(out, &mut g, "session_id", &c.session_id);
-        opt(out, &mut g, "trace_id", &c.trace_id);
-        out.push(b'}');
-    }
-    if let Some(d) = &e.delegation {
-        key(out, &mut f, "delegation");
-        match serde_json::to_value(d) {
-            Ok(v) => crate::integrity::canonical_json(&v, out),
-            Err(_) => out.extend_from_slice(b"{}"),
-        }
-    }
-    key(out, &mut f, "event_id");
-    out.push(b'"');
-    let mut id = [0u8; 36];
-    out.extend_from_slice(e.event_id.hyphenated().encode_lower(&mut id).as_bytes());
-    out.push(b'"');
-    if let Some(h) = &e.http {
-        key(out, &mut f, "http");
-        out.push(b'{');
-        let mut g = true;
-        opt(out, &mut g, "client_ip", &h.client_ip);
-        if let Some(m) = h.method {
-            key(out, &mut g, "method");
-            str(out, m.as_str());
-        }
-        opt(out, &mut g, "route_template", &h.route_template);
-        if let Some(c) = h.status_code {
-            key(out, &mut g, "status_code");
-            int(out, i128::from(c));
-        }
-        opt(out, &mut g, "user_agent", &h.user_agent);
-        out.push(b'}');
-    }
-    if !e.metadata.is_empty() {
-        key(out, &mut f, "metadata");
-        let mut entries: Vec<(&Text, &MetaValue)> = e.metadata.iter().collect();
-        // Byte order of UTF-8 is code point order, which is how Python sorts.
-        entries.sort_by(|x, y| x.0.as_bytes().cmp(y.0.as_bytes()));
-        out.push(b'{');
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            str(out, k);
-            out.push(b':');
-            c_meta_value(out, v);
-        }
-        out.push(b'}');
-    }
-
-    key(out, &mut f, "outcome");
-    out.push(b'{');
-    let mut g = true;
-    opt(out, &mut g, "error_message", &e.outcome.error_message);
-    opt(out, &mut g, "error_type", &e.outcome.error_type);
-    key(out, &mut g, "status");
-    str(out, e.outcome.status.as_str());
-    out.push(b'}');
-
-    key(out, &mut f, "resource");
-    out.push(b'{');
-    let mut g = true;
-    opt(out, &mut g, "id", &e.resource.id);
-    opt(out, &mut g, "patient_id", &e.resource.patient_id);
-    key(out, &mut g, "type");
-    str(out, &e.resource.kind);
-    out.push(b'}');
-
-    key(out, &mut f, "schema_version");
-    str(out, e.schema_version.as_str());
-
-    key(out, &mut f, "service");
-    out.push(b'{');
-    let mut g = true;
-    opt(out, &mut g, "environment", &e.service.environment);
-    key(out, &mut g, "name");
-    str(out, &e.service.name);
-    opt(out, &mut g, "version", &e.service.version);
-    out.push(b'}');
-
-    key(out, &mut f, "timestamp");
-    out.push(b'"');
-    out.extend_from_slice(&e.timestamp.rfc3339_bytes_cached());
-    out.push(b'"');
     out.push(b'}');
 }
 

@@ -45,8 +45,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::event::HashAlg;
 use crate::integrity::to_hex;
+use crate::model::event::HashAlg;
 
 /// The checkpoint file of a ledger: `<ledger path>.checkpoints`.
 pub fn checkpoint_path(ledger: &Path) -> PathBuf {

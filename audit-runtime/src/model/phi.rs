@@ -8,7 +8,7 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::text::Text;
+use crate::util::text::Text;
 
 /// Protected health information.
 ///

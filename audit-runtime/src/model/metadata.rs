@@ -9,7 +9,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::text::Text;
+use crate::util::text::Text;
 
 /// One scalar metadata value.
 #[derive(Clone, Debug, PartialEq)]

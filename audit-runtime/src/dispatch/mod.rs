@@ -6,23 +6,24 @@
 //! [`init`], else nowhere: it is counted by [`crate::stats::undispatched`] and
 //! nothing panics.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::cache::CacheLine;
-use crate::call::RecordRef;
-use crate::clamp::Fixes;
 use crate::config::{Config, SinkFailurePolicy, ValidationPolicy, INTERNAL_TARGET};
-use crate::event::{AuditEvent, Outcome, OutcomeStatus};
-use crate::metadata::{MetaValue, Metadata};
+use crate::model::clamp::Fixes;
+use crate::model::event::{AuditEvent, Outcome, OutcomeStatus};
+use crate::model::metadata::{MetaValue, Metadata};
+use crate::record::RecordRef;
 use crate::settings::SettingsError;
+use crate::sink::in_sink::in_sink;
 use crate::sink::{Sink, SinkError};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::text::Text;
+use crate::util::cache::CacheLine;
+use crate::util::text::Text;
 
 /// A configured pipeline: config + sink + counters. Cheap to clone.
 #[derive(Clone)]
@@ -62,26 +63,6 @@ static GLOBAL: OnceLock<Dispatch> = OnceLock::new();
 
 thread_local! {
     static LOCAL: RefCell<Option<Dispatch>> = const { RefCell::new(None) };
-    /// True while this thread runs sink code (or is a sink worker): a panic
-    /// there must not flush, which could re-enter a lock the sink holds.
-    static IN_SINK: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Marks the calling thread as running sink code for the rest of its life
-/// (sink worker threads).
-pub(crate) fn mark_sink_thread() {
-    let _ = IN_SINK.try_with(|c| c.set(true));
-}
-
-fn in_sink<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            let _ = IN_SINK.try_with(|c| c.set(self.0));
-        }
-    }
-    let _reset = Reset(IN_SINK.try_with(|c| c.replace(true)).unwrap_or(false));
-    f()
 }
 
 /// Why the global dispatcher was not installed: one was already (by
@@ -217,7 +198,7 @@ impl Drop for Guard {
 pub fn flush_on_panic() {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_sink = IN_SINK.try_with(Cell::get).unwrap_or(true);
+        let in_sink = crate::sink::in_sink::running_sink_code();
         if !in_sink {
             if cfg!(panic = "abort") {
                 crate::call::finish_running_calls_on_abort();
@@ -376,7 +357,7 @@ impl Dispatch {
             event.service = cfg.service.clone();
         }
         let mut fixes = Fixes::default();
-        crate::clamp::event(&mut event, &mut fixes);
+        crate::model::clamp::event(&mut event, &mut fixes);
         self.emit_fitted(event, fixes);
     }
 
@@ -485,7 +466,7 @@ impl Dispatch {
         let stats = &self.0.stats;
         if !metadata.is_empty() {
             let max = cfg.max_metadata_string;
-            let mut removed = crate::clamp::metadata_keys(metadata, fixes);
+            let mut removed = crate::model::clamp::metadata_keys(metadata, fixes);
             let mut kept = 0usize;
             removed += metadata.retain(|k, v| {
                 if let Some(list) = &cfg.allowlist {
@@ -497,7 +478,7 @@ impl Dispatch {
                     return false;
                 }
                 if let MetaValue::Str(s) = v {
-                    crate::clamp::any(s, max, fixes);
+                    crate::model::clamp::any(s, max, fixes);
                 }
                 kept += 1;
                 true
@@ -512,7 +493,7 @@ impl Dispatch {
                     *msg = Text::from(crate::sanitize::sanitize_message(msg, usize::MAX));
                 }
             }
-            crate::clamp::outcome(o, cfg.max_error_message, fixes);
+            crate::model::clamp::outcome(o, cfg.max_error_message, fixes);
         }
     }
 }

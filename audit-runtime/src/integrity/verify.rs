@@ -40,9 +40,9 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::checkpoint::{checkpoint_path, Checkpoint, CheckpointVerifyingKey};
-use crate::event::HashAlg;
+use crate::integrity::checkpoint::{checkpoint_path, Checkpoint, CheckpointVerifyingKey};
 use crate::integrity::event_hash;
+use crate::model::event::HashAlg;
 
 /// Longest line read whole; longer lines are reported as malformed and
 /// skipped without being held in memory.
@@ -367,7 +367,7 @@ fn timestamp(s: &str) -> Option<String> {
         && s.len() <= 40
         && s.bytes()
             .all(|b| b.is_ascii_digit() || b"-:.TZ+".contains(&b));
-    (shape && crate::timestamp::Timestamp::parse_rfc3339(s).is_ok()).then(|| s.to_owned())
+    (shape && crate::time::timestamp::Timestamp::parse_rfc3339(s).is_ok()).then(|| s.to_owned())
 }
 
 impl Fail {

@@ -42,7 +42,7 @@ impl Timestamp {
     /// until the next millisecond is due (stopping short of it, so the
     /// millisecond is always the one the system clock would give).
     pub fn now() -> Timestamp {
-        Timestamp(crate::clock::now_millis())
+        Timestamp(crate::time::clock::now_millis())
     }
 
     /// Converts a [`SystemTime`], truncating to milliseconds.
@@ -68,7 +68,9 @@ impl Timestamp {
         self.0
     }
 
-    /// Writes the RFC 3339 form into `out` (exactly 24 bytes for years 0..=9999).
+    /// Writes the RFC 3339 form into `out` (exactly 24 bytes; instants before
+    /// year 1 or after 9999 are written as the first or last millisecond
+    /// RFC 3339 validators accept).
     pub fn write_rfc3339(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.rfc3339_bytes());
     }
@@ -80,8 +82,8 @@ impl Timestamp {
         thread_local! {
             static LAST: Cell<(i64, [u8; 24])> = const { Cell::new((i64::MIN, [0; 24])) };
         }
-        // Years 0000..=9999; outside, the clamped forms are not cached.
-        const FIRST: i64 = -62_167_219_200;
+        // Years 0001..=9999; outside, the clamped forms are not cached.
+        const FIRST: i64 = -62_135_596_800;
         const END: i64 = 253_402_300_800;
         let secs = self.0.div_euclid(1000);
         if !(FIRST..END).contains(&secs) {
@@ -111,10 +113,11 @@ impl Timestamp {
         let sod = secs.rem_euclid(86_400) as u32;
         let (y, m, d) = civil_from_days(days);
         let (hh, mm, ss) = (sod / 3600, (sod / 60) % 60, sod % 60);
-        if !(0..=9999).contains(&y) {
-            // Outside what RFC 3339 can express; clamp rather than write garbage.
-            return *if y < 0 {
-                b"0000-01-01T00:00:00.000Z"
+        if !(1..=9999).contains(&y) {
+            // Outside what RFC 3339 can express (validators refuse year 0000
+            // too); clamp rather than write garbage or an invalid event.
+            return *if y < 1 {
+                b"0001-01-01T00:00:00.000Z"
             } else {
                 b"9999-12-31T23:59:59.999Z"
             };

@@ -22,11 +22,11 @@
 
 use std::sync::Arc;
 
-use crate::event::{
+use crate::model::event::{
     Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, OutcomeStatus, Service,
 };
-use crate::metadata::Metadata;
-use crate::text::Text;
+use crate::model::metadata::Metadata;
+use crate::util::text::Text;
 
 /// Most characters of an identifier (`resource.id`, `subject_id`, correlation ids).
 pub(crate) const ID: usize = 256;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::metadata::Metadata;
-use crate::text::Text;
-use crate::timestamp::Timestamp;
+use crate::model::metadata::Metadata;
+use crate::time::timestamp::Timestamp;
+use crate::util::text::Text;
 
 macro_rules! string_enum {
     (
@@ -538,21 +538,6 @@ fn de_uuid<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
 }
 
 impl AuditEvent {
-    /// The event as one compact JSON line (no trailing newline).
-    pub fn to_json(&self) -> String {
-        let mut v = Vec::with_capacity(512);
-        self.write_json(&mut v);
-        String::from_utf8(v).unwrap_or_default()
-    }
-
-    /// Appends the compact JSON of the event to `out`.
-    ///
-    /// The same bytes as `serde_json::to_vec(&event)`, written by a
-    /// hand-written encoder (the sinks' hot path).
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        crate::encode::event(out, self);
-    }
-
     /// True if the event uses something only schema 2.0 has: an agent actor,
     /// the OVERRIDE action or a delegation block.
     pub fn uses_v2_features(&self) -> bool {

@@ -57,8 +57,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::event::{ActionType, AuditEvent, OutcomeStatus, SubjectType};
-use crate::text::Text;
+use crate::model::event::{ActionType, AuditEvent, OutcomeStatus, SubjectType};
+use crate::util::text::Text;
 use crate::SchemaVersion;
 
 // ---------------------------------------------------------------------------
@@ -1421,7 +1421,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    use crate::event::{
+    use crate::model::event::{
         ActingAgent, AgentInfo, AgentInterface, AuthorizingHuman, Correlation, Delegation,
         DelegationType, Outcome,
     };
@@ -1974,6 +1974,22 @@ mod tests {
             ] {
                 check(*v, &[set("/timestamp", json!(bad))], &["/timestamp"]);
             }
+        }
+    }
+
+    #[test]
+    fn every_instant_the_clock_can_hold_is_written_as_a_valid_date_time() {
+        use crate::time::timestamp::Timestamp;
+        let year_one = -62_135_596_800_000i64;
+        let after_9999 = 253_402_300_800_000i64;
+        let mut instants = vec![i64::MIN, i64::MAX, 0, -1, year_one, year_one - 1];
+        instants.extend([after_9999 - 1, after_9999, -62_167_219_200_000]);
+        // Spread over the whole range, too.
+        instants.extend((-2048i64..2048).map(|i| i * (i64::MAX / 2048)));
+        for ms in instants {
+            let b = Timestamp::from_unix_millis(ms).rfc3339_bytes();
+            let s = std::str::from_utf8(&b).unwrap();
+            assert!(is_date_time(s), "{ms} -> {s}");
         }
     }
 
