@@ -73,8 +73,8 @@ const MAX_BATCH: usize = 100_000;
 /// options.
 ///
 /// ```
-/// use audit_runtime::settings::{Delivery, SinkKind, SinkSpec};
-/// use audit_runtime::HashAlg;
+/// use phi_audit::settings::{Delivery, SinkKind, SinkSpec};
+/// use phi_audit::HashAlg;
 ///
 /// let spec: SinkSpec = "ledger:/var/log/audit.jsonl?alg=sha384&sync".parse()?;
 /// let SinkKind::Ledger(ledger) = &spec.kind else { unreachable!() };
@@ -126,6 +126,7 @@ pub enum SinkKind {
     Ledger(LedgerSpec),
     /// `postgres://..`: [`PostgresSink`](crate::PostgresSink).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     Postgres(PostgresSpec),
 }
 
@@ -235,6 +236,7 @@ impl LedgerSpec {
 ///
 /// Its `Debug` output hides the URL's password.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostgresSpec {

@@ -25,6 +25,7 @@ use crate::util::text::Text;
 
 /// Options of a [`LedgerSink`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LedgerOptions {
     /// Hash algorithm of new events (default SHA-256).
     pub hash_alg: HashAlg,
@@ -58,6 +59,52 @@ impl Default for LedgerOptions {
             buffer_capacity: 256 * 1024,
             preallocate: crate::sink::DEFAULT_PREALLOCATE,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]` (options may be added), so
+/// outside this crate it is built from [`LedgerOptions::new`] and these.
+impl LedgerOptions {
+    /// The defaults (as [`Default`]).
+    pub fn new() -> LedgerOptions {
+        LedgerOptions::default()
+    }
+
+    /// Sets [`hash_alg`](LedgerOptions::hash_alg).
+    pub fn hash_alg(mut self, alg: HashAlg) -> Self {
+        self.hash_alg = alg;
+        self
+    }
+
+    /// Sets [`fsync`](LedgerOptions::fsync).
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// Sets [`signer`](LedgerOptions::signer) (`Some`: checkpoints are
+    /// written).
+    pub fn signer(mut self, signer: Option<CheckpointSigner>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// Sets [`checkpoint_every`](LedgerOptions::checkpoint_every).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events;
+        self
+    }
+
+    /// Sets [`buffer_capacity`](LedgerOptions::buffer_capacity).
+    pub fn buffer_capacity(mut self, bytes: usize) -> Self {
+        self.buffer_capacity = bytes;
+        self
+    }
+
+    /// Sets [`preallocate`](LedgerOptions::preallocate).
+    pub fn preallocate(mut self, bytes: u64) -> Self {
+        self.preallocate = bytes;
+        self
     }
 }
 
@@ -109,6 +156,7 @@ pub struct TornTail {
 
 /// Why a ledger could not be opened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// Reading, moving or writing a file failed.
     Io(io::Error),
@@ -191,7 +239,7 @@ impl From<io::Error> for LedgerError {
 /// hash as the verifier's anchor.
 ///
 /// ```
-/// use audit_runtime::sink::{LedgerOptions, LedgerSink};
+/// use phi_audit::sink::{LedgerOptions, LedgerSink};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-ledger-doc-{}", std::process::id()));
 /// let ledger = LedgerSink::open_with(dir.join("audit.jsonl"), LedgerOptions::default()).unwrap();
 /// assert_eq!(ledger.recovery().events, 0);
