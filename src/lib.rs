@@ -5,8 +5,57 @@
 //! call (who did what to which resource, when, and how it ended), and PHI
 //! reaching the audit trail is a compile error.
 //!
-//! See the README for a tour; the runtime API is re-exported here from
-//! `phi-audit-runtime`.
+//! ```
+//! use phi_audit::{audited, AuditContext, Actor, Config, Dispatch, MemorySink, with_dispatch};
+//!
+//! #[derive(Debug)]
+//! struct Chart { notes: usize }
+//!
+//! // One event per call. `name` is PHI: putting it in `id`, `metadata(..)`
+//! // or a `record!` would not compile.
+//! #[audited(action = "READ", resource = "Patient", id = patient_id, patient = patient_id)]
+//! fn read_chart(patient_id: &str, #[phi] name: &str) -> Result<Chart, std::io::Error> {
+//!     phi_audit::record!(cache = "miss");
+//!     Ok(Chart { notes: name.len() })
+//! }
+//!
+//! // Where events go: here a sink in memory; in a service, `phi_audit::init`
+//! // (or `init_from_env`) with a file, a tamper-evident ledger or PostgreSQL.
+//! let sink = MemorySink::new();
+//! let dispatch = Dispatch::new(Config::new("chart-service").build()?, sink.clone());
+//!
+//! // Who is calling: set once per request, read by every audited call in it.
+//! let ctx = AuditContext::new().actor(Actor::human("dr-smith"));
+//! with_dispatch(&dispatch, || ctx.in_scope(|| read_chart("pat-7", "Jane Doe")))?;
+//!
+//! let event = &sink.events()[0];
+//! assert_eq!(event.actor.subject_id.as_str(), "dr-smith");
+//! assert_eq!(event.resource.patient_id.as_deref(), Some("pat-7"));
+//! assert!(event.metadata.get("cache").is_some()); // from record!
+//! assert!(!event.to_json().contains("Jane")); // never in the trail
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Start with [`audited`] (the attribute and its arguments), then
+//! [`Config`] and [`init`] (service name, sinks, schema version),
+//! [`AuditContext`] (the actor and request of the calls in a scope) and the
+//! sinks ([`JsonlFileSink`], [`LedgerSink`], [`NonBlocking`], and with the
+//! `postgres` feature `PostgresSink`). The README has a tour and the
+//! measured costs.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `toml` | yes | settings from the TOML file `PHI_AUDIT_CONFIG` names ([`init_from_env`]) |
+//! | `postgres` | | `PostgresSink`, `PostgresStore` and the access-review queries |
+//! | `postgres-tls` | | TLS (rustls) to PostgreSQL |
+//! | `tower` | | `web::AuditLayer`: one event per HTTP request (axum, hyper, tonic) |
+//! | `axum` | | `AuditLayer` with axum's matched routes and client addresses |
+//! | `tokio` | | `spawn` and `spawn_blocking`: tasks that carry the audit context |
+//!
+//! The runtime API is re-exported here from `phi-audit-runtime`; depend on
+//! this crate and use its paths (`phi_audit::..`).
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

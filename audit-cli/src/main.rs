@@ -559,12 +559,10 @@ fn run_verify(
     } else {
         None
     };
-    let opts = VerifyOptions {
-        anchor,
-        public_key: key,
-        source: path.to_owned(),
-        ..VerifyOptions::default()
-    };
+    let opts = VerifyOptions::new()
+        .anchor(anchor)
+        .public_key(key)
+        .source(path.to_owned());
     let report = match verify_multi::verify_input(path, cp_reader, &opts) {
         Ok(r) => r,
         Err(e) => return error(e),
@@ -881,14 +879,8 @@ fn build_query(a: &ReportArgs) -> Result<Query, String> {
     };
     let mut q = match a.query {
         ReportQuery::All | ReportQuery::FailedLogins => Query::all(),
-        ReportQuery::Patient => Query {
-            patient_id: Some(need(&a.patient, "patient")?),
-            ..Query::all()
-        },
-        ReportQuery::Actor => Query {
-            actor_subject_id: Some(need(&a.actor, "actor")?),
-            ..Query::all()
-        },
+        ReportQuery::Patient => Query::all().patient(need(&a.patient, "patient")?),
+        ReportQuery::Actor => Query::all().actor(need(&a.actor, "actor")?),
         ReportQuery::Exports => Query::all().action(ActionType::Export),
         ReportQuery::Failures => Query::failures_and_denials(),
         ReportQuery::Resource => Query::resource_type(need(&a.resource_type, "resource-type")?),

@@ -179,12 +179,10 @@ pub(crate) fn run_files(
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
-    let opts = VerifyOptions {
-        anchor,
-        public_key: key,
-        source: base.to_string_lossy().into_owned(),
-        ..VerifyOptions::default()
-    };
+    let opts = VerifyOptions::new()
+        .anchor(anchor)
+        .public_key(key)
+        .source(base.to_string_lossy().into_owned());
     let bar = (io::stderr().is_terminal() && total >= PROGRESS_MIN).then(|| bar(total));
     let mut tick = |done: u64| {
         if let Some(b) = &bar {

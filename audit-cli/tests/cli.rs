@@ -60,15 +60,8 @@ fn event(i: u64) -> AuditEvent {
 
 fn ledger(dir: &std::path::Path, n: u64, signer: Option<CheckpointSigner>) -> std::path::PathBuf {
     let p = dir.join("audit.jsonl");
-    let l = LedgerSink::open_with(
-        &p,
-        LedgerOptions {
-            signer,
-            checkpoint_every: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let l =
+        LedgerSink::open_with(&p, LedgerOptions::new().signer(signer).checkpoint_every(2)).unwrap();
     for i in 0..n {
         l.write(&event(i)).unwrap();
     }

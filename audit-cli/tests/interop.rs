@@ -143,11 +143,9 @@ fn our_ledger_verifies_with_the_reference_pass_and_fail() {
     let dir = tempfile::tempdir().unwrap();
     for alg in HashAlg::ALL {
         let p = dir.path().join(format!("ours-{alg}.jsonl"));
-        let opts = LedgerOptions {
-            hash_alg: *alg,
-            fsync: FsyncPolicy::Never,
-            ..Default::default()
-        };
+        let opts = LedgerOptions::new()
+            .hash_alg(*alg)
+            .fsync(FsyncPolicy::Never);
         let l = LedgerSink::open_with(&p, opts).unwrap();
         for e in random_events(300) {
             l.write(&e).unwrap();

@@ -65,13 +65,11 @@ fn write(dir: &Path, rotation: Rotation, times: &[i64], first: u64) -> PathBuf {
     let p = dir.join("audit.jsonl");
     let l = LedgerSink::open_with(
         &p,
-        LedgerOptions {
-            signer: Some(signer()),
-            checkpoint_every: 4,
-            rotation: Some(rotation),
-            fsync: FsyncPolicy::Never,
-            ..Default::default()
-        },
+        LedgerOptions::new()
+            .signer(Some(signer()))
+            .checkpoint_every(4)
+            .rotation(Some(rotation))
+            .fsync(FsyncPolicy::Never),
     )
     .unwrap();
     for (k, &t) in times.iter().enumerate() {

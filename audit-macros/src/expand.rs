@@ -6,8 +6,9 @@
 //! The outcome of a call is chosen by the type of its value with autoref
 //! specialization on stable Rust: `(&&&&Probe(&ret)).__phi_audit_outcome(..)`
 //! picks the first of several `Via*` traits whose impl applies. How and why
-//! is explained where those traits live, in the runtime's call module
-//! (`Probe`, `ViaAuditError`, .. in `audit-runtime/src`).
+//! is explained where those traits live, in the header of
+//! `audit-runtime/src/call/outcome.rs` (`Probe`, `ViaFuture`,
+//! `ViaAuditError`, `ViaDisplay`, `ViaAnyError`, `ViaValue`).
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};

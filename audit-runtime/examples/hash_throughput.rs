@@ -76,10 +76,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("phi-audit-bench-{}", std::process::id()));
     let l = LedgerSink::open_with(
         dir.join("l.jsonl"),
-        LedgerOptions {
-            fsync: FsyncPolicy::Never,
-            ..Default::default()
-        },
+        LedgerOptions::new().fsync(FsyncPolicy::Never),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
@@ -93,10 +90,7 @@ fn main() {
     );
     let s = JsonlFileSink::open_with(
         dir.join("f.jsonl"),
-        JsonlOptions {
-            fsync: FsyncPolicy::Never,
-            ..Default::default()
-        },
+        JsonlOptions::new().fsync(FsyncPolicy::Never),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();

@@ -18,7 +18,7 @@ use crate::SchemaVersion;
 /// config's default actor) and correlation ids (from the context).
 ///
 /// ```
-/// use phi_audit_runtime::{with_dispatch, Actor, ActionType, Config, Dispatch, EventBuilder, MemorySink};
+/// use phi_audit::{with_dispatch, Actor, ActionType, Config, Dispatch, EventBuilder, MemorySink};
 /// let sink = MemorySink::new();
 /// let d = Dispatch::new(Config::new("chart-service").build().unwrap(), sink.clone());
 /// with_dispatch(&d, || {

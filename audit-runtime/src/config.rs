@@ -15,6 +15,7 @@ use crate::util::text::Text;
 
 /// What to do with an event that fails validate-on-emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ValidationPolicy {
     /// Drop it (counted as dropped and as a validation failure).
     Drop,
@@ -24,6 +25,7 @@ pub enum ValidationPolicy {
 
 /// What to do when the sink returns an error. Either way it is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SinkFailurePolicy {
     /// Count it only.
     Ignore,
@@ -45,6 +47,7 @@ pub enum SinkFailurePolicy {
 /// diagnoses, so no sanitizer makes such a message safe. By default the
 /// `Display` is therefore never read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ErrorMessages {
     /// The default: the `Display` is never read. `error_type` is the error
     /// type's short name (for `std::io::Error`, its `ErrorKind`), and
@@ -72,7 +75,7 @@ type IdSource = Arc<dyn Fn() -> Uuid + Send + Sync>;
 /// Dispatcher configuration. Build with [`Config::new`].
 ///
 /// ```
-/// use phi_audit_runtime::{Actor, Config, SchemaVersion};
+/// use phi_audit::{Actor, Config, SchemaVersion};
 /// let config = Config::new("chart-service")
 ///     .environment("prod")
 ///     .version("1.4.2")
@@ -150,39 +153,46 @@ pub struct ConfigBuilder {
     inner: Inner,
 }
 
-/// A configuration mistake, found by [`ConfigBuilder::build`].
+/// The configuration mistakes [`ConfigBuilder::build`] found: every one of
+/// them, not only the first, each with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    field: &'static str,
-    problem: String,
+    /// Never empty.
+    problems: Vec<(&'static str, String)>,
 }
 
 impl ConfigError {
     fn new(field: &'static str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
-            field,
-            problem: problem.into(),
+            problems: vec![(field, problem.into())],
         }
     }
 
-    /// The config field at fault.
+    /// The config field at fault (the first, when there are several).
     pub fn field(&self) -> &'static str {
-        self.field
+        self.problems[0].0
     }
 
     /// What is wrong with it.
     pub(crate) fn problem(&self) -> &str {
-        &self.problem
+        &self.problems[0].1
+    }
+
+    /// Every mistake found, as (field, what is wrong), in the order the
+    /// fields are checked.
+    pub fn problems(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.problems.iter().map(|(f, p)| (*f, p.as_str()))
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid phi-audit config `{}`: {}",
-            self.field, self.problem
-        )
+        write!(f, "invalid phi-audit config")?;
+        for (i, (field, problem)) in self.problems.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            write!(f, "{sep}`{field}`: {problem}")?;
+        }
+        Ok(())
     }
 }
 
@@ -404,15 +414,31 @@ impl ConfigBuilder {
         self
     }
 
-    /// Checks every setting and freezes the configuration.
+    /// Checks every setting and freezes the configuration. The error lists
+    /// every mistake found, not only the first.
+    ///
+    /// ```
+    /// use phi_audit::Config;
+    ///
+    /// let err = Config::new("chart-service")
+    ///     .environment("e".repeat(65))
+    ///     .version("v".repeat(65))
+    ///     .build()
+    ///     .unwrap_err();
+    /// let fields: Vec<&str> = err.problems().map(|(field, _)| field).collect();
+    /// assert_eq!(fields, ["service.environment", "service.version"]);
+    /// assert_eq!(err.field(), "service.environment");
+    /// ```
     pub fn build(self) -> Result<Config, ConfigError> {
         let i = &self.inner;
+        // Every check runs: the error lists each mistake found.
+        let mut errs: Vec<ConfigError> = Vec::new();
         let n = i.service.name.char_len();
         if n == 0 || i.service.name.trim().is_empty() {
-            return Err(ConfigError::new("service.name", "must not be empty"));
+            errs.push(ConfigError::new("service.name", "must not be empty"));
         }
         if n > 128 {
-            return Err(ConfigError::new(
+            errs.push(ConfigError::new(
                 "service.name",
                 format!("must be at most 128 characters (has {n})"),
             ));
@@ -423,7 +449,7 @@ impl ConfigBuilder {
         ] {
             if let Some(v) = v {
                 if v.char_len() > 64 {
-                    return Err(ConfigError::new(
+                    errs.push(ConfigError::new(
                         field,
                         format!("must be at most 64 characters (has {})", v.char_len()),
                     ));
@@ -446,12 +472,12 @@ impl ConfigBuilder {
             ),
         ] {
             if v.is_some_and(|v| crate::model::clamp::has_bad_chars(v)) {
-                return Err(ConfigError::new(field, bad));
+                errs.push(ConfigError::new(field, bad));
             }
         }
         let a = &i.default_actor;
         if a.subject_id.is_empty() || a.subject_id.char_len() > 256 {
-            return Err(ConfigError::new(
+            errs.push(ConfigError::new(
                 "default_actor.subject_id",
                 "must be 1..=256 characters",
             ));
@@ -463,38 +489,38 @@ impl ConfigBuilder {
             if v.as_ref()
                 .is_some_and(|v| v.is_empty() || v.char_len() > 128)
             {
-                return Err(ConfigError::new(field, "must be 1..=128 characters"));
+                errs.push(ConfigError::new(field, "must be 1..=128 characters"));
             }
         }
         if let Some(roles) = &a.roles {
             if roles.len() > 25 {
-                return Err(ConfigError::new(
+                errs.push(ConfigError::new(
                     "default_actor.roles",
                     format!("at most 25 roles (has {})", roles.len()),
                 ));
             }
             if roles.iter().any(|r| r.is_empty() || r.char_len() > 64) {
-                return Err(ConfigError::new(
+                errs.push(ConfigError::new(
                     "default_actor.roles",
                     "each role must be 1..=64 characters",
                 ));
             }
             if roles.iter().any(|r| crate::model::clamp::has_bad_chars(r)) {
-                return Err(ConfigError::new("default_actor.roles", bad));
+                errs.push(ConfigError::new("default_actor.roles", bad));
             }
         }
         if a.subject_type == crate::model::event::SubjectType::Agent {
-            return Err(ConfigError::new(
+            errs.push(ConfigError::new(
                 "default_actor.subject_type",
                 "an agent cannot be the default actor: agent events need a delegation block",
             ));
         }
         if let Some(list) = &i.allowlist {
             if list.iter().any(|k| crate::model::clamp::has_bad_chars(k)) {
-                return Err(ConfigError::new("metadata_allowlist", bad));
+                errs.push(ConfigError::new("metadata_allowlist", bad));
             }
             if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
-                return Err(ConfigError::new(
+                errs.push(ConfigError::new(
                     "metadata_allowlist",
                     format!(
                         "keys must be 1..=64 characters (found one of {})",
@@ -504,16 +530,21 @@ impl ConfigBuilder {
             }
         }
         if !(1..=500).contains(&i.max_error_message) {
-            return Err(ConfigError::new(
+            errs.push(ConfigError::new(
                 "max_error_message_len",
                 "must be between 1 and 500 (the schema's limit)",
             ));
         }
         if i.max_metadata_string == 0 {
-            return Err(ConfigError::new(
+            errs.push(ConfigError::new(
                 "max_metadata_string_len",
                 "must be at least 1",
             ));
+        }
+        if !errs.is_empty() {
+            return Err(ConfigError {
+                problems: errs.into_iter().flat_map(|e| e.problems).collect(),
+            });
         }
         let mut inner = self.inner;
         inner.fragments = Fragments {

@@ -21,7 +21,7 @@ use crate::util::text::Text;
 /// worker threads, on any executor.
 ///
 /// ```
-/// use phi_audit_runtime::{Actor, AuditContext};
+/// use phi_audit::{Actor, AuditContext};
 /// let ctx = AuditContext::new()
 ///     .actor(Actor::human("dr-house").org("org-1").roles(["clinician"]))
 ///     .request_id("req-42");

@@ -5,6 +5,7 @@
 //! `#[audited]` attribute generates calls into [`__private`].
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,
@@ -32,6 +33,7 @@ mod task;
 mod time;
 mod util;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod web;
 
 pub use integrity::{checkpoint, verify};
@@ -69,6 +71,7 @@ pub use sink::{
     StdoutSink, TornTail, TracingSink, DEFAULT_PREALLOCATE, TRACING_TARGET,
 };
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use sink::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
@@ -78,11 +81,13 @@ pub use sink::{CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStr
 pub use stats::StatsSnapshot;
 pub use task::{carry, Carried, CurrentScope};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use task::{spawn, spawn_blocking};
 pub use time::timestamp::{Timestamp, TimestampError};
 pub use util::text::Text;
 pub use verify::{verify_path, verify_reader, VerifyFailure, VerifyOptions, VerifyReport};
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use web::AuditLayer;
 
 /// What `#[audited]` and `record!` expand to. Not a public API: it may change

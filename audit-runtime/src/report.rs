@@ -4,7 +4,7 @@
 //! JSON or CSV.
 //!
 //! ```
-//! use phi_audit_runtime::report::{self, Format, Query};
+//! use phi_audit::report::{self, Format, Query};
 //! # let jsonl = "";
 //! let q = Query::exports();
 //! let rows = report::query_jsonl(jsonl.as_bytes(), &q).filter_map(Result::ok);
@@ -43,6 +43,7 @@ const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 /// list means "any". Build one with a named review ([`Query::patient_access`],
 /// [`Query::exports`], ...) and narrow it with the builder methods.
 #[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Query {
     /// `resource.patient_id` equals this.
     pub patient_id: Option<String>,
@@ -146,6 +147,18 @@ impl Query {
             cross_org_only: true,
             ..Query::default()
         }
+    }
+
+    /// Narrows to events of patient `patient_id`.
+    pub fn patient(mut self, patient_id: impl Into<String>) -> Query {
+        self.patient_id = Some(patient_id.into());
+        self
+    }
+
+    /// Narrows to events of actor `subject_id`.
+    pub fn actor(mut self, subject_id: impl Into<String>) -> Query {
+        self.actor_subject_id = Some(subject_id.into());
+        self
     }
 
     /// Also requires `action.type == action` (several calls: any of them).
@@ -379,6 +392,7 @@ impl ReportRow {
 
 /// Why a line of a JSONL source is not an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InvalidReason {
     /// The line is not valid UTF-8.
     NotUtf8,
@@ -403,6 +417,7 @@ impl fmt::Display for InvalidReason {
 
 /// Why a report could not be produced. Never contains event content.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ReportError {
     /// Reading the source or writing the output failed.
     Io(io::Error),
@@ -606,6 +621,7 @@ pub(crate) fn sort_groups(groups: &mut [GroupCount]) {
 
 /// Output format of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Format {
     /// One human-readable line per row.
     #[default]
@@ -757,7 +773,7 @@ pub fn needs_escape(c: char) -> bool {
 /// unambiguous). Borrowed when nothing needed escaping.
 ///
 /// ```
-/// use phi_audit_runtime::report::escape_text;
+/// use phi_audit::report::escape_text;
 /// assert_eq!(escape_text("plain"), "plain");
 /// assert_eq!(escape_text("a\x1b]0;x\x07\n\u{202e}b"), "a\\u{1b}]0;x\\u{7}\\n\\u{202e}b");
 /// ```

@@ -16,7 +16,7 @@
 /// Sanitizes `msg` and caps it at `max_chars` characters.
 ///
 /// ```
-/// use phi_audit_runtime::sanitize::sanitize_message;
+/// use phi_audit::sanitize::sanitize_message;
 /// let s = sanitize_message("no  chart for 123-45-6789,\n mail jane@x.org or (555) 123-4567", 200);
 /// assert_eq!(s, "no chart for [SSN], mail [EMAIL] or [PHONE]");
 /// ```

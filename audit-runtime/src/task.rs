@@ -23,7 +23,7 @@ use crate::dispatch::{self, Dispatch};
 /// to be installed on another task or thread.
 ///
 /// ```
-/// use phi_audit_runtime::{AuditContext, CurrentScope};
+/// use phi_audit::{AuditContext, CurrentScope};
 /// let ctx = AuditContext::new().request_id("req-7");
 /// let captured = ctx.in_scope(CurrentScope::capture);
 /// std::thread::spawn(move || {
@@ -117,11 +117,11 @@ impl<F: Future> Future for Carried<F> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// use phi_audit_runtime::AuditContext;
+/// use phi_audit::AuditContext;
 /// let ctx = AuditContext::new().request_id("req-9");
 /// let seen = ctx
 ///     .scope(async {
-///         phi_audit_runtime::spawn(async { AuditContext::current().is_some() }).await.unwrap()
+///         phi_audit::spawn(async { AuditContext::current().is_some() }).await.unwrap()
 ///     })
 ///     .await;
 /// assert!(seen);
@@ -132,6 +132,7 @@ impl<F: Future> Future for Carried<F> {
 /// # }
 /// ```
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
@@ -143,6 +144,7 @@ where
 /// `tokio::task::spawn_blocking` that carries the caller's audit context
 /// and scoped dispatcher to the blocking thread (feature `tokio`).
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub fn spawn_blocking<F, R>(f: F) -> tokio::task::JoinHandle<R>
 where
     F: FnOnce() -> R + Send + 'static,

@@ -310,12 +310,10 @@ proptest! {
             apply(&mut lines, d);
         }
         let data = join(&lines, cut_tail);
-        let opts = VerifyOptions {
-            anchor,
-            public_key: checkpoints.map(|_| signer.verifying_key()),
-            max_failures,
-            ..VerifyOptions::default()
-        };
+        let opts = VerifyOptions::new()
+            .anchor(anchor)
+            .public_key(checkpoints.map(|_| signer.verifying_key()))
+            .max_failures(max_failures);
         check_all_splits(&data, cps.as_deref(), &opts, &[block, 1 << 20]);
     }
 }
@@ -344,10 +342,7 @@ fn clean_canonical_ledger_passes_and_matches() {
 #[test]
 fn a_missing_checkpoint_file_and_no_events_match() {
     let signer = CheckpointSigner::from_seed([1; 32]);
-    let opts = VerifyOptions {
-        public_key: Some(signer.verifying_key()),
-        ..VerifyOptions::default()
-    };
+    let opts = VerifyOptions::new().public_key(Some(signer.verifying_key()));
     for data in [&b""[..], b"\n\n", b"{}\n"] {
         let oracle = verify_reader(data, None::<&[u8]>, &opts).unwrap();
         let fast = verify_read_with(data, None::<&[u8]>, &opts, None, 2, 3).unwrap();
@@ -364,14 +359,8 @@ fn ledger_sink_writes_canonical_lines() {
     use phi_audit_runtime::*;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let sink = LedgerSink::open_with(
-        &path,
-        LedgerOptions {
-            fsync: FsyncPolicy::Never,
-            ..LedgerOptions::default()
-        },
-    )
-    .unwrap();
+    let sink =
+        LedgerSink::open_with(&path, LedgerOptions::new().fsync(FsyncPolicy::Never)).unwrap();
     for i in 0..200u64 {
         let mut metadata = Metadata::new();
         metadata.insert("n", i as i64);

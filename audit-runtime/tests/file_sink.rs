@@ -37,10 +37,7 @@ fn read_all_lines(dir: &std::path::Path) -> Vec<String> {
 fn buffered_lines_reach_the_file_on_flush() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new().fsync(FsyncPolicy::Never);
     let s = JsonlFileSink::open_with(&p, opts).unwrap();
     for i in 0..10 {
         s.write(&common::event(i)).unwrap();
@@ -73,14 +70,8 @@ fn every_event_and_every_n_write_through() {
     s.write(&common::event(1)).unwrap();
     assert_eq!(read_all_lines(dir.path()).len(), 1);
     drop(s);
-    let s = JsonlFileSink::open_with(
-        &p,
-        JsonlOptions {
-            fsync: FsyncPolicy::EveryN(3),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let s =
+        JsonlFileSink::open_with(&p, JsonlOptions::new().fsync(FsyncPolicy::EveryN(3))).unwrap();
     s.write(&common::event(2)).unwrap();
     s.write(&common::event(3)).unwrap();
     assert_eq!(read_all_lines(dir.path()).len(), 1);
@@ -93,12 +84,10 @@ fn every_event_and_every_n_write_through() {
 fn rotation_never_splits_or_loses_a_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        rotate_bytes: Some(2000),
-        buffer_capacity: 1500,
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new()
+        .fsync(FsyncPolicy::Never)
+        .rotate_bytes(Some(2000))
+        .buffer_capacity(1500);
     let s = JsonlFileSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..100 {
         s.write(&common::event(i)).unwrap();
@@ -141,11 +130,9 @@ fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
     const MIB: u64 = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        rotate_bytes: Some(3 * MIB),
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new()
+        .fsync(FsyncPolicy::Never)
+        .rotate_bytes(Some(3 * MIB));
     assert_eq!(opts.preallocate, DEFAULT_PREALLOCATE);
     let s = JsonlFileSink::open_with(&p, opts).unwrap();
     for i in 0..10 {
@@ -187,11 +174,7 @@ fn blocks_are_reserved_ahead_and_released_at_close_and_rotation() {
 fn preallocation_off_reserves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        preallocate: 0,
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new().fsync(FsyncPolicy::Never).preallocate(0);
     let s = JsonlFileSink::open_with(&p, opts).unwrap();
     for i in 0..10 {
         s.write(&common::event(i)).unwrap();
@@ -212,10 +195,7 @@ fn a_reservation_is_kept_rather_than_cut_a_line_someone_else_appended() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new().fsync(FsyncPolicy::Never);
     let s = JsonlFileSink::open_with(&p, opts).unwrap();
     s.write(&common::event(1)).unwrap();
     s.flush().unwrap();

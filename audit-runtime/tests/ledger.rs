@@ -12,10 +12,7 @@ use phi_audit_runtime::integrity::{canonical_event_json, Canonicalizer};
 use phi_audit_runtime::*;
 
 fn verify(path: &std::path::Path, key: Option<CheckpointVerifyingKey>) -> VerifyReport {
-    let opts = VerifyOptions {
-        public_key: key,
-        ..VerifyOptions::default()
-    };
+    let opts = VerifyOptions::new().public_key(key);
     verify_path(path, &opts).unwrap()
 }
 
@@ -81,12 +78,10 @@ fn every_algorithm_and_buffered_policies_verify() {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let p = dir.path().join("a.jsonl");
-            let opts = LedgerOptions {
-                hash_alg: *alg,
-                fsync,
-                buffer_capacity: 700,
-                ..Default::default()
-            };
+            let opts = LedgerOptions::new()
+                .hash_alg(*alg)
+                .fsync(fsync)
+                .buffer_capacity(700);
             let l = LedgerSink::open_with(&p, opts).unwrap();
             for i in 0..10 {
                 l.write(&event(i)).unwrap();
@@ -172,10 +167,7 @@ fn refuses_to_resume_after_an_unchained_last_line() {
 fn threads_never_fork_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = LedgerOptions {
-        fsync: FsyncPolicy::Never,
-        ..Default::default()
-    };
+    let opts = LedgerOptions::new().fsync(FsyncPolicy::Never);
     let l = Arc::new(LedgerSink::open_with(&p, opts).unwrap());
     let hs: Vec<_> = (0..8)
         .map(|t| {
@@ -221,11 +213,9 @@ fn signer() -> CheckpointSigner {
 fn checkpoints_detect_a_truncated_tail() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = LedgerOptions {
-        signer: Some(signer()),
-        checkpoint_every: 5,
-        ..Default::default()
-    };
+    let opts = LedgerOptions::new()
+        .signer(Some(signer()))
+        .checkpoint_every(5);
     let l = LedgerSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..12 {
         l.write(&event(i)).unwrap();
@@ -270,11 +260,9 @@ fn checkpoints_detect_a_truncated_tail() {
 fn checkpoints_detect_a_replaced_tail_and_continue_after_resume() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let opts = LedgerOptions {
-        signer: Some(signer()),
-        checkpoint_every: 4,
-        ..Default::default()
-    };
+    let opts = LedgerOptions::new()
+        .signer(Some(signer()))
+        .checkpoint_every(4);
     let l = LedgerSink::open_with(&p, opts.clone()).unwrap();
     for i in 0..6 {
         l.write(&event(i)).unwrap();

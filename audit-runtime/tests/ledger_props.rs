@@ -18,13 +18,11 @@ fn signer() -> CheckpointSigner {
 fn make_ledger(events: &[AuditEvent], alg: HashAlg) -> (Vec<String>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("l.jsonl");
-    let opts = LedgerOptions {
-        hash_alg: alg,
-        fsync: FsyncPolicy::Never,
-        signer: Some(signer()),
-        checkpoint_every: 3,
-        ..Default::default()
-    };
+    let opts = LedgerOptions::new()
+        .hash_alg(alg)
+        .fsync(FsyncPolicy::Never)
+        .signer(Some(signer()))
+        .checkpoint_every(3);
     let l = LedgerSink::open_with(&p, opts).unwrap();
     for e in events {
         l.write(e).unwrap();
@@ -37,10 +35,7 @@ fn make_ledger(events: &[AuditEvent], alg: HashAlg) -> (Vec<String>, Vec<u8>) {
 
 fn verify(lines: &[String], cps: Option<&[u8]>) -> VerifyReport {
     let body = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
-    let opts = VerifyOptions {
-        public_key: cps.map(|_| signer().verifying_key()),
-        ..Default::default()
-    };
+    let opts = VerifyOptions::new().public_key(cps.map(|_| signer().verifying_key()));
     verify_reader(body.as_bytes(), cps, &opts).unwrap()
 }
 

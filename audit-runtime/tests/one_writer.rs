@@ -340,10 +340,7 @@ fn rotation_keeps_the_lock_on_the_new_file() {
     let dir = tempfile::tempdir().unwrap();
     let jp = dir.path().join("rot.jsonl");
     let lp = dir.path().join("unused.ledger");
-    let opts = JsonlOptions {
-        rotate_bytes: Some(2_000),
-        ..JsonlOptions::default()
-    };
+    let opts = JsonlOptions::new().rotate_bytes(Some(2_000));
     let j = JsonlFileSink::open_with(&jp, opts).unwrap();
     let me = std::process::id();
     for i in 0..40 {
@@ -516,12 +513,10 @@ fn a_failed_write_never_cuts_what_another_program_appended() {
     };
     for other_appends in [false, true] {
         let p = fs.path().join(format!("cut-{other_appends}.jsonl"));
-        let opts = JsonlOptions {
-            fsync: FsyncPolicy::Never,
-            buffer_capacity: 4 << 20,
-            preallocate: 0,
-            ..JsonlOptions::default()
-        };
+        let opts = JsonlOptions::new()
+            .fsync(FsyncPolicy::Never)
+            .buffer_capacity(4 << 20)
+            .preallocate(0);
         let s = JsonlFileSink::open_with(&p, opts).unwrap();
         for i in 0..10 {
             s.write(&common::event(i)).unwrap();

@@ -14,14 +14,7 @@ fn key() -> CheckpointVerifyingKey {
 fn valid_ledger() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("l.jsonl");
-    let l = LedgerSink::open_with(
-        &p,
-        LedgerOptions {
-            fsync: FsyncPolicy::Never,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let l = LedgerSink::open_with(&p, LedgerOptions::new().fsync(FsyncPolicy::Never)).unwrap();
     for i in 0..4 {
         l.write(&common::event(i)).unwrap();
     }
@@ -38,7 +31,7 @@ proptest! {
         cps in prop::option::of(prop::collection::vec(any::<u8>(), 0..300)),
         with_key in any::<bool>(),
     ) {
-        let opts = VerifyOptions { public_key: with_key.then(key), ..Default::default() };
+        let opts = VerifyOptions::new().public_key(with_key.then(key));
         let r = verify_reader(&ledger[..], cps.as_deref(), &opts).unwrap();
         prop_assert_eq!(r.passed(), false);
         let mut lines = JsonLines::with_max(&ledger[..], 64);

@@ -251,10 +251,7 @@ fn main() {
     let file: PathBuf = dir.join("audit.jsonl");
     let config = Config::new("bench-service").build().unwrap();
     // No fsync, as in the throughput bench: the layer's cost, not the disk's.
-    let options = JsonlOptions {
-        fsync: FsyncPolicy::Never,
-        ..JsonlOptions::default()
-    };
+    let options = JsonlOptions::new().fsync(FsyncPolicy::Never);
     let sink = JsonlFileSink::open_with(&file, options).unwrap();
     let guard = phi_audit::init(config, NonBlocking::new(sink)).unwrap();
 

@@ -211,14 +211,7 @@ fn audit_variant(run: &Run) -> Measured {
     // like for like (the default policy, fsync every event, is a durability
     // choice; with the non-blocking worker it costs one sync per batch).
     let jsonl = |p: &Path| {
-        JsonlFileSink::open_with(
-            p,
-            JsonlOptions {
-                fsync: FsyncPolicy::Never,
-                ..JsonlOptions::default()
-            },
-        )
-        .unwrap()
+        JsonlFileSink::open_with(p, JsonlOptions::new().fsync(FsyncPolicy::Never)).unwrap()
     };
     let config = Config::new("bench-service")
         .environment("bench")
@@ -228,10 +221,7 @@ fn audit_variant(run: &Run) -> Measured {
         "jsonl-nonblocking" => phi_audit::init(config, NonBlocking::new(jsonl(&run.path))),
         "jsonl-sync" => phi_audit::init(config, jsonl(&run.path)),
         "ledger-nonblocking" => {
-            let options = LedgerOptions {
-                fsync: FsyncPolicy::Never,
-                ..LedgerOptions::default()
-            };
+            let options = LedgerOptions::new().fsync(FsyncPolicy::Never);
             let ledger = LedgerSink::open_with(&run.path, options).unwrap();
             phi_audit::init(config, NonBlocking::new(ledger))
         }

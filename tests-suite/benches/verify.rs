@@ -79,14 +79,8 @@ fn uuid_of(i: u64) -> uuid::Uuid {
 
 fn write_ledger(path: &Path, n: u64) {
     let _ = std::fs::remove_file(path);
-    let sink = LedgerSink::open_with(
-        path,
-        LedgerOptions {
-            fsync: FsyncPolicy::Never,
-            ..LedgerOptions::default()
-        },
-    )
-    .expect("open ledger");
+    let sink = LedgerSink::open_with(path, LedgerOptions::new().fsync(FsyncPolicy::Never))
+        .expect("open ledger");
     let mut batch = Vec::with_capacity(1000);
     for i in 0..n {
         batch.push(event(i));

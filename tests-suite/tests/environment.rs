@@ -39,10 +39,13 @@ fn reference_imports(python: &str) -> Result<(), String> {
     }
 }
 
+/// Checks that a variable's value works.
+type Check = fn(&str) -> Result<(), String>;
+
 #[test]
 fn environment_summary() {
     let required = servers_required();
-    let checks: [(&str, &str, fn(&str) -> Result<(), String>); 2] = [
+    let checks: [(&str, &str, Check); 2] = [
         (
             PG_URL,
             "the PostgreSQL tests (runtime postgres*, CLI postgres_props/report/sink_specs, settings)",

@@ -730,10 +730,7 @@ fn a_checkpoint_key_file_signs_the_ledger() {
         std::fs::read_to_string(phi_audit::checkpoint::checkpoint_path(&ledger_path)).unwrap();
     let public = CheckpointSigner::from_seed(seed).verifying_key();
     assert!(checkpoints.contains(&public.key_id()), "{checkpoints}");
-    let options = phi_audit::VerifyOptions {
-        public_key: Some(public),
-        ..Default::default()
-    };
+    let options = phi_audit::VerifyOptions::new().public_key(Some(public));
     let report = phi_audit::verify_path(&ledger_path, &options).unwrap();
     assert!(report.passed(), "{report:?}");
     assert_eq!(report.chain_length, 5, "{report:?}");

@@ -1,4 +1,52 @@
 //! Choosing the outcome of a finished call from its return value.
+//!
+//! # Why autoref dispatch
+//!
+//! `#[audited]` expands before type checking: it sees the tokens of the
+//! return type, not the type, and the tokens do not say whether an error
+//! type implements [`AuditError`] or `Display`, or whether a value is a
+//! future (aliases, generics, `impl Trait`). Stable Rust has no
+//! specialization to pick an impl by what a type implements, so the choice
+//! is left to method resolution, the technique anyhow's `kind.rs` and
+//! `dtolnay`'s "autoref specialization" write-up use.
+//!
+//! # How
+//!
+//! The macro writes, for a return value `ret` (with every `Via*` trait in
+//! scope):
+//!
+//! ```text
+//! (&&&&&Probe(&ret)).__phi_audit_outcome(&call, phi)   // synchronous body
+//! (&&&&Probe(&ret)).__phi_audit_outcome(&call, phi)    // async body or future
+//! ```
+//!
+//! Method resolution looks for `__phi_audit_outcome` on the receiver type
+//! as written, then with one `&` fewer (auto-deref), and so on, and takes
+//! the first type for which some trait in scope has an impl whose bounds
+//! hold. Each trait is implemented for a different number of references,
+//! most specific first:
+//!
+//! | `Self` of the impl | trait | applies when | outcome |
+//! |---|---|---|---|
+//! | `&&&&Probe<F>` | [`ViaFuture`] | `F: Future` | a compile error (see [`UnfollowedFuture`]) |
+//! | `&&&Probe<Result<T, E>>` | [`ViaAuditError`] | `E: AuditError` | `e.audit_outcome()` |
+//! | `&&Probe<Result<T, E>>` | [`ViaDisplay`] | `E: Display` | FAILURE, the type's name; the sanitized `Display` only if configured and no PHI parameter |
+//! | `&Probe<Result<T, E>>` | [`ViaAnyError`] | any `E` | FAILURE, the type's name |
+//! | `Probe<T>` | [`ViaValue`] | anything | SUCCESS |
+//!
+//! A bound that does not hold (`E: AuditError` for an `io::Error`) does not
+//! make the call fail to compile: the candidate is skipped and resolution
+//! moves one `&` down. `Ok(_)` in each `Result` impl is SUCCESS. The body of
+//! an async function or a followed future is never itself a future, so the
+//! macro starts those at four `&` and the [`ViaFuture`] rung is out of reach
+//! (a future *output* that is a future is a value like any other).
+//!
+//! The dispatch is resolved at compile time: the generated code calls one
+//! concrete method, with no trait objects and no run-time type checks.
+//! `ViaFuture`'s impl requires `F: UnfollowedFuture`, which no type
+//! implements, so a synchronous function returning a named future type
+//! stops at that rung with the `#[diagnostic::on_unimplemented]` message
+//! instead of being recorded as a SUCCESS when the future is made.
 
 use std::fmt::{Display, Write as _};
 use std::future::Future;

@@ -138,7 +138,7 @@ impl std::error::Error for InitError {
 /// [`Guard::flush`] (or [`flush`]) first, e.g. from a panic hook.
 ///
 /// ```no_run
-/// use phi_audit_runtime::{init, Config, StdoutSink};
+/// use phi_audit::{init, Config, StdoutSink};
 /// let _guard = init(Config::new("chart-service").build()?, StdoutSink::new())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -236,7 +236,7 @@ pub fn current() -> Option<Dispatch> {
 /// restored afterwards, also when `f` panics. Scopes nest.
 ///
 /// ```
-/// use phi_audit_runtime::{with_dispatch, ActionType, Config, Dispatch, EventBuilder, MemorySink};
+/// use phi_audit::{with_dispatch, ActionType, Config, Dispatch, EventBuilder, MemorySink};
 /// let sink = MemorySink::new();
 /// let dispatch = Dispatch::new(Config::new("svc").build().unwrap(), sink.clone());
 /// with_dispatch(&dispatch, || EventBuilder::new(ActionType::Read, "Patient").emit());

@@ -20,8 +20,8 @@
 //! rejected by the parser before it reaches this module.
 //!
 //! ```
-//! use phi_audit_runtime::integrity::{canonical_json, event_hash};
-//! use phi_audit_runtime::HashAlg;
+//! use phi_audit::integrity::{canonical_json, event_hash};
+//! use phi_audit::HashAlg;
 //!
 //! let v: serde_json::Value = serde_json::from_str(r#"{"b":1e16,"a":"é","integrity":{}}"#).unwrap();
 //! let mut out = Vec::new();
@@ -160,8 +160,8 @@ pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
 /// event's JSON, without building a `serde_json::Value`.
 ///
 /// ```
-/// use phi_audit_runtime::integrity::{canonical_event_json, Canonicalizer};
-/// # use phi_audit_runtime::*;
+/// use phi_audit::integrity::{canonical_event_json, Canonicalizer};
+/// # use phi_audit::*;
 /// # let event = AuditEvent {
 /// #     schema_version: SchemaVersion::V1_1, event_id: uuid::Uuid::nil(),
 /// #     timestamp: Timestamp::from_unix_millis(0),

@@ -27,7 +27,7 @@
 //! `result` is `PASS` only when there is no failure of any kind.
 //!
 //! ```
-//! use phi_audit_runtime::verify::{verify_reader, VerifyOptions};
+//! use phi_audit::verify::{verify_reader, VerifyOptions};
 //! let report = verify_reader(&b""[..], None::<&[u8]>, &VerifyOptions::default()).unwrap();
 //! assert_eq!(report.result, "FAIL");
 //! assert_eq!(report.failures[0].failure_type, "empty_ledger");
@@ -134,6 +134,7 @@ impl<R: BufRead> JsonLines<R> {
 
 /// How to verify.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct VerifyOptions {
     /// Algorithm for events whose `integrity` has no `hash_alg` (SHA-256).
     pub default_alg: HashAlg,
@@ -158,6 +159,46 @@ impl Default for VerifyOptions {
             max_failures: 1000,
             source: String::new(),
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]` (options may be added), so
+/// outside this crate it is built from [`VerifyOptions::new`] and these.
+impl VerifyOptions {
+    /// The defaults (as [`Default`]).
+    pub fn new() -> VerifyOptions {
+        VerifyOptions::default()
+    }
+
+    /// Sets [`default_alg`](VerifyOptions::default_alg).
+    pub fn default_alg(mut self, alg: HashAlg) -> Self {
+        self.default_alg = alg;
+        self
+    }
+
+    /// Sets [`anchor`](VerifyOptions::anchor).
+    pub fn anchor(mut self, prev_event_hash: Option<String>) -> Self {
+        self.anchor = prev_event_hash;
+        self
+    }
+
+    /// Sets [`public_key`](VerifyOptions::public_key) (`Some`: checkpoints
+    /// are verified).
+    pub fn public_key(mut self, key: Option<CheckpointVerifyingKey>) -> Self {
+        self.public_key = key;
+        self
+    }
+
+    /// Sets [`max_failures`](VerifyOptions::max_failures).
+    pub fn max_failures(mut self, n: usize) -> Self {
+        self.max_failures = n;
+        self
+    }
+
+    /// Sets [`source`](VerifyOptions::source).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
     }
 }
 
@@ -259,6 +300,7 @@ impl VerifyReport {
 
 /// Why verification could not run at all.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The ledger could not be read.
     Ledger(io::Error),

@@ -30,7 +30,7 @@ use crate::util::text::Text;
 /// ```
 /// let mut out = Vec::new();
 /// for f in [1e16, 1e-5, 1.0, 0.1, -0.0, 123456789012345.0] {
-///     phi_audit_runtime::integrity::write_python_float(f, &mut out);
+///     phi_audit::integrity::write_python_float(f, &mut out);
 ///     out.push(b' ');
 /// }
 /// assert_eq!(out, b"1e+16 1e-05 1.0 0.1 -0.0 123456789012345.0 ");

@@ -20,7 +20,10 @@ macro_rules! string_enum {
         pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $s:literal ),+ $(,)? }
     ) => {
         $(#[$meta])*
+        ///
+        /// Non-exhaustive: a later schema version may add values.
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+        #[non_exhaustive]
         pub enum $name {
             $( $(#[$vmeta])* #[serde(rename = $s)] $variant ),+
         }

@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for MetaValue {
 /// Metadata of one event: ordered keys, each at most once.
 ///
 /// ```
-/// use phi_audit_runtime::{Metadata, MetaValue};
+/// use phi_audit::{Metadata, MetaValue};
 /// let mut m = Metadata::new();
 /// m.insert("page", 3u32);
 /// m.insert("reason", "treatment");
@@ -216,7 +216,7 @@ impl<'de> Deserialize<'de> for Metadata {
 /// structs, and never [`crate::Phi`].
 ///
 /// ```compile_fail
-/// use phi_audit_runtime::{Metadata, Phi};
+/// use phi_audit::{Metadata, Phi};
 /// let mut m = Metadata::new();
 /// m.insert("name", Phi::new("Jane Doe")); // error: PHI cannot be recorded
 /// ```

@@ -18,7 +18,7 @@ use crate::util::stack::StackText;
 /// description.
 ///
 /// ```
-/// use phi_audit_runtime::{AuditError, Outcome};
+/// use phi_audit::{AuditError, Outcome};
 ///
 /// enum AppError { Forbidden, NotFound, Db(String) }
 ///

@@ -25,7 +25,7 @@ use crate::util::text::Text;
 /// that fails to deserialize gives an error that does not quote it.
 ///
 /// ```
-/// use phi_audit_runtime::Phi;
+/// use phi_audit::Phi;
 /// let name = Phi::new(String::from("Jane Doe"));
 /// assert_eq!(format!("{name:?} {name}"), "[PHI REDACTED] [PHI REDACTED]");
 /// assert_eq!(name.expose(), "Jane Doe");
@@ -39,7 +39,7 @@ use crate::util::text::Text;
 ///
 /// ```compile_fail
 /// // Never `Serialize`: PHI does not leave through serde either.
-/// let name = phi_audit_runtime::Phi::new(String::from("Jane Doe"));
+/// let name = phi_audit::Phi::new(String::from("Jane Doe"));
 /// let json = serde_json::to_string(&name);
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -230,7 +230,7 @@ impl<T: AuditId + ?Sized> PseudonymSource for T {
 /// the patient is.
 ///
 /// ```
-/// use phi_audit_runtime::PseudonymKey;
+/// use phi_audit::PseudonymKey;
 /// let key = PseudonymKey::new(b"0123456789abcdef0123456789abcdef").unwrap();
 /// let a = key.pseudonym(&"MRN-0042");
 /// assert_eq!(a.len(), 64);

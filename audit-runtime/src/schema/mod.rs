@@ -31,8 +31,8 @@
 //!   reproduced, except that non-ASCII decimal digits are rejected here.
 //!
 //! ```
-//! use phi_audit_runtime::schema::validate_value;
-//! use phi_audit_runtime::SchemaVersion;
+//! use phi_audit::schema::validate_value;
+//! use phi_audit::SchemaVersion;
 //!
 //! let event = serde_json::json!({
 //!     "schema_version": "1.1",
@@ -1244,6 +1244,7 @@ fn python_int16(x: &str) -> bool {
 /// What [`retarget`] does with data only schema 2.0 can express when the
 /// target is 1.0 or 1.1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DowngradePolicy {
     /// Refuse: [`retarget`] returns a [`RetargetError`] naming the 2.0-only
     /// data and leaves the event unchanged. The default: nothing is lost
@@ -1267,6 +1268,7 @@ pub enum DowngradePolicy {
 
 /// Something only schema 2.0 can express.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum V2Feature {
     /// `actor.subject_type` is `agent`.
     AgentActor,
@@ -1346,8 +1348,8 @@ impl std::error::Error for RetargetError {}
 /// 1.1, say) is not changed: call [`validate`] afterwards.
 ///
 /// ```
-/// use phi_audit_runtime::schema::{retarget, validate, DowngradePolicy};
-/// use phi_audit_runtime::{AuditEvent, Outcome, SchemaVersion};
+/// use phi_audit::schema::{retarget, validate, DowngradePolicy};
+/// use phi_audit::{AuditEvent, Outcome, SchemaVersion};
 /// # fn event() -> AuditEvent {
 /// #     serde_json::from_value(serde_json::json!({
 /// #         "schema_version": "1.1",

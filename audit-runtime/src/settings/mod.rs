@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! // PHI_AUDIT_SERVICE=chart-service PHI_AUDIT_SINK=ledger:/var/log/audit.jsonl ./chart-service
-//! let _guard = phi_audit_runtime::init_from_env()?;
+//! let _guard = phi_audit::init_from_env()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -47,7 +47,7 @@
 //! #[derive(serde::Deserialize)]
 //! struct AppConfig {
 //!     listen: String,
-//!     phi_audit: phi_audit_runtime::Settings,
+//!     phi_audit: phi_audit::Settings,
 //! }
 //!
 //! let app: AppConfig = serde_json::from_str(r#"{
@@ -76,6 +76,7 @@ pub mod spec;
 pub(crate) use error::Origin;
 pub use error::{Problem, SettingsError};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use spec::PostgresSpec;
 pub use spec::{Delivery, JsonlSpec, LedgerSpec, SinkKind, SinkSpec, SpoolSpec};
 
@@ -173,7 +174,7 @@ impl Settings {
     /// counts.
     ///
     /// ```
-    /// use phi_audit_runtime::Settings;
+    /// use phi_audit::Settings;
     /// let s = Settings::from_env_map([
     ///     ("PHI_AUDIT_SERVICE", "chart-service"),
     ///     ("PHI_AUDIT_SINK", "stdout,jsonl:/var/log/audit.jsonl?fsync=100"),
@@ -182,7 +183,7 @@ impl Settings {
     ///
     /// let err = Settings::from_env_map([("PHI_AUDIT_SCHEMA", "3.0")]).unwrap_err();
     /// assert_eq!(err.problems().len(), 2); // no service, bad schema
-    /// # Ok::<(), phi_audit_runtime::SettingsError>(())
+    /// # Ok::<(), phi_audit::SettingsError>(())
     /// ```
     pub fn from_env_map<I, K, V>(vars: I) -> Result<Settings, SettingsError>
     where
@@ -332,10 +333,13 @@ impl Settings {
         if !problems.is_empty() {
             return Err(SettingsError::new(problems));
         }
-        let config = self
-            .builder(keys.pseudonym)
-            .build()
-            .map_err(|e| SettingsError::new(vec![Origin::key(e.field()).problem(e.problem())]))?;
+        let config = self.builder(keys.pseudonym).build().map_err(|e| {
+            SettingsError::new(
+                e.problems()
+                    .map(|(field, problem)| Origin::key(field).problem(problem))
+                    .collect(),
+            )
+        })?;
         let mut sinks = Vec::with_capacity(self.sinks.len());
         for ((i, spec), signer) in self.sinks.iter().enumerate().zip(keys.checkpoint) {
             match open::open(spec, signer) {
@@ -403,7 +407,7 @@ fn same_target(a: &SinkSpec, b: &SinkSpec) -> bool {
 ///
 /// ```no_run
 /// // PHI_AUDIT_SERVICE=chart-service PHI_AUDIT_SINK=stdout,jsonl:/var/log/audit.jsonl
-/// let _guard = phi_audit_runtime::init_from_env()?;
+/// let _guard = phi_audit::init_from_env()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn init_from_env() -> Result<Guard, InitError> {

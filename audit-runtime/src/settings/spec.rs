@@ -96,8 +96,8 @@ const MAX_BATCH: usize = 100_000;
 /// options.
 ///
 /// ```
-/// use phi_audit_runtime::settings::{Delivery, SinkKind, SinkSpec};
-/// use phi_audit_runtime::HashAlg;
+/// use phi_audit::settings::{Delivery, SinkKind, SinkSpec};
+/// use phi_audit::HashAlg;
 ///
 /// let spec: SinkSpec = "ledger:/var/log/audit.jsonl?alg=sha384&sync".parse()?;
 /// let SinkKind::Ledger(ledger) = &spec.kind else { unreachable!() };
@@ -177,6 +177,7 @@ pub enum SinkKind {
     Ledger(LedgerSpec),
     /// `postgres://..`: [`PostgresSink`](crate::PostgresSink).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     Postgres(PostgresSpec),
     /// `nats://..`: [`NatsSink`](crate::NatsSink).
     #[cfg(feature = "nats")]
@@ -294,6 +295,7 @@ impl LedgerSpec {
 ///
 /// Its `Debug` output hides the URL's password.
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PostgresSpec {

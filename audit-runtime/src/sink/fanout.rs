@@ -8,7 +8,7 @@ use crate::model::event::AuditEvent;
 /// an error when any sink failed.
 ///
 /// ```
-/// use phi_audit_runtime::{FanOut, MemorySink, StdoutSink};
+/// use phi_audit::{FanOut, MemorySink, StdoutSink};
 /// let fan = FanOut::new().with(MemorySink::new()).with(StdoutSink::new());
 /// assert_eq!(fan.len(), 2);
 /// ```

@@ -24,6 +24,7 @@ use crate::sink::{lock, BatchError, Sink, SinkError};
 /// * [`FsyncPolicy::Never`]: lines are buffered and handed to the operating
 ///   system when the buffer fills or on [`Sink::flush`]; never synced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FsyncPolicy {
     /// Never sync; write when the buffer is full or on flush.
     Never,
@@ -36,6 +37,7 @@ pub enum FsyncPolicy {
 
 /// Options of a [`JsonlFileSink`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JsonlOptions {
     /// When lines are written and synced (default [`FsyncPolicy::EveryEvent`]).
     pub fsync: FsyncPolicy,
@@ -73,6 +75,39 @@ impl Default for JsonlOptions {
             buffer_capacity: 256 * 1024,
             preallocate: DEFAULT_PREALLOCATE,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]` (options may be added), so
+/// outside this crate it is built from [`JsonlOptions::new`] and these.
+impl JsonlOptions {
+    /// The defaults (as [`Default`]).
+    pub fn new() -> JsonlOptions {
+        JsonlOptions::default()
+    }
+
+    /// Sets [`fsync`](JsonlOptions::fsync).
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// Sets [`rotate_bytes`](JsonlOptions::rotate_bytes).
+    pub fn rotate_bytes(mut self, limit: Option<u64>) -> Self {
+        self.rotate_bytes = limit;
+        self
+    }
+
+    /// Sets [`buffer_capacity`](JsonlOptions::buffer_capacity).
+    pub fn buffer_capacity(mut self, bytes: usize) -> Self {
+        self.buffer_capacity = bytes;
+        self
+    }
+
+    /// Sets [`preallocate`](JsonlOptions::preallocate).
+    pub fn preallocate(mut self, bytes: u64) -> Self {
+        self.preallocate = bytes;
+        self
     }
 }
 
@@ -586,9 +621,9 @@ fn preallocate(_file: &File, _offset: u64, _len: u64) -> bool {
 /// reservation is left rather than risk cutting a line.
 ///
 /// ```
-/// use phi_audit_runtime::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
+/// use phi_audit::sink::{FsyncPolicy, JsonlFileSink, JsonlOptions};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-doc-{}", std::process::id()));
-/// let opts = JsonlOptions { fsync: FsyncPolicy::Never, ..JsonlOptions::default() };
+/// let opts = JsonlOptions::new().fsync(FsyncPolicy::Never);
 /// let sink = JsonlFileSink::open_with(dir.join("audit.jsonl"), opts).unwrap();
 /// // sink.write(&event)?; ... sink.flush()?;
 /// # drop(sink); let _ = std::fs::remove_dir_all(dir);

@@ -26,6 +26,7 @@ use crate::util::text::Text;
 
 /// Options of a [`LedgerSink`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LedgerOptions {
     /// Hash algorithm of new events (default SHA-256).
     pub hash_alg: HashAlg,
@@ -64,6 +65,58 @@ impl Default for LedgerOptions {
             preallocate: crate::sink::DEFAULT_PREALLOCATE,
             rotation: None,
         }
+    }
+}
+
+/// Builders: the struct is `#[non_exhaustive]` (options may be added), so
+/// outside this crate it is built from [`LedgerOptions::new`] and these.
+impl LedgerOptions {
+    /// The defaults (as [`Default`]).
+    pub fn new() -> LedgerOptions {
+        LedgerOptions::default()
+    }
+
+    /// Sets [`hash_alg`](LedgerOptions::hash_alg).
+    pub fn hash_alg(mut self, alg: HashAlg) -> Self {
+        self.hash_alg = alg;
+        self
+    }
+
+    /// Sets [`fsync`](LedgerOptions::fsync).
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// Sets [`signer`](LedgerOptions::signer) (`Some`: checkpoints are
+    /// written).
+    pub fn signer(mut self, signer: Option<CheckpointSigner>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// Sets [`checkpoint_every`](LedgerOptions::checkpoint_every).
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events;
+        self
+    }
+
+    /// Sets [`buffer_capacity`](LedgerOptions::buffer_capacity).
+    pub fn buffer_capacity(mut self, bytes: usize) -> Self {
+        self.buffer_capacity = bytes;
+        self
+    }
+
+    /// Sets [`preallocate`](LedgerOptions::preallocate).
+    pub fn preallocate(mut self, bytes: u64) -> Self {
+        self.preallocate = bytes;
+        self
+    }
+
+    /// Sets [`rotation`](LedgerOptions::rotation) (`None`: one file).
+    pub fn rotation(mut self, rotation: Option<Rotation>) -> Self {
+        self.rotation = rotation;
+        self
     }
 }
 
@@ -115,6 +168,7 @@ pub struct TornTail {
 
 /// Why a ledger could not be opened.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum LedgerError {
     /// Reading, moving or writing a file failed.
     Io(io::Error),
@@ -201,7 +255,7 @@ impl From<io::Error> for LedgerError {
 ///   anchor.
 ///
 /// ```
-/// use phi_audit_runtime::sink::{LedgerOptions, LedgerSink};
+/// use phi_audit::sink::{LedgerOptions, LedgerSink};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-ledger-doc-{}", std::process::id()));
 /// let ledger = LedgerSink::open_with(dir.join("audit.jsonl"), LedgerOptions::default()).unwrap();
 /// assert_eq!(ledger.recovery().events, 0);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// ledger is opened on a file another writer holds.
 ///
 /// ```
-/// use phi_audit_runtime::sink::{FileLocked, JsonlFileSink};
+/// use phi_audit::sink::{FileLocked, JsonlFileSink};
 /// let dir = std::env::temp_dir().join(format!("phi-audit-lock-doc-{}", std::process::id()));
 /// let first = JsonlFileSink::open(dir.join("audit.jsonl")).unwrap();
 /// let err = JsonlFileSink::open(dir.join("audit.jsonl")).unwrap_err();

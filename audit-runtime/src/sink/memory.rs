@@ -10,7 +10,7 @@ use crate::model::event::AuditEvent;
 /// ones are evicted and counted by [`MemorySink::evicted`].
 ///
 /// ```
-/// use phi_audit_runtime::{MemorySink, Sink};
+/// use phi_audit::{MemorySink, Sink};
 /// let sink = MemorySink::new();
 /// let reader = sink.clone();
 /// // ... install `sink`, emit ...

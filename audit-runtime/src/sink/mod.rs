@@ -40,6 +40,7 @@ pub use nonblocking::{
 #[cfg(feature = "postgres")]
 pub(crate) use postgres::quoted_schema;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
@@ -51,6 +52,7 @@ pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
 /// Why a sink could not take an event. Never contains event content.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum SinkError {
     /// An I/O error from the underlying file, socket or stream.
     Io(std::io::Error),
@@ -173,7 +175,7 @@ impl BatchError {
 /// must never put event content into its errors.
 ///
 /// ```
-/// use phi_audit_runtime::{AuditEvent, Sink, SinkError};
+/// use phi_audit::{AuditEvent, Sink, SinkError};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 ///
 /// #[derive(Default)]

@@ -14,6 +14,7 @@ use crate::util::cache::CacheLine;
 
 /// What a [`NonBlocking`] sink does when its queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FullPolicy {
     /// Wait for room: lossless, and the default.
     #[default]
@@ -430,7 +431,7 @@ impl Queue {
 ///   0.1 ms.
 ///
 /// ```
-/// use phi_audit_runtime::{FullPolicy, MemorySink, NonBlocking};
+/// use phi_audit::{FullPolicy, MemorySink, NonBlocking};
 /// let memory = MemorySink::new();
 /// let sink = NonBlocking::builder(memory.clone())
 ///     .capacity(1024)

@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// truncated, not rounded.
 ///
 /// ```
-/// use phi_audit_runtime::Timestamp;
+/// use phi_audit::Timestamp;
 /// let t = Timestamp::from_unix_millis(1_700_000_000_123);
 /// assert_eq!(t.to_string(), "2023-11-14T22:13:20.123Z");
 /// assert_eq!("2023-11-14T22:13:20.123Z".parse::<Timestamp>().unwrap(), t);

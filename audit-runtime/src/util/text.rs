@@ -63,7 +63,7 @@ const _: () = assert!(std::mem::size_of::<Option<Text>>() == 24);
 /// An immutable, cheaply clonable string used for every text field of an event.
 ///
 /// ```
-/// use phi_audit_runtime::Text;
+/// use phi_audit::Text;
 /// let a = Text::from_static("Patient");
 /// let b = Text::from("p-123");
 /// assert_eq!(&*a, "Patient");

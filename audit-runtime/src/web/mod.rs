@@ -4,8 +4,8 @@
 //!
 //! ```
 //! # #[cfg(feature = "axum")] {
-//! use phi_audit_runtime::web::{route, AuditLayer, EXPORT, READ};
-//! use phi_audit_runtime::Actor;
+//! use phi_audit::web::{route, AuditLayer, EXPORT, READ};
+//! use phi_audit::Actor;
 //!
 //! let layer = AuditLayer::new()
 //!     // Who is asking: from the request head (or `actor_from_extension`).
@@ -340,7 +340,7 @@ impl AuditLayer {
     /// load balancers: any peer in these networks can name any client.
     ///
     /// ```
-    /// # use phi_audit_runtime::web::AuditLayer;
+    /// # use phi_audit::web::AuditLayer;
     /// let layer = AuditLayer::new()
     ///     .trusted_proxies(["10.0.0.0/8".parse()?, "::1/128".parse()?]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -15,7 +15,7 @@ use crate::util::text::Text;
 /// matching it emits one event, whatever the handler does.
 ///
 /// ```
-/// use phi_audit_runtime::web::{route, EXPORT, READ};
+/// use phi_audit::web::{route, EXPORT, READ};
 /// let read = route("/patients/{id}", READ, "Patient").id_from_path("id").patient_from_path("id");
 /// let export = route("/patients/{id}/export", EXPORT, "Patient")
 ///     .method("POST")

@@ -70,6 +70,7 @@ impl PostgresTls {
     /// man-in-the-middle. Whatever the URL's `sslmode` says, TLS is
     /// required.
     #[cfg(feature = "postgres-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-tls")))]
     pub fn encrypt_only() -> PostgresTls {
         PostgresTls(Mode::EncryptOnly)
     }
@@ -79,6 +80,7 @@ impl PostgresTls {
     /// certificate) and the host name of the URL (libpq's
     /// `sslmode=verify-full`). TLS is required.
     #[cfg(feature = "postgres-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-tls")))]
     pub fn verify_pem(pem: &[u8]) -> Result<PostgresTls, PostgresError> {
         Ok(PostgresTls(Mode::Verify(std::sync::Arc::new(
             tls::roots_from_pem(pem)?,
@@ -89,6 +91,7 @@ impl PostgresTls {
     /// certificates (`webpki-roots`) and the URL's host name. TLS is
     /// required.
     #[cfg(feature = "postgres-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-tls")))]
     pub fn verify_webpki_roots() -> PostgresTls {
         PostgresTls(Mode::Verify(std::sync::Arc::new(rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),

@@ -45,7 +45,7 @@
 //! 0000-9999 are written clamped to that range, in both).
 //!
 //! ```no_run
-//! use phi_audit_runtime::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
+//! use phi_audit::{Config, Dispatch, NonBlocking, PostgresOptions, PostgresSink};
 //! use std::sync::Arc;
 //!
 //! let pg = Arc::new(PostgresSink::connect(
@@ -57,6 +57,8 @@
 //! // ... later: pg.stats() for counters.
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 
 use std::collections::HashMap;
 use std::fmt;
@@ -88,6 +90,7 @@ const MIGRATION_V1: &str = include_str!("migration_v1.sql");
 /// Why connecting, migrating or querying failed. Never contains event
 /// content: database errors are described by SQLSTATE and kind.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum PostgresError {
     /// The schema name is not a plain lowercase identifier.
     InvalidSchema(String),

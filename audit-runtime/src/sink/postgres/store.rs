@@ -17,8 +17,8 @@ use crate::time::timestamp::Timestamp;
 /// A connection to a phi-audit table for reading (and purging).
 ///
 /// ```no_run
-/// use phi_audit_runtime::report::{self, Format, Query};
-/// use phi_audit_runtime::PostgresStore;
+/// use phi_audit::report::{self, Format, Query};
+/// use phi_audit::PostgresStore;
 /// let mut store = PostgresStore::connect("postgres://audit@db/app", "public")?;
 /// let rows = store.query(&Query::exports())?;
 /// report::render(rows, Format::Csv, &mut std::io::stdout())?;
@@ -61,6 +61,7 @@ pub struct ChainReadback {
 /// Where a chain read back from PostgreSQL stops verifying. `index` is the
 /// 0-based position in [`ChainReadback::events`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChainVerifyError {
     /// The event has no `integrity.event_hash`.
     MissingIntegrity {
