@@ -35,6 +35,7 @@ pub use integrity::{checkpoint, verify};
 pub use model::event;
 
 pub use builder::EventBuilder;
+pub use call::flush_on_panic;
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ErrorMessages, SinkFailurePolicy, ValidationPolicy,
@@ -42,8 +43,7 @@ pub use config::{
 };
 pub use context::{AuditContext, Scoped};
 pub use dispatch::{
-    current, emit, flush, flush_on_panic, init, with_dispatch, Dispatch, DispatchScoped, Guard,
-    InitError,
+    current, emit, flush, init, with_dispatch, Dispatch, DispatchScoped, Guard, InitError,
 };
 pub use event::{
     ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,

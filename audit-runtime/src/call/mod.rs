@@ -5,11 +5,13 @@
 //! that the expansion can name it, not as an API to program against.
 
 mod outcome;
+mod panic;
 
 pub use outcome::{
     short_type_name, Probe, UnfollowedFuture, ViaAnyError, ViaAuditError, ViaDisplay, ViaFuture,
     ViaValue,
 };
+pub use panic::flush_on_panic;
 
 use std::cell::Cell;
 use std::future::Future;
