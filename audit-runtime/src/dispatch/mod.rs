@@ -428,7 +428,8 @@ impl Dispatch {
         }
     }
 
-    /// The metadata allowlist and limits (keys, string lengths, 20 entries,
+    /// The metadata allowlist and limits (keys, string lengths, at most
+    /// [`METADATA`](crate::model::limits::METADATA) entries,
     /// non-finite floats), and the error type and message: sanitized when
     /// the config says so, fitted to the schema.
     fn limit_parts(&self, metadata: &mut Metadata, outcome: &mut Outcome, fixes: &mut Fixes) {
@@ -444,7 +445,7 @@ impl Dispatch {
                         return false;
                     }
                 }
-                if v.is_non_finite() || kept >= 20 {
+                if v.is_non_finite() || kept >= crate::model::limits::METADATA {
                     return false;
                 }
                 if let MetaValue::Str(s) = v {
