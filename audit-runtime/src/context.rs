@@ -509,25 +509,24 @@ impl Drop for Swap {
     }
 }
 
-/// A future running inside an [`AuditContext`]; see [`AuditContext::scope`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct Scoped<F> {
-    ctx: AuditContext,
-    future: F,
+pin_project_lite::pin_project! {
+    /// A future running inside an [`AuditContext`]; see [`AuditContext::scope`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F> {
+        ctx: AuditContext,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned: it is never moved out of
-        // `self`, and `Scoped` has no `Drop` impl or `Unpin` impl that could
-        // move it. `ctx` is not pinned and only cloned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _restore = Swap::install(Some(this.ctx.clone()));
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        future.poll(cx)
+        this.future.poll(cx)
     }
 }
 

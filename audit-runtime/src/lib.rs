@@ -5,6 +5,7 @@
 //! `#[audited]` attribute generates calls into [`__private`].
 
 #![warn(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,

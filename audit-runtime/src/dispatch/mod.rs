@@ -469,23 +469,24 @@ impl Dispatch {
     }
 }
 
-/// A future running with a scoped dispatcher; see [`Dispatch::scope`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct DispatchScoped<F> {
-    dispatch: Dispatch,
-    future: F,
+pin_project_lite::pin_project! {
+    /// A future running with a scoped dispatcher; see [`Dispatch::scope`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct DispatchScoped<F> {
+        dispatch: Dispatch,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F: Future> Future for DispatchScoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned and never moved; there is no
-        // Drop impl; `dispatch` is only cloned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _restore = LocalSwap::install(Some(this.dispatch.clone()));
-        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+        this.future.poll(cx)
     }
 }
 
