@@ -188,9 +188,14 @@ impl Bank {
         let ptr = Arc::as_ptr(&ctx.0);
         if self.ptr != ptr {
             self.release();
-            self.ptr = ptr;
             self.next = 1;
         }
+        // Always the live context's pointer: with no spares left, the bank
+        // holds no count, its context may have been freed and a new one
+        // allocated at the same address, and the old pointer (equal, but of
+        // the freed allocation) must not be used for the new one's counts
+        // (found by Miri).
+        self.ptr = ptr;
         if self.left == 0 {
             for _ in 0..self.next {
                 // SAFETY: `ptr` comes from a live `Arc` (`ctx`).
@@ -572,6 +577,10 @@ mod tests {
     /// (at most twice as many), so short-lived contexts do not each pay for
     /// a full batch.
     #[test]
+    // The spare counts depend on whether the allocator gives a new context
+    // the address of the one just freed (the bank then takes it for the
+    // same context and keeps growing its batch): Miri's allocator does.
+    #[cfg_attr(miri, ignore = "spare counts depend on address reuse")]
     fn spares_grow_with_use() {
         std::thread::spawn(|| {
             for uses in [1usize, 2, 3, 5, 17, 64, 65, 200] {
