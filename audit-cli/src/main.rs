@@ -6,7 +6,11 @@
 //! files or standard input (`-`), caps lines at 16 MiB, and follows one
 //! exit-code contract (see `EXIT_CODES`).
 
+#[cfg(feature = "nats")]
+mod collect;
+mod html;
 mod progress;
+mod review;
 mod source;
 
 use std::fs::File;
@@ -37,6 +41,7 @@ const EXIT_CODES: &str = "Exit codes (every command):
      at all, or (report) lines that were skipped
   2  the input cannot be read (missing, unreadable, a directory, a FIFO or
      device not given as `-`, an I/O error, an unreachable database) or bad usage
+  3  (review) findings were reported
 
 Inputs are regular files, or standard input as `-` (for pipes, FIFOs and
 devices: `phi-audit verify - < /path/to/fifo`). Nothing read from a file is
@@ -107,6 +112,7 @@ the details.")]
   phi-audit report audit.jsonl --query failures --format csv
   phi-audit report --postgres postgres://audit@db/app --query cross-org --format json
   phi-audit report --postgres postgres://audit@db/app --query failed-logins --threshold 5
+  phi-audit report audit.jsonl --html report.html --since 2026-08-01T00:00:00Z
 
 Queries: all, patient (--patient), actor (--actor), exports, failures (FAILURE and DENIED),
 resource (--resource-type), phi-24h, cross-org, failed-logins (per client IP over --threshold).
@@ -127,9 +133,17 @@ written), 2 cannot read the input or bad usage. `phi-audit --help` has the detai
         /// Schema (namespace) of the audit table (with --postgres).
         #[arg(long = "pg-schema", value_name = "SCHEMA", default_value = "public")]
         pg_schema: String,
-        /// Which report.
-        #[arg(long, value_enum)]
-        query: ReportQuery,
+        /// Which report (not with --html).
+        #[arg(long, value_enum, required_unless_present = "html")]
+        query: Option<ReportQuery>,
+        /// Write one self-contained HTML page instead (inline CSS and SVG, no
+        /// scripts): events per day, top actors and resources, denials and
+        /// failures, review findings, verification of the input.
+        #[arg(long, value_name = "OUT.html", conflicts_with_all = ["query", "format"])]
+        html: Option<PathBuf>,
+        /// Review rules for --html's findings (TOML, as `review --rules`).
+        #[arg(long, value_name = "FILE", requires = "html")]
+        rules: Option<PathBuf>,
         /// Patient id (for `patient`).
         #[arg(long)]
         patient: Option<String>,
@@ -152,6 +166,11 @@ written), 2 cannot read the input or bad usage. `phi-audit --help` has the detai
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Look for anomalies: rules with thresholds (denials, failed logins, exports,
+    /// off-hours PHI access, cross-organization access, many patients) over event files,
+    /// directories or PostgreSQL. Exit 3 when there are findings.
+    #[command(after_help = review::REVIEW_HELP)]
+    Review(review::ReviewArgs),
     /// Validate every event against bh-audit-schema.
     #[command(after_help = "Examples:
   phi-audit validate events.jsonl
@@ -174,6 +193,21 @@ or bad usage. `phi-audit --help` has the details.")]
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Store the events of a NATS JetStream stream in PostgreSQL, exactly once.
+    #[cfg(feature = "nats")]
+    #[command(after_help = "Examples:
+  phi-audit collect --nats nats://127.0.0.1:4222 --stream AUDIT --postgres postgres://audit@db/app
+  phi-audit collect --nats nats://n1:4222,nats://n2:4222,nats://n3:4222 --stream AUDIT \\
+      --replicas 3 --postgres postgres://audit@db/app --schema audit
+
+Runs until SIGINT or SIGTERM. A durable pull consumer fetches batches; each batch is
+written in one transaction (chained per service) and acknowledged after the commit, so a
+restart at any point stores every event once. Progress and lag on stderr when it is a
+terminal; a stats line (counts only) on SIGUSR1 and at exit.
+Exit codes: 0 stopped cleanly, 1 messages that could not be stored (not audit events, or an
+event_id held by another event; counted), 2 cannot reach NATS, the stream or PostgreSQL, or
+bad usage.")]
+    Collect(collect::CollectArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -273,6 +307,24 @@ fn main() -> ExitCode {
             format,
         ),
         Command::Report {
+            html: Some(out),
+            path,
+            postgres,
+            pg_schema,
+            since,
+            until,
+            rules,
+            ..
+        } => html::run(
+            &out,
+            &path.into_iter().collect::<Vec<_>>(),
+            postgres.as_deref(),
+            &pg_schema,
+            since.as_deref(),
+            until.as_deref(),
+            rules.as_deref(),
+        ),
+        Command::Report {
             path,
             postgres,
             pg_schema,
@@ -284,7 +336,9 @@ fn main() -> ExitCode {
             until,
             threshold,
             format,
+            ..
         } => {
+            let query = query.unwrap_or(ReportQuery::All);
             let source = match (&postgres, path) {
                 (Some(url), _) => Source::Postgres(url.clone(), pg_schema),
                 (None, p) => Source::File(p.unwrap_or_else(|| "-".into())),
@@ -300,11 +354,14 @@ fn main() -> ExitCode {
             };
             run_report(source, &args, format.into())
         }
+        Command::Review(a) => review::run(a),
         Command::Validate {
             path,
             schema,
             format,
         } => run_validate(&path, schema.map(Into::into), format),
+        #[cfg(feature = "nats")]
+        Command::Collect(args) => collect::run(args),
     };
     ExitCode::from(code)
 }

@@ -9,7 +9,7 @@ use phi_audit_runtime::settings::{SinkKind, SinkSpec};
 use crate::Command;
 
 /// What one argument names.
-enum Input {
+pub(crate) enum Input {
     File(String),
     /// The driver's URL, and the table's schema when the spec names one.
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
@@ -23,7 +23,7 @@ fn is_spec(arg: &str) -> bool {
         .any(|p| arg.starts_with(p))
 }
 
-fn input(arg: &str) -> Result<Input, String> {
+pub(crate) fn input(arg: &str) -> Result<Input, String> {
     if !is_spec(arg) {
         return Ok(Input::File(arg.to_owned()));
     }
@@ -55,7 +55,7 @@ fn input(arg: &str) -> Result<Input, String> {
 
 /// A `--postgres` value: a URL may carry the sink's `?schema=NAME`; any
 /// other connection string goes to the driver as it is.
-fn postgres_arg(arg: &str) -> Result<(String, Option<String>), String> {
+pub(crate) fn postgres_arg(arg: &str) -> Result<(String, Option<String>), String> {
     if !arg.starts_with("postgres") {
         return Ok((arg.to_owned(), None));
     }
@@ -67,7 +67,7 @@ fn postgres_arg(arg: &str) -> Result<(String, Option<String>), String> {
 
 /// The table's schema: the URL's `schema=` or `--pg-schema`, not two
 /// different ones.
-fn schema(from_url: Option<String>, pg_schema: &mut String) -> Result<(), String> {
+pub(crate) fn schema(from_url: Option<String>, pg_schema: &mut String) -> Result<(), String> {
     match from_url {
         Some(s) if pg_schema != "public" && *pg_schema != s => {
             Err("the URL's `schema=` and --pg-schema differ: give the schema once".into())
@@ -135,6 +135,8 @@ pub(crate) fn resolve(mut command: Command) -> Result<Command, String> {
                 *postgres = Some(url);
             }
         }
+        // `review` and `report --html` resolve their inputs themselves.
+        Command::Review(_) => {}
         Command::Validate { path, .. } => match input(path)? {
             Input::File(f) => *path = f,
             Input::Postgres(..) => {
@@ -143,6 +145,8 @@ pub(crate) fn resolve(mut command: Command) -> Result<Command, String> {
                 )
             }
         },
+        #[cfg(feature = "nats")]
+        Command::Collect(_) => {}
     }
     Ok(command)
 }

@@ -9,7 +9,6 @@
 //! Skipped, with the reason printed, where no PostgreSQL binaries are
 //! installed.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use phi_audit_runtime::{
@@ -17,161 +16,51 @@ use phi_audit_runtime::{
     PostgresSink, PostgresStore, PostgresTls,
 };
 
-/// A PostgreSQL server that accepts TLS connections only; stopped on drop.
-struct TlsServer {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
-    cert_pem: String,
-}
+#[path = "../../audit-runtime/tests/common/throwaway_pg.rs"]
+mod throwaway_pg;
 
-fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+/// A PostgreSQL server that accepts TLS connections only (the shared
+/// throwaway server with a certificate and a TLS-only `pg_hba.conf`);
+/// stopped on drop.
+struct TlsServer {
+    server: throwaway_pg::Server,
+    cert_pem: String,
 }
 
 impl TlsServer {
     /// `Ok(None)`: no PostgreSQL binaries here (skip).
     fn start() -> Result<Option<TlsServer>, String> {
-        let bin = PathBuf::from(
-            std::env::var("PHI_AUDIT_PG_BIN")
-                .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_owned()),
-        );
-        if !bin.join("initdb").exists() || !bin.join("pg_ctl").exists() {
+        if throwaway_pg::unavailable().is_some() {
             return Ok(None);
         }
-        // initdb refuses to run as root: run the server as `postgres` then.
-        let uid = Command::new("id")
-            .arg("-u")
-            .output()
-            .map_err(|e| e.to_string())?;
-        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let data = dir.path().join("data");
-
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
         let params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .map_err(|e| e.to_string())?;
         let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
         let cert_pem = cert.pem();
-        std::fs::write(dir.path().join("server.crt"), &cert_pem).map_err(|e| e.to_string())?;
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem())
-            .map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-
-        let server = TlsServer {
-            dir,
-            bin,
-            port,
-            as_postgres,
-            cert_pem,
+        let setup = throwaway_pg::Setup {
+            files: vec![
+                ("server.crt".into(), cert_pem.clone().into_bytes(), 0o644),
+                ("server.key".into(), key.serialize_pem().into_bytes(), 0o600),
+            ],
+            conf: Some(Box::new(|dir: &std::path::Path| {
+                format!(
+                    "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                    dir.join("server.crt").display(),
+                    dir.join("server.key").display()
+                )
+            })),
+            hba: Some(
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n"
+                    .into(),
+            ),
         };
-        if as_postgres {
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(server.dir.path()))?;
-        }
-        run(Command::new("chmod")
-            .arg("0600")
-            .arg(server.dir.path().join("server.key")))?;
-        run(&mut server.pg(
-            "initdb",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-            ],
-        ))?;
-        let d = server.dir.path();
-        let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
-             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n",
-            d.display(),
-            d.join("server.crt").display(),
-            d.join("server.key").display()
-        );
-        append(&data.join("postgresql.conf"), &conf)?;
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
-        )
-        .map_err(|e| e.to_string())?;
-        run(&mut server.pg(
-            "pg_ctl",
-            &[
-                "-D",
-                path_str(&data)?,
-                "-l",
-                path_str(&d.join("server.log"))?,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        ))?;
-        Ok(Some(server))
-    }
-
-    fn pg(&self, tool: &str, args: &[&str]) -> Command {
-        let exe = self.bin.join(tool);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe).args(args);
-            c
-        } else {
-            let mut c = Command::new(exe);
-            c.args(args);
-            c
-        }
+        Ok(throwaway_pg::Server::start_with(setup)?.map(|server| TlsServer { server, cert_pem }))
     }
 
     fn url(&self, query: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres{query}",
-            self.port
-        )
-    }
-}
-
-fn path_str(p: &Path) -> Result<&str, String> {
-    p.to_str()
-        .ok_or_else(|| "a non-UTF-8 temporary path".to_owned())
-}
-
-fn append(path: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    f.write_all(text.as_bytes()).map_err(|e| e.to_string())
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        if let Some(d) = data.to_str() {
-            let _ = self
-                .pg("pg_ctl", &["-D", d, "-m", "immediate", "stop"])
-                .output();
-        }
+        self.server.url(query)
     }
 }
 

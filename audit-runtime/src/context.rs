@@ -48,6 +48,9 @@ struct Inner {
     correlation: Option<Correlation>,
     http: Option<Http>,
     fragments: FragmentCell,
+    /// `,"actor":{..}` of `actor`, rendered before (see [`ReadyActor`]).
+    #[cfg(feature = "tower")]
+    actor_json: Option<Arc<[u8]>>,
     /// Corrections made to fit each field to the schema when it was set
     /// (indexed by the `SLOT_` constants), and their sum, which every call
     /// under this context adds to its dispatcher's counts.
@@ -56,14 +59,94 @@ struct Inner {
     /// Whether `fixes` holds any (read per call).
     any_fixes: bool,
     /// The HTTP request this context belongs to, whose audited calls are
-    /// held until the response status is known (set by `AuditLayer`).
+    /// held until the response status is known (set by `AuditLayer`), in
+    /// the context's own allocation.
     #[cfg(feature = "tower")]
-    scope: Option<Arc<crate::web::RequestScope>>,
+    scope: ScopeSlot,
     /// The response status of that request once known (0: not yet): set
     /// once, before any event with this context is written, so the
     /// rendered fragments include it.
     #[cfg(feature = "tower")]
     status: StatusCell,
+}
+
+/// An actor fitted to the schema as [`AuditContext::actor`] fits it, with
+/// its corrections and its rendered JSON: made once and shared by the
+/// contexts of many requests (see `web::actors`).
+#[cfg(feature = "tower")]
+#[derive(Clone, Debug)]
+pub(crate) struct ReadyActor {
+    actor: Option<Actor>,
+    fixes: Fixes,
+    json: Option<Arc<[u8]>>,
+}
+
+#[cfg(feature = "tower")]
+impl ReadyActor {
+    /// `actor` fitted (left out, counted, when its id is empty) and
+    /// rendered.
+    pub(crate) fn fit(actor: Actor) -> ReadyActor {
+        let mut fixes = Fixes::default();
+        let actor = clamp::actor(actor, &mut fixes);
+        let json = actor.as_ref().map(|a| {
+            let mut out = Vec::new();
+            crate::json::encode::actor(&mut out, a);
+            Arc::from(out)
+        });
+        ReadyActor { actor, fixes, json }
+    }
+
+    /// The fitted actor.
+    #[cfg(test)]
+    pub(crate) fn actor(&self) -> Option<&Actor> {
+        self.actor.as_ref()
+    }
+
+    /// Whether both share one rendering.
+    #[cfg(test)]
+    pub(crate) fn same_json(&self, other: &ReadyActor) -> bool {
+        match (&self.json, &other.json) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// A context's request scope: its own (the request's context), the one of
+/// the request context it is an edited copy of, or none.
+// The scope is large and in place on purpose: boxing it would cost an
+// allocation per request again (freed on the sink's thread).
+#[cfg(feature = "tower")]
+#[derive(Default)]
+#[allow(clippy::large_enum_variant)]
+enum ScopeSlot {
+    #[default]
+    None,
+    Own(crate::web::RequestScope),
+    Of(Arc<Inner>),
+}
+
+#[cfg(feature = "tower")]
+impl Clone for ScopeSlot {
+    /// A field's copy cannot name the context it was in: `edit` links an
+    /// edited copy of a request's context to it.
+    fn clone(&self) -> Self {
+        match self {
+            ScopeSlot::Of(parent) => ScopeSlot::Of(Arc::clone(parent)),
+            _ => ScopeSlot::None,
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
+impl std::fmt::Debug for ScopeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScopeSlot::None => f.write_str("None"),
+            ScopeSlot::Own(s) => std::fmt::Debug::fmt(s, f),
+            ScopeSlot::Of(_) => f.write_str("OfRequest"),
+        }
+    }
 }
 
 /// A response status set once (0: none); a copy keeps the value.
@@ -118,10 +201,11 @@ impl Fragments {
     }
 }
 
-/// Holds a context's [`Fragments`] once rendered. A copy starts empty: the
-/// builder methods edit a copy, and its fragments must be rendered anew.
+/// Holds a context's [`Fragments`] once rendered (and whether they were
+/// asked for before). A copy starts empty: the builder methods edit a copy,
+/// and its fragments must be rendered anew.
 #[derive(Default)]
-struct FragmentCell(OnceLock<Fragments>);
+struct FragmentCell(OnceLock<Fragments>, std::sync::atomic::AtomicBool);
 
 impl Clone for FragmentCell {
     fn clone(&self) -> Self {
@@ -226,7 +310,18 @@ impl AuditContext {
     /// Sets one field through `f`, which fits it to the schema and notes
     /// its corrections.
     fn edit(mut self, slot: usize, f: impl FnOnce(&mut Inner, &mut Fixes)) -> AuditContext {
+        // An edited copy of a request's context keeps its calls in the
+        // request's scope.
+        #[cfg(feature = "tower")]
+        let request = match &self.0.scope {
+            ScopeSlot::Own(_) => Some(Arc::clone(&self.0)),
+            _ => None,
+        };
         let inner = Arc::make_mut(&mut self.0);
+        #[cfg(feature = "tower")]
+        if let Some(request) = request {
+            inner.scope = ScopeSlot::Of(request);
+        }
         let mut fixes = Fixes::default();
         f(inner, &mut fixes);
         inner.slot_fixes[slot] = fixes;
@@ -237,6 +332,10 @@ impl AuditContext {
         inner.fixes = total;
         inner.any_fixes = !total.is_none();
         inner.fragments = FragmentCell::default();
+        #[cfg(feature = "tower")]
+        {
+            inner.actor_json = None;
+        }
         self
     }
 
@@ -247,24 +346,61 @@ impl AuditContext {
         self.0.any_fixes.then_some(self.0.fixes)
     }
 
-    /// This context's parts of an event's JSON (rendered on first use).
-    pub(crate) fn fragments(&self) -> &Fragments {
-        self.0.fragments.0.get_or_init(|| {
+    /// This context's parts of an event's JSON, rendered and kept from its
+    /// second use on; `None` the first time, when the encoder writes them
+    /// straight into the event ([`AuditContext::write_actor`],
+    /// [`AuditContext::write_tail`]): a context per request is mostly used
+    /// once, and rendering it apart cost an allocation and a copy.
+    pub(crate) fn fragments(&self) -> Option<&Fragments> {
+        let cell = &self.0.fragments;
+        if let Some(f) = cell.0.get() {
+            return Some(f);
+        }
+        if !cell.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        Some(cell.0.get_or_init(|| {
             let mut actor_end = None;
             let buf = crate::json::encode::rendered(|out| {
-                if let Some(a) = &self.0.actor {
-                    crate::json::encode::actor(out, a);
+                if self.write_actor(out) {
                     actor_end = Some(out.len());
                 }
-                let http = self.http_for_event();
-                crate::json::encode::context_tail(
-                    out,
-                    self.0.correlation.as_ref().filter(|c| !c.is_empty()),
-                    http.as_deref(),
-                )
+                self.write_tail(out);
             });
             Fragments { buf, actor_end }
-        })
+        }))
+    }
+
+    /// Writes `,"actor":{..}` when the context names the actor (returns
+    /// whether it did).
+    pub(crate) fn write_actor(&self, out: &mut Vec<u8>) -> bool {
+        #[cfg(feature = "tower")]
+        if let Some(json) = &self.0.actor_json {
+            out.extend_from_slice(json);
+            return true;
+        }
+        match &self.0.actor {
+            Some(a) => {
+                crate::json::encode::actor(out, a);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Writes `,"correlation":{..},"http":{..}` (each when present), the
+    /// response status included once known.
+    pub(crate) fn write_tail(&self, out: &mut Vec<u8>) {
+        #[cfg(feature = "tower")]
+        let status = self.status();
+        #[cfg(not(feature = "tower"))]
+        let status = None;
+        crate::json::encode::context_tail_status(
+            out,
+            self.0.correlation.as_ref().filter(|c| !c.is_empty()),
+            self.0.http.as_ref(),
+            status,
+        )
     }
 
     /// Sets the actor. Its strings are fitted to the schema (see
@@ -346,19 +482,21 @@ impl AuditContext {
         Some(std::borrow::Cow::Borrowed(http))
     }
 
-    /// A context with all of its parts at once (one allocation).
+    /// A context with all of its parts at once (one allocation), for
+    /// `AuditLayer`: `http.client_ip` must be an address written from an
+    /// `IpAddr` (it is not checked again).
     #[cfg(feature = "tower")]
     pub(crate) fn for_request(
-        actor: Option<Actor>,
+        actor: ReadyActor,
         correlation: Option<Correlation>,
         http: Option<Http>,
-        scope: Option<Arc<crate::web::RequestScope>>,
+        scope: Option<crate::web::RequestScope>,
     ) -> AuditContext {
         // Fitted as the builder methods fit them (the layer clamps what it
         // reads from headers already; this is the same guarantee for every
         // way a context is made).
         let mut slot_fixes = [Fixes::default(); SLOTS];
-        let actor = actor.and_then(|a| clamp::actor(a, &mut slot_fixes[SLOT_ACTOR]));
+        slot_fixes[SLOT_ACTOR] = actor.fixes;
         let correlation = correlation.and_then(|mut c| {
             clamp::opt(&mut c.request_id, clamp::ID, &mut slot_fixes[SLOT_REQUEST]);
             clamp::opt(&mut c.trace_id, clamp::ID, &mut slot_fixes[SLOT_TRACE]);
@@ -366,7 +504,11 @@ impl AuditContext {
             (!c.is_empty()).then_some(c)
         });
         let http = http.map(|mut h| {
+            // Written from an `IpAddr` by the layer: no need to parse it
+            // back.
+            let ip = h.client_ip.take();
             clamp::http(&mut h, &mut slot_fixes[SLOT_HTTP]);
+            h.client_ip = ip;
             h
         });
         let mut fixes = Fixes::default();
@@ -374,14 +516,18 @@ impl AuditContext {
             fixes.add(*f);
         }
         AuditContext(Arc::new(Inner {
-            actor,
+            actor: actor.actor,
+            actor_json: actor.json,
             correlation,
             http,
             fragments: FragmentCell::default(),
             slot_fixes,
             fixes,
             any_fixes: !fixes.is_none(),
-            scope,
+            scope: match scope {
+                Some(s) => ScopeSlot::Own(s),
+                None => ScopeSlot::None,
+            },
             status: StatusCell::default(),
         }))
     }
@@ -389,8 +535,15 @@ impl AuditContext {
     /// The request whose audited calls wait for its response status.
     #[cfg(feature = "tower")]
     #[inline(always)]
-    pub(crate) fn request_scope(&self) -> Option<&Arc<crate::web::RequestScope>> {
-        self.0.scope.as_ref()
+    pub(crate) fn request_scope(&self) -> Option<&crate::web::RequestScope> {
+        match &self.0.scope {
+            ScopeSlot::None => None,
+            ScopeSlot::Own(s) => Some(s),
+            ScopeSlot::Of(request) => match &request.scope {
+                ScopeSlot::Own(s) => Some(s),
+                _ => None,
+            },
+        }
     }
 
     /// The response status, once [`AuditContext::set_status`] set it.
@@ -421,7 +574,7 @@ impl AuditContext {
     #[cfg(feature = "tower")]
     pub(crate) fn detached(&self, status: Option<u16>) -> AuditContext {
         let mut inner = Inner::clone(&self.0);
-        inner.scope = None;
+        inner.scope = ScopeSlot::None;
         inner.status = StatusCell::default();
         let ctx = AuditContext(Arc::new(inner));
         ctx.set_status(status);

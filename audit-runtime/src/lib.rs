@@ -9,7 +9,7 @@
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,
-// context, sanitize, stats, report → record → sink → dispatch → call,
+// context, sanitize, stats, report (review over it) → record → sink → dispatch → call,
 // builder → settings, task, web.
 mod builder;
 mod call;
@@ -21,6 +21,8 @@ mod json;
 mod model;
 mod record;
 pub mod report;
+#[cfg(feature = "review")]
+pub mod review;
 pub mod sanitize;
 pub mod schema;
 pub mod settings;
@@ -63,14 +65,16 @@ pub use settings::{init_from_env, Settings, SettingsError, SinkSpec};
 pub use sink::{
     BatchError, FanOut, FsyncPolicy, FullPolicy, JsonlFileSink, JsonlOptions, LedgerError,
     LedgerOptions, LedgerSink, MemorySink, NonBlocking, NonBlockingBuilder, NonBlockingStats,
-    Recovery, ShutdownReport, Sink, SinkError, StdoutSink, TornTail, TracingSink,
-    DEFAULT_PREALLOCATE, TRACING_TARGET,
+    Recovery, ShutdownReport, Sink, SinkError, Spool, SpoolFull, SpoolOptions, SpoolStats,
+    StdoutSink, TornTail, TracingSink, DEFAULT_PREALLOCATE, TRACING_TARGET,
 };
 #[cfg(feature = "postgres")]
 pub use sink::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
 };
+#[cfg(feature = "nats")]
+pub use sink::{CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStream};
 pub use stats::StatsSnapshot;
 pub use task::{carry, Carried, CurrentScope};
 #[cfg(feature = "tokio")]

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 5),
     ("context", 5),
     ("report", 5),
+    ("review", 6),
     ("record", 6),
     ("sink", 7),
     ("dispatch", 8),

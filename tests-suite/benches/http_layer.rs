@@ -213,6 +213,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// ns per request of `app` called in process (no network, no connection
 /// handling): the router, the handler and, for the layered app, the layer.
 async fn direct(app: Router, n: usize) -> f64 {
+    // As `into_make_service` does for the served apps: the handlers become
+    // routes once, not on every request.
+    let app = app.with_state(());
     let call = |i: usize| {
         let app = app.clone();
         async move {
@@ -220,6 +223,11 @@ async fn direct(app: Router, n: usize) -> f64 {
                 .uri(format!("/patients/p-{}", i % 1000))
                 .header("authorization", "Bearer user-1:clinician")
                 .header("user-agent", "http-layer-bench/1")
+                // What `into_make_service_with_connect_info` adds.
+                .extension(axum::extract::ConnectInfo(SocketAddr::from((
+                    [127, 0, 0, 1],
+                    40_000,
+                ))))
                 .body(axum::body::Body::empty())
                 .unwrap();
             let resp = app.oneshot(req).await.unwrap();

@@ -323,13 +323,21 @@ impl Call {
         // A call made while an `AuditLayer` handles a request waits for the
         // response status (the request scope emits it).
         #[cfg(feature = "tower")]
-        if let Some(scope) = self.context.as_ref().and_then(AuditContext::request_scope) {
-            let scope = std::sync::Arc::clone(scope);
+        if let Some(ctx) = self
+            .context
+            .as_ref()
+            .filter(|c| c.request_scope().is_some())
+        {
+            // The scope lives in the context: a reference keeps it while
+            // the record (and its own reference) moves in.
+            let ctx = ctx.clone();
             let target = match &self.dispatch {
                 DispatchRef::Global(g) => crate::web::Target::Global(g),
                 _ => crate::web::Target::Local(d.clone()),
             };
-            scope.hold(target, take_record!(config));
+            if let Some(scope) = ctx.request_scope() {
+                scope.hold(target, take_record!(config));
+            }
             return;
         }
         let record = take_record!(config);

@@ -47,15 +47,24 @@ fn word_needs_escape(x: u64) -> bool {
 /// True if `bytes` hold anything JSON must escape; eight bytes at a time.
 #[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
+    let n = bytes.len();
+    if n < 8 {
+        return bytes.iter().any(|&b| ESCAPE[b as usize] != 0);
+    }
+    let word = |at: usize| {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        if word_needs_escape(u64::from_ne_bytes(w)) {
+        w.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    // Whole words, the last one overlapping the one before it.
+    let mut at = 0;
+    while at + 8 < n {
+        if word_needs_escape(word(at)) {
             return true;
         }
+        at += 8;
     }
-    chunks.remainder().iter().any(|&b| ESCAPE[b as usize] != 0)
+    word_needs_escape(word(n - 8))
 }
 
 /// Writes a string known to need no escaping (the schema's enum names).
@@ -190,29 +199,60 @@ fn metadata(out: &mut Vec<u8>, m: &Metadata) {
     out.push(b'}');
 }
 
+/// Writes `"key":` (the first member of an object) or `,"key":`, each
+/// form one constant.
+macro_rules! member {
+    ($out:expr, $first:expr, $k:literal) => {{
+        $out.extend_from_slice(if ::std::mem::replace(&mut $first, false) {
+            concat!("\"", $k, "\":").as_bytes()
+        } else {
+            concat!(",\"", $k, "\":").as_bytes()
+        });
+    }};
+}
+
 fn correlation(out: &mut Vec<u8>, c: &Correlation) {
     out.push(b'{');
     let mut f = true;
-    opt(out, &mut f, "request_id", &c.request_id);
-    opt(out, &mut f, "trace_id", &c.trace_id);
-    opt(out, &mut f, "session_id", &c.session_id);
+    if let Some(v) = &c.request_id {
+        member!(out, f, "request_id");
+        str(out, v);
+    }
+    if let Some(v) = &c.trace_id {
+        member!(out, f, "trace_id");
+        str(out, v);
+    }
+    if let Some(v) = &c.session_id {
+        member!(out, f, "session_id");
+        str(out, v);
+    }
     out.push(b'}');
 }
 
-fn http(out: &mut Vec<u8>, h: &Http) {
+/// `{..}` of `h`, with `status` as its status code.
+fn http(out: &mut Vec<u8>, h: &Http, status: Option<u16>) {
     out.push(b'{');
     let mut f = true;
     if let Some(m) = h.method {
-        key(out, &mut f, "method");
-        str(out, m.as_str());
+        member!(out, f, "method");
+        raw(out, m.as_str());
     }
-    opt(out, &mut f, "route_template", &h.route_template);
-    if let Some(c) = h.status_code {
-        key(out, &mut f, "status_code");
+    if let Some(v) = &h.route_template {
+        member!(out, f, "route_template");
+        str(out, v);
+    }
+    if let Some(c) = status {
+        member!(out, f, "status_code");
         int(out, i128::from(c));
     }
-    opt(out, &mut f, "client_ip", &h.client_ip);
-    opt(out, &mut f, "user_agent", &h.user_agent);
+    if let Some(v) = &h.client_ip {
+        member!(out, f, "client_ip");
+        str(out, v);
+    }
+    if let Some(v) = &h.user_agent {
+        member!(out, f, "user_agent");
+        str(out, v);
+    }
     out.push(b'}');
 }
 
@@ -379,13 +419,24 @@ pub(crate) fn outcome(out: &mut Vec<u8>, o: &Outcome) {
 
 /// `,"correlation":{..},"http":{..}` (each when present)
 pub(crate) fn context_tail(out: &mut Vec<u8>, c: Option<&Correlation>, h: Option<&Http>) {
+    context_tail_status(out, c, h, None);
+}
+
+/// [`context_tail`] with `status` (when set) as the `http` block's status
+/// code.
+pub(crate) fn context_tail_status(
+    out: &mut Vec<u8>,
+    c: Option<&Correlation>,
+    h: Option<&Http>,
+    status: Option<u16>,
+) {
     if let Some(c) = c {
         out.extend_from_slice(b",\"correlation\":");
         correlation(out, c);
     }
     if let Some(h) = h {
         out.extend_from_slice(b",\"http\":");
-        http(out, h);
+        http(out, h, status.or(h.status_code));
     }
 }
 

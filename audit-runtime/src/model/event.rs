@@ -268,9 +268,36 @@ impl Actor {
         I: IntoIterator<Item = S>,
         S: Into<Text>,
     {
-        self.roles = Some(roles.into_iter().map(Into::into).collect());
+        self.roles = Some(collect_roles(roles.into_iter().map(Into::into)));
         self
     }
+}
+
+/// The roles in one allocation of their exact size: up to eight are
+/// gathered on the stack first (collecting an iterator of unknown length
+/// into an `Arc<[_]>` builds a vector and then copies it).
+fn collect_roles(mut roles: impl Iterator<Item = Text>) -> Arc<[Text]> {
+    const ON_STACK: usize = 8;
+    let mut first: [Option<Text>; ON_STACK] = Default::default();
+    let mut n = 0;
+    for slot in &mut first {
+        match roles.next() {
+            Some(r) => {
+                *slot = Some(r);
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    // Each of the first `n` slots holds a role (never the placeholder).
+    let taken = first[..n]
+        .iter_mut()
+        .map(|r| r.take().unwrap_or(Text::EMPTY));
+    if n < ON_STACK {
+        // A slice iterator's length is known: one allocation.
+        return taken.collect();
+    }
+    taken.chain(roles).collect()
 }
 
 /// What was done.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
-use crate::context::{AuditContext, Fragments};
+use crate::context::AuditContext;
 use crate::json::encode::{
     action, actor, id_and_time, metadata_and_close, outcome, rendered, resource_ids, resource_type,
 };
@@ -92,17 +92,35 @@ pub(crate) fn record(out: &mut Vec<u8>, r: &CallRecord) {
     id_and_time(out, &config.new_event_id(), r.started);
     let cfg = config.inner();
     out.extend_from_slice(&cfg.fragments.service);
-    let ctx = r.context.as_ref().map(AuditContext::fragments);
-    match (&r.actor, ctx.and_then(Fragments::actor)) {
-        (Some(a), _) => actor(out, a),
-        (None, Some(f)) => out.extend_from_slice(f),
-        (None, None) => out.extend_from_slice(&cfg.fragments.default_actor),
+    // The context's parts: kept rendered once it was used before, else
+    // written from its fields (see `AuditContext::fragments`).
+    let ctx = r.context.as_ref();
+    let frags = ctx.and_then(AuditContext::fragments);
+    let wrote_actor = match (&r.actor, frags, ctx) {
+        (Some(a), _, _) => {
+            actor(out, a);
+            true
+        }
+        (None, Some(f), _) => match f.actor() {
+            Some(a) => {
+                out.extend_from_slice(a);
+                true
+            }
+            None => false,
+        },
+        (None, None, Some(c)) => c.write_actor(out),
+        (None, None, None) => false,
+    };
+    if !wrote_actor {
+        out.extend_from_slice(&cfg.fragments.default_actor);
     }
     site_cached(out, r.site);
     resource_ids(out, &r.resource_id, &r.patient_id);
     outcome(out, &r.outcome);
-    if let Some(f) = ctx {
-        out.extend_from_slice(f.tail());
+    match (frags, ctx) {
+        (Some(f), _) => out.extend_from_slice(f.tail()),
+        (None, Some(c)) => c.write_tail(out),
+        (None, None) => {}
     }
     metadata_and_close(out, &r.metadata);
 }

@@ -77,7 +77,7 @@ pub(crate) use error::Origin;
 pub use error::{Problem, SettingsError};
 #[cfg(feature = "postgres")]
 pub use spec::PostgresSpec;
-pub use spec::{Delivery, JsonlSpec, LedgerSpec, SinkKind, SinkSpec};
+pub use spec::{Delivery, JsonlSpec, LedgerSpec, SinkKind, SinkSpec, SpoolSpec};
 
 /// What a service's audit trail needs at start-up: the service block of its
 /// events, the schema version, the pseudonym key file and the sinks.

@@ -98,9 +98,28 @@ pub(crate) fn open(
                     .map_err(|e| format!("cannot open the ledger: {e}"))?,
             )
         }
+        #[cfg(feature = "nats")]
+        SinkKind::Nats(n) => {
+            Box::new(crate::NatsSink::connect(n.url(), n.options()).map_err(|e| e.to_string())?)
+        }
         #[cfg(feature = "postgres")]
-        SinkKind::Postgres(p) => Box::new(
-            crate::sink::PostgresSink::connect(p.url(), p.options()).map_err(|e| e.to_string())?,
+        SinkKind::Postgres(p) => {
+            let mut options = p.options();
+            if spec.spool.is_some() {
+                // The spool retries; a batch failing for 10 s comes back
+                // to it (and shows in its stats), its events on disk.
+                options = options.give_up_after(Some(std::time::Duration::from_secs(10)));
+            }
+            Box::new(
+                crate::sink::PostgresSink::connect(p.url(), options).map_err(|e| e.to_string())?,
+            )
+        }
+    };
+    let sink: Box<dyn Sink> = match &spec.spool {
+        None => sink,
+        Some(spool) => Box::new(
+            crate::sink::Spool::open_with(&spool.dir, sink, spool.options())
+                .map_err(|e| format!("cannot open the spool directory: {e}"))?,
         ),
     };
     Ok(match spec.delivery {

@@ -24,6 +24,10 @@
 //! | `schema=NAME` | postgres | schema of the audit table (default `public`) |
 //! | `integrity` | postgres | hash-chain the rows per service |
 //! | `batch=N` | postgres | most events per insert transaction (default 1000) |
+//! | `stream=NAME`, `prefix=P`, `cloudevents` (and `spool=DIR`, as postgres) | nats | the JetStream stream (created if absent), subject prefix (default `audit`), CloudEvents envelopes (feature `nats`: `nats://HOST:PORT`) |
+//! | `spool=DIR` | postgres | a durable [`Spool`](crate::Spool) in DIR between the queue and the sink: callers wait only for the local append; the sink gives a failing batch up after 10 s and the spool retries it, events staying on disk |
+//! | `spool_max=SIZE` | postgres, with `spool` | most bytes waiting in the spool (default 1GiB) |
+//! | `spool_full=block\|refuse` | postgres, with `spool` | what a full spool does (default `block`; `refuse` counts each refused event as lost) |
 //!
 //! A PostgreSQL URL keeps its own parameters (`sslmode`, `connect_timeout`,
 //! `application_name`, ...) beside phi-audit's: the keys above are phi-audit's,
@@ -37,6 +41,11 @@ use std::str::FromStr;
 
 use crate::model::event::HashAlg;
 use crate::sink::{FsyncPolicy, FullPolicy, JsonlOptions, LedgerOptions};
+
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use nats::NatsSpec;
 
 /// The sink forms, as error messages list them.
 pub(crate) const ACCEPTED_FORMS: &str =
@@ -58,7 +67,17 @@ const LEDGER_OPTIONS: &[&str] = &[
 /// phi-audit's options of a PostgreSQL URL; its other parameters are the
 /// driver's.
 #[cfg(feature = "postgres")]
-const POSTGRES_OPTIONS: &[&str] = &["sync", "queue", "full", "schema", "integrity", "batch"];
+const POSTGRES_OPTIONS: &[&str] = &[
+    "sync",
+    "queue",
+    "full",
+    "schema",
+    "integrity",
+    "batch",
+    "spool",
+    "spool_max",
+    "spool_full",
+];
 
 /// Largest `queue=N`: the queue's memory is reserved at start-up.
 pub(crate) const MAX_QUEUE: usize = 1 << 20;
@@ -92,6 +111,33 @@ pub struct SinkSpec {
     pub kind: SinkKind,
     /// On the caller's thread, or behind a queue (the default).
     pub delivery: Delivery,
+    /// A durable spool in front of the sink (`spool=DIR`; remote sinks).
+    pub spool: Option<SpoolSpec>,
+}
+
+/// `spool=DIR`: a [`Spool`](crate::Spool) directory in front of a remote
+/// sink, with `spool_max=SIZE` and `spool_full=block|refuse`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpoolSpec {
+    /// The spool directory (`{pid}` and `{hostname}` are replaced when it
+    /// is opened).
+    pub dir: PathBuf,
+    /// `spool_max=SIZE` (default 1 GiB).
+    pub max_bytes: u64,
+    /// `spool_full=block|refuse` (default block).
+    pub full: crate::sink::SpoolFull,
+}
+
+impl SpoolSpec {
+    /// The spool options these settings stand for.
+    pub fn options(&self) -> crate::sink::SpoolOptions {
+        crate::sink::SpoolOptions {
+            max_bytes: self.max_bytes,
+            full: self.full,
+            ..crate::sink::SpoolOptions::default()
+        }
+    }
 }
 
 impl SinkSpec {
@@ -100,6 +146,7 @@ impl SinkSpec {
         SinkSpec {
             kind,
             delivery: Delivery::default(),
+            spool: None,
         }
     }
 
@@ -127,6 +174,9 @@ pub enum SinkKind {
     /// `postgres://..`: [`PostgresSink`](crate::PostgresSink).
     #[cfg(feature = "postgres")]
     Postgres(PostgresSpec),
+    /// `nats://..`: [`NatsSink`](crate::NatsSink).
+    #[cfg(feature = "nats")]
+    Nats(NatsSpec),
 }
 
 impl SinkKind {
@@ -139,6 +189,8 @@ impl SinkKind {
             SinkKind::Ledger(_) => "ledger",
             #[cfg(feature = "postgres")]
             SinkKind::Postgres(_) => "postgres",
+            #[cfg(feature = "nats")]
+            SinkKind::Nats(_) => "nats",
         }
     }
 }
@@ -414,6 +466,8 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
     let after = &s[end..];
     match scheme {
         "postgres" | "postgresql" if after.starts_with("://") => parse_postgres(s, errs),
+        #[cfg(feature = "nats")]
+        "nats" if after.starts_with("://") => nats::parse_nats(s, errs),
         // `postgres:URL`: the scheme, then the connection URL itself.
         "postgres" | "postgresql"
             if after.starts_with(":postgres://") || after.starts_with(":postgresql://") =>
@@ -454,7 +508,11 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
             let mut opts = Opts::split(query, end + 1, errs);
             let delivery = opts.delivery();
             opts.finish(STREAM_OPTIONS);
-            Some(SinkSpec { kind, delivery })
+            Some(SinkSpec {
+                kind,
+                delivery,
+                spool: None,
+            })
         }
         "jsonl" | "ledger" => {
             let Some(body) = after.strip_prefix(':') else {
@@ -529,7 +587,11 @@ fn parse_inner(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
                     checkpoint_every: every.unwrap_or(LedgerOptions::default().checkpoint_every),
                 })
             };
-            Some(SinkSpec { kind, delivery })
+            Some(SinkSpec {
+                kind,
+                delivery,
+                spool: None,
+            })
         }
         _ => {
             let message = match shown(scheme) {
@@ -579,6 +641,7 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
         });
     let integrity = opts.flag("integrity");
     let batch = opts.number("batch", 1, MAX_BATCH as u64);
+    let spool = opts.spool();
     // Every other parameter is the driver's.
     let rest = opts.unused();
     let mut url = base.to_owned();
@@ -607,6 +670,7 @@ fn parse_postgres(s: &str, errs: &mut Vec<SpecError>) -> Option<SinkSpec> {
             batch_size: batch.map_or(1000, |b| b as usize),
         }),
         delivery,
+        spool,
     })
 }
 
@@ -824,6 +888,42 @@ impl<'a, 'e> Opts<'a, 'e> {
                 capacity: capacity.map_or(4096, |c| c as usize),
                 full,
             }
+        }
+    }
+
+    /// `spool=DIR`, with `spool_max=SIZE` and `spool_full=block|refuse`.
+    #[cfg(any(feature = "postgres", feature = "nats"))]
+    fn spool(&mut self) -> Option<SpoolSpec> {
+        let dir = self.value("spool");
+        let tuned = self
+            .span_of("spool_max")
+            .or_else(|| self.span_of("spool_full"));
+        let max = self.size("spool_max");
+        let full = match self.choice("spool_full", &["block", "refuse"]) {
+            Some("refuse") => crate::sink::SpoolFull::Refuse,
+            _ => crate::sink::SpoolFull::Block,
+        };
+        match (dir, tuned) {
+            (Some((dir, span)), _) if dir.is_empty() => {
+                self.errs.push(err(
+                    span,
+                    "`spool` needs a directory (`spool=/var/spool/audit`)",
+                ));
+                None
+            }
+            (Some((dir, _)), _) => Some(SpoolSpec {
+                dir: PathBuf::from(dir),
+                max_bytes: max.unwrap_or(1 << 30),
+                full,
+            }),
+            (None, Some(span)) => {
+                self.errs.push(err(
+                    span,
+                    "`spool_max` and `spool_full` tune the spool that `spool=DIR` turns on: add `spool=DIR`",
+                ));
+                None
+            }
+            (None, None) => None,
         }
     }
 

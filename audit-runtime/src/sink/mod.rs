@@ -13,9 +13,12 @@ mod ledger;
 mod lock;
 pub(crate) mod loss;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 mod nonblocking;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod spool;
 mod stdout;
 mod tracing_sink;
 
@@ -24,6 +27,12 @@ pub use file::{FsyncPolicy, JsonlFileSink, JsonlOptions, DEFAULT_PREALLOCATE};
 pub use ledger::{DamagedTail, LedgerError, LedgerOptions, LedgerSink, Recovery, TornTail};
 pub use lock::FileLocked;
 pub use memory::MemorySink;
+#[cfg(feature = "nats")]
+pub(crate) use nats::valid_prefix as nats_valid_prefix;
+#[cfg(feature = "nats")]
+pub use nats::{
+    subject_token, CloudEvents, NatsError, NatsOptions, NatsSink, NatsStats, NatsStream,
+};
 pub use nonblocking::{
     FullPolicy, NonBlocking, NonBlockingBuilder, NonBlockingStats, ShutdownReport,
 };
@@ -34,6 +43,7 @@ pub use postgres::{
     ChainReadback, ChainVerifyError, PostgresError, PostgresOptions, PostgresSink, PostgresStats,
     PostgresStore, PostgresTls, PurgeReport,
 };
+pub use spool::{Spool, SpoolFull, SpoolOptions, SpoolStats};
 pub use stdout::StdoutSink;
 pub use tracing_sink::{TracingSink, TRACING_TARGET};
 
@@ -48,6 +58,11 @@ pub enum SinkError {
     QueueFull,
     /// Anything else, described without event content.
     Other(String),
+    /// The sink will never take these events, however often they are
+    /// offered (an `event_id` already stored with other content): a
+    /// [`Spool`] counts them as lost instead of retrying. Described without
+    /// event content.
+    Rejected(String),
     /// Returned by [`Sink::flush`]: events handed to the sink since the
     /// previous flush did not reach its medium (refused with an error, or
     /// acknowledged and lost later). The flush itself may have succeeded.
@@ -61,13 +76,14 @@ pub enum SinkError {
 
 impl SinkError {
     /// A short, stable name of the error's kind for logs and metrics:
-    /// `io`, `closed`, `queue_full`, `lost` or `other`.
+    /// `io`, `closed`, `queue_full`, `lost`, `rejected` or `other`.
     pub fn kind(&self) -> &'static str {
         match self {
             SinkError::Io(_) => "io",
             SinkError::Closed => "closed",
             SinkError::QueueFull => "queue_full",
             SinkError::Other(_) => "other",
+            SinkError::Rejected(_) => "rejected",
             SinkError::Lost { .. } => "lost",
         }
     }
@@ -89,6 +105,7 @@ impl fmt::Display for SinkError {
             SinkError::Closed => f.write_str("sink is closed"),
             SinkError::QueueFull => f.write_str("sink queue is full; event dropped"),
             SinkError::Other(m) => write!(f, "sink error: {m}"),
+            SinkError::Rejected(m) => write!(f, "sink refused the event(s) for good: {m}"),
             SinkError::Lost { events, cause } => write!(
                 f,
                 "{events} audit event(s) were not written since the last flush (first error: {cause})"

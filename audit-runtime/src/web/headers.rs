@@ -2,8 +2,9 @@
 //! agent, the method. Every value is clamped to the schema's bounds here,
 //! and each correction is counted.
 
-use ::http::header::{HeaderMap, HeaderName, COOKIE, USER_AGENT};
+use ::http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, USER_AGENT};
 use ::http::Method;
+use bytes::{Bytes, BytesMut};
 
 use super::Counters;
 use crate::model::event::HttpMethod;
@@ -46,6 +47,16 @@ pub(crate) fn header_text<'a>(
     name: &HeaderName,
 ) -> Option<std::borrow::Cow<'a, str>> {
     let v = headers.get(name)?;
+    // The usual value: visible ASCII, nothing to trim (parsers strip the
+    // whitespace around a field's value).
+    let b = v.as_bytes();
+    if let (Some(first), Some(last)) = (b.first(), b.last()) {
+        if *first > b' ' && *last > b' ' {
+            if let Ok(s) = v.to_str() {
+                return Some(std::borrow::Cow::Borrowed(s));
+            }
+        }
+    }
     let text = match v.to_str() {
         Ok(s) => std::borrow::Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(v.as_bytes()),
@@ -58,6 +69,93 @@ pub(crate) fn header_text<'a>(
         std::borrow::Cow::Borrowed(s) => std::borrow::Cow::Borrowed(s.trim()),
         std::borrow::Cow::Owned(s) => std::borrow::Cow::Owned(s.trim().to_owned()),
     })
+}
+
+/// Bytes of this thread's header values (see [`value_of`]): small enough
+/// for the allocator's per-thread cache.
+const SLAB: usize = 1000;
+
+/// `value` as a header value (`None` when it is not a valid one), its
+/// bytes in a slab this thread shares among the values it makes: a
+/// response's request id costs a reference count, not an allocation (one
+/// per kilobyte of ids, some 27 requests). A slab is freed when the
+/// last value in it is.
+pub(crate) fn value_of(value: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(slab_bytes(value)).ok()
+}
+
+/// [`value_of`] for a UUID's hyphenated form, without checking its bytes
+/// again.
+pub(crate) fn uuid_value(hyphenated: &str) -> HeaderValue {
+    debug_assert!(hyphenated
+        .bytes()
+        .all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    // SAFETY: a hyphenated UUID (what the caller passes) is hex digits and
+    // dashes: visible ASCII, valid UTF-8 and a valid header value.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(slab_bytes(hyphenated.as_bytes())) }
+}
+
+/// `value` copied into this thread's slab of header bytes.
+fn slab_bytes(value: &[u8]) -> Bytes {
+    use std::cell::RefCell;
+    thread_local! {
+        static VALUES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    let bytes = VALUES
+        .try_with(|v| {
+            let mut v = v.try_borrow_mut().ok()?;
+            if v.capacity() < value.len() {
+                *v = BytesMut::with_capacity(SLAB.max(value.len()));
+            }
+            v.extend_from_slice(value);
+            Some(v.split().freeze())
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Bytes::copy_from_slice(value));
+    bytes
+}
+
+/// An address as `http.client_ip` holds it, written without the
+/// formatting machinery or a heap string.
+pub(crate) fn ip_text(ip: std::net::IpAddr) -> Text {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            // SAFETY: `buf[..n]` holds ASCII digits and dots only.
+            Text::new(unsafe { std::str::from_utf8_unchecked(&buf[..n]) })
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::io::Write;
+            // The longest form (`ffff:..` with an embedded IPv4) has 45.
+            let mut buf = [0u8; 64];
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            match write!(cur, "{v6}") {
+                Ok(()) => {
+                    let n = cur.position() as usize;
+                    Text::new(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+                }
+                Err(_) => Text::from(v6.to_string()),
+            }
+        }
+    }
 }
 
 /// The schema's method, when it has one (it lists GET, HEAD, POST, PUT,
@@ -128,7 +226,31 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ::http::HeaderValue;
+
+    /// Values share a slab and keep their bytes; a value longer than a
+    /// slab, or not a valid header value, is handled too.
+    #[test]
+    fn values_from_the_slab() {
+        let ids: Vec<String> = (0..300).map(|i| format!("{i:036}")).collect();
+        let values: Vec<HeaderValue> = ids
+            .iter()
+            .map(|i| value_of(i.as_bytes()).unwrap())
+            .collect();
+        for (i, v) in ids.iter().zip(&values) {
+            assert_eq!(v.as_bytes(), i.as_bytes());
+        }
+        let long = "x".repeat(SLAB + 10);
+        assert_eq!(
+            value_of(long.as_bytes()).unwrap().as_bytes(),
+            long.as_bytes()
+        );
+        assert!(value_of(b"bad\nvalue").is_none());
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let mut buf = uuid::Uuid::encode_buffer();
+        let s = id.hyphenated().encode_lower(&mut buf);
+        assert_eq!(uuid_value(s), "01234567-89ab-cdef-0123-456789abcdef");
+        assert_eq!(value_of(b"after").unwrap(), "after");
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -136,6 +258,24 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn addresses_as_text() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::1",
+            "2001:db8:cafe::17",
+            "::ffff:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed), parsed.to_string().as_str(), "{ip}");
+        }
     }
 
     #[test]

@@ -31,7 +31,9 @@
 //!   schema (subject 256 characters, organizations 128, at most 25 roles of
 //!   64); a request without one is recorded as the anonymous actor
 //!   ([`AuditLayer::anonymous_actor`], default human `anonymous`), never as
-//!   the service.
+//!   the service. Each thread keeps the last actors it fitted (64, by
+//!   subject) with their rendered JSON, so a user's next request reuses
+//!   them; their cuts are counted on every request all the same.
 //! - **correlation**: `request_id` from the `x-request-id` header
 //!   ([`AuditLayer::request_id_header`]), else a new UUIDv4, which is also
 //!   set on the response; `trace_id` from a valid W3C `traceparent`;
@@ -82,6 +84,7 @@
 //! To the dispatcher given with [`AuditLayer::dispatch`], else the thread's
 //! scoped dispatcher when the request started, else the global one.
 
+mod actors;
 mod client_ip;
 mod headers;
 mod routes;
@@ -161,6 +164,20 @@ impl<T: AuditActor> AuditActor for Option<T> {
     }
 }
 
+/// A path as the skip list holds it and compares it: without its trailing
+/// slash (`/` itself stays).
+pub(crate) fn skip_form(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    }
+}
+
+/// `path`'s bit in `Shared::skip_lens`.
+pub(crate) fn skip_len_bit(path: &str) -> u64 {
+    1 << path.len().min(63)
+}
+
 type ActorFn = Arc<dyn Fn(&Parts) -> Option<Actor> + Send + Sync>;
 type AddrFn = Arc<dyn Fn(&Parts) -> Option<IpAddr> + Send + Sync>;
 type TemplateFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
@@ -192,6 +209,10 @@ pub(crate) struct Shared {
     route_template: Option<TemplateFn>,
     routes: routes::RouteTable,
     skips: Vec<String>,
+    /// Bit `n` set when a path of `n` bytes (0..=63) is on the skip list,
+    /// bit 63 also for every longer one: most paths are told apart by
+    /// their length alone.
+    skip_lens: u64,
     max_held: usize,
     dispatch: Option<Dispatch>,
     counters: Arc<Counters>,
@@ -234,7 +255,13 @@ impl AuditLayer {
                 client_addr: None,
                 route_template: None,
                 routes: routes::RouteTable::default(),
-                skips: DEFAULT_SKIPS.iter().map(|s| (*s).to_owned()).collect(),
+                skips: DEFAULT_SKIPS
+                    .iter()
+                    .map(|s| skip_form(s).to_owned())
+                    .collect(),
+                skip_lens: DEFAULT_SKIPS
+                    .iter()
+                    .fold(0, |m, s| m | skip_len_bit(skip_form(s))),
                 max_held: DEFAULT_MAX_HELD,
                 dispatch: None,
                 counters: Arc::default(),
@@ -369,12 +396,19 @@ impl AuditLayer {
     /// trailing slash).
     pub fn skip(self, path: impl Into<String>) -> AuditLayer {
         let path = path.into();
-        self.edit(|s| s.skips.push(path))
+        let path = skip_form(&path).to_owned();
+        self.edit(|s| {
+            s.skip_lens |= skip_len_bit(&path);
+            s.skips.push(path);
+        })
     }
 
     /// Empties the skip list (the defaults included).
     pub fn no_skips(self) -> AuditLayer {
-        self.edit(|s| s.skips.clear())
+        self.edit(|s| {
+            s.skips.clear();
+            s.skip_lens = 0;
+        })
     }
 
     /// Most audited calls held per request until its status is known
@@ -495,4 +529,46 @@ pub struct HttpStats {
     /// Requests whose inner service returned an error instead of a
     /// response.
     pub service_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The length mask never hides a listed path: defaults, added ones
+    /// (with or without their slash), paths over 63 bytes; `no_skips`
+    /// empties both.
+    #[test]
+    fn skip_list() {
+        let long = format!("/{}", "x".repeat(80));
+        let layer = AuditLayer::new()
+            .skip("/internal/status/")
+            .skip(long.clone());
+        let s = &layer.shared;
+        for p in [
+            "/health",
+            "/health/",
+            "/metrics",
+            "/internal/status",
+            "/internal/status/",
+        ] {
+            assert!(s.skips(p), "{p}");
+        }
+        assert!(s.skips(&long));
+        assert!(s.skips(&format!("{long}/")));
+        for p in [
+            "/",
+            "/patients/1",
+            "/healthy",
+            "/internal/statu",
+            &format!("{long}y"),
+        ] {
+            assert!(!s.skips(p), "{p}");
+        }
+        let none = AuditLayer::new().no_skips();
+        assert!(!none.shared.skips("/health"));
+        let root = AuditLayer::new().no_skips().skip("/");
+        assert!(root.shared.skips("/"));
+        assert!(!root.shared.skips("/x"));
+    }
 }

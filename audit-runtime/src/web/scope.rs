@@ -139,6 +139,17 @@ impl RequestScope {
             st.detached.clear();
             (st.first.take(), std::mem::take(&mut st.held), st.overflow)
         };
+        // The usual request: one call, nothing to share copies among.
+        if held.is_empty() {
+            let Some((target, mut record)) = first else {
+                return Finished { held: 0, overflow };
+            };
+            if let Some(c) = record.context.take() {
+                record.context = Some(finished(c, status));
+            }
+            target.emit(record);
+            return Finished { held: 1, overflow };
+        }
         let n = first.is_some() as u64 + held.len() as u64;
         // Copies of the request's context made by the handler (another
         // actor, say) get a finished copy, once each; the records keep

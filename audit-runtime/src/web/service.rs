@@ -87,28 +87,13 @@ where
 }
 
 impl Shared {
-    fn skips(&self, path: &str) -> bool {
-        if self.skips.is_empty() {
+    pub(super) fn skips(&self, path: &str) -> bool {
+        // The list holds its paths without the trailing slash already.
+        let path = super::skip_form(path);
+        if self.skip_lens & super::skip_len_bit(path) == 0 {
             return false;
         }
-        let path = match path.strip_suffix('/') {
-            Some(p) if !p.is_empty() => p,
-            _ => path,
-        };
-        self.skips.iter().any(|s| {
-            let s = match s.strip_suffix('/') {
-                Some(p) if !p.is_empty() => p,
-                _ => s.as_str(),
-            };
-            s == path
-        })
-    }
-
-    /// The actor, clamped to the schema; `None` when the extractor found
-    /// none or its subject is empty.
-    fn actor(&self, parts: &Parts) -> Option<Actor> {
-        let actor = (self.actor.as_ref()?)(parts)?;
-        clamp_actor(actor, self)
+        self.skips.iter().any(|s| s == path)
     }
 
     fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
@@ -173,32 +158,38 @@ fn matched_path(_parts: &Parts) -> Option<&str> {
     None
 }
 
-/// `actor` within the schema's bounds (each cut counted); `None` when its
-/// subject is empty.
-fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
-    let c = &shared.counters;
+/// `actor` within the schema's bounds (`None` when its subject is empty),
+/// and the number of values cut or dropped (for [`HttpStats::clamped`](super::HttpStats::clamped)).
+pub(super) fn clamp_actor(mut actor: Actor) -> (Option<Actor>, u64) {
     if actor.subject_id.trim().is_empty() {
-        return None;
+        return (None, 0);
     }
+    let mut cuts = 0;
+    let mut cut = |t: &Text, max: usize| {
+        let (t, was_cut) = headers::clamp(t, max);
+        cuts += u64::from(was_cut);
+        t
+    };
     // Byte lengths first: no more bytes than the limit, no more characters.
     let over = |t: &Text, max: usize| t.len() > max && t.chars().count() > max;
     if over(&actor.subject_id, MAX_ID) {
-        actor.subject_id = clamp_counted(&actor.subject_id, MAX_ID, c);
+        actor.subject_id = cut(&actor.subject_id, MAX_ID);
     }
+    let mut dropped = 0;
     for org in [&mut actor.org_id, &mut actor.owner_org_id] {
         if let Some(o) = org {
             if o.is_empty() {
                 *org = None;
-                c.add(&c.clamped);
+                dropped += 1;
             } else if over(o, 128) {
-                *o = clamp_counted(o, 128, c);
+                *o = cut(o, 128);
             }
         }
     }
     if let Some(roles) = &actor.roles {
         let fits = roles.len() <= 25 && roles.iter().all(|r| !r.is_empty() && !over(r, 64));
         if !fits {
-            c.add(&c.clamped);
+            dropped += 1;
             let kept: Vec<Text> = roles
                 .iter()
                 .filter(|r| !r.is_empty())
@@ -208,19 +199,17 @@ fn clamp_actor(mut actor: Actor, shared: &Shared) -> Option<Actor> {
             actor.roles = Some(kept.into());
         }
     }
-    Some(actor)
+    (Some(actor), cuts + dropped)
 }
 
 /// One request in flight.
 struct Pending {
     shared: Arc<Shared>,
     ctx: AuditContext,
-    scope: Arc<RequestScope>,
     /// Installed while the request is handled: the layer's, or the scoped
     /// dispatcher of the thread that started the request.
     dispatch: Option<Dispatch>,
     route: Option<RouteHit>,
-    started: Timestamp,
     /// The request id to set on the response.
     request_id: Option<HeaderValue>,
     /// Set by [`Pending::complete`]; a request dropped without it (the
@@ -232,6 +221,7 @@ struct RouteHit {
     site: &'static CallSite,
     resource_id: Option<Text>,
     patient_id: Option<Text>,
+    started: Timestamp,
 }
 
 impl Pending {
@@ -239,27 +229,27 @@ impl Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
-        let started = match dispatch.as_ref().or_else(|| dispatch::global()) {
-            Some(d) => d.config().now(),
-            None => Timestamp::now(),
-        };
-        let actor = shared
-            .actor(parts)
-            .unwrap_or_else(|| shared.anonymous.clone());
+        let extracted = shared.actor.as_ref().and_then(|f| f(parts));
+        let actor = super::actors::ready(extracted, shared);
 
         let (request_id, response_id) =
             match headers::header_text(&parts.headers, &shared.request_id_header) {
                 Some(given) => {
                     let id = clamp_counted(&given, MAX_ID, c);
-                    let value = HeaderValue::from_str(&id).ok();
+                    // The request's own value when it is the id as is (no
+                    // copy), else the id.
+                    let value = match parts.headers.get(&shared.request_id_header) {
+                        Some(v) if v.as_bytes() == id.as_bytes() => Some(v.clone()),
+                        _ => headers::value_of(id.as_bytes()),
+                    };
                     (id, value)
                 }
                 None => {
                     let mut buf = uuid::Uuid::encode_buffer();
-                    let s = crate::util::ids::fast_v4()
+                    let id = crate::util::ids::fast_v4()
                         .hyphenated()
                         .encode_lower(&mut buf);
-                    (Text::new(s), HeaderValue::from_str(s).ok())
+                    (Text::new(id), Some(headers::uuid_value(id)))
                 }
             };
         let correlation = Correlation {
@@ -276,29 +266,31 @@ impl Pending {
             method: headers::method(&parts.method),
             route_template,
             status_code: None,
-            client_ip: shared.client_ip(parts).map(|ip| Text::from(ip.to_string())),
+            client_ip: shared.client_ip(parts).map(headers::ip_text),
             user_agent: headers::user_agent(&parts.headers, c),
         };
+        // A route event's start time (only a matched request writes one).
         let route = matched.map(|m| RouteHit {
             site: m.route.site,
             resource_id: m.resource_id,
             patient_id: m.patient_id,
+            started: match dispatch.as_ref().or_else(|| dispatch::global()) {
+                Some(d) => d.config().now(),
+                None => Timestamp::now(),
+            },
         });
 
-        let scope = Arc::new(RequestScope::new(shared.max_held));
         let ctx = AuditContext::for_request(
-            Some(actor),
+            actor,
             Some(correlation),
             Some(http),
-            Some(Arc::clone(&scope)),
+            Some(RequestScope::new(shared.max_held)),
         );
         Pending {
             shared: Arc::clone(shared),
             ctx,
-            scope,
             dispatch,
             route,
-            started,
             request_id: response_id,
             done: false,
         }
@@ -326,13 +318,21 @@ impl Pending {
         // The status goes on the context before anything with it is
         // written (its JSON is rendered once, then cached).
         self.ctx.set_status(code);
-        let finished = self.scope.finish(code);
+        let finished = match self.ctx.request_scope() {
+            Some(scope) => scope.finish(code),
+            None => super::scope::Finished {
+                held: 0,
+                overflow: 0,
+            },
+        };
         let c = &self.shared.counters;
         c.held.add(finished.held);
         c.emitted_without_status.add(finished.overflow);
         if let (Some(h), Some(v)) = (headers, self.request_id.take()) {
-            if !h.contains_key(&self.shared.request_id_header) {
-                h.insert(self.shared.request_id_header.clone(), v);
+            // One lookup: set unless the service set its own.
+            if let ::http::header::Entry::Vacant(e) = h.entry(self.shared.request_id_header.clone())
+            {
+                e.insert(v);
             }
         }
         if let Some(hit) = self.route.take() {
@@ -351,7 +351,7 @@ impl Pending {
                 site: hit.site,
                 config,
                 context: Some(self.ctx.clone()),
-                started: self.started,
+                started: hit.started,
                 resource_id: hit.resource_id,
                 patient_id: hit.patient_id,
                 actor: None,

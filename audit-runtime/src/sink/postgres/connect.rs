@@ -3,10 +3,10 @@
 //!
 //! The `postgres` client runs a runtime of its own and blocks on it for
 //! every call, which panics on a thread already driving one (inside
-//! `#[tokio::main]`, a task). So connecting, writing from such a thread
-//! and dropping a connection there run on a short-lived thread of their
-//! own; elsewhere (a `NonBlocking` worker, a plain thread) they run in
-//! place.
+//! `#[tokio::main]`, a task). The sink's connection lives on its session
+//! thread (see `session`); the store's calls from such a thread, and
+//! dropping its connection there, run on a short-lived thread of their
+//! own; elsewhere they run in place.
 
 use std::fmt;
 use std::time::Duration;
@@ -104,13 +104,23 @@ pub(crate) fn connector(
     url: &str,
     tls: &PostgresTls,
     timeout: Option<Duration>,
+    keepalive: Option<Duration>,
     application_name: &str,
 ) -> Result<Connector, PostgresError> {
     let mut config: postgres::Config = url
         .parse()
         .map_err(|e: postgres::Error| PostgresError::InvalidUrl(e.to_string()))?;
     if let Some(t) = timeout {
+        // The driver's timeout covers the TCP connect only; the sink waits
+        // at most this long for the whole start-up (see `session`).
         config.connect_timeout(t);
+    }
+    if let Some(idle) = keepalive {
+        config
+            .keepalives(true)
+            .keepalives_idle(idle)
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
     }
     if config.get_application_name().is_none() {
         config.application_name(application_name);

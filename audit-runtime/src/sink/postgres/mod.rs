@@ -14,7 +14,16 @@
 //! retried batch never duplicates. On connection loss it reconnects with
 //! backoff and retries the same batch; the queue's full policy (Block by
 //! default) applies meanwhile. Errors are counted ([`PostgresStats`]) and
-//! logged by kind and SQLSTATE, never with event content.
+//! logged by kind and SQLSTATE, never with event content. For an outage
+//! that callers never wait for, put a [`crate::Spool`] in front.
+//!
+//! Every step has a deadline: the connection lives on a thread of the
+//! sink's own, and the sink waits at most
+//! [`PostgresOptions::connect_timeout`] for a connection's whole start-up
+//! (TCP, TLS, authentication) and [`PostgresOptions::statement_timeout`]
+//! plus 2 s for an insert transaction. A server that stops answering is
+//! then an error in [`PostgresStats`] (with `last_error`), retried as
+//! [`PostgresOptions::give_up_after`] says.
 //!
 //! An `event_id` already in the table is never dropped silently: when the
 //! stored event is the same (`jsonb` equality, `integrity` aside: a retried
@@ -52,7 +61,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::{Client, Statement};
@@ -67,10 +76,11 @@ use crate::util::text::Text;
 
 mod chain;
 mod connect;
+mod session;
 mod store;
 
 pub use connect::PostgresTls;
-use connect::{off_runtime, Connector};
+use session::{Output, Session};
 pub use store::{ChainReadback, ChainVerifyError, PostgresStore, PurgeReport};
 
 const MIGRATION_V1: &str = include_str!("migration_v1.sql");
@@ -153,6 +163,7 @@ fn is_transient(e: &postgres::Error) -> bool {
             c.starts_with("08")
                 || c.starts_with("57P")
                 || c.starts_with("53")
+                || c == "57014"
                 || c == "40001"
                 || c == "40P01"
                 || c == "55P03"
@@ -170,6 +181,8 @@ pub struct PostgresOptions {
     backoff_max: Duration,
     give_up_after: Option<Duration>,
     connect_timeout: Duration,
+    statement_timeout: Duration,
+    tcp_keepalive: Duration,
     report_errors: bool,
     tls: PostgresTls,
 }
@@ -184,6 +197,8 @@ impl Default for PostgresOptions {
             backoff_max: Duration::from_secs(5),
             give_up_after: None,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+            tcp_keepalive: Duration::from_secs(10),
             report_errors: true,
             tls: PostgresTls::default(),
         }
@@ -193,7 +208,7 @@ impl Default for PostgresOptions {
 impl PostgresOptions {
     /// The defaults: schema `public`, no integrity, batches of 1000,
     /// backoff 50 ms doubling to 5 s, retry forever, 5 s connect timeout,
-    /// errors logged.
+    /// 10 s statement timeout, TCP keepalive after 10 s idle, errors logged.
     pub fn new() -> PostgresOptions {
         PostgresOptions::default()
     }
@@ -234,10 +249,38 @@ impl PostgresOptions {
         self
     }
 
-    /// Connect timeout per attempt (default 5 s).
+    /// Connect timeout per attempt (default 5 s), for the whole start-up:
+    /// TCP connect, TLS handshake and authentication. A server or listener
+    /// that does not complete it in time fails the attempt (counted in
+    /// [`PostgresStats::errors`] with its `last_error`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// Statement timeout (default 10 s, at least 1 ms): set on every session
+    /// (`SET statement_timeout`), so the server cancels a statement that
+    /// runs longer (the batch is retried). The sink also stops waiting for
+    /// an insert transaction that gets no answer within this plus 2 s (a
+    /// hung server: processes stopped, socket still open): the attempt is
+    /// counted in [`PostgresStats::errors`] with its `last_error` and
+    /// retried as [`PostgresOptions::give_up_after`] says.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Idle time before TCP keepalive probes start on the session's socket
+    /// (default 10 s; probes every 5 s, 3 missed close the connection; for
+    /// connections [`PostgresSink::connect`] opens).
+    pub fn tcp_keepalive(mut self, idle: Duration) -> Self {
+        self.tcp_keepalive = idle;
+        self
+    }
+
+    /// How long the sink waits for an insert transaction's answer.
+    fn answer_limit(&self) -> Duration {
+        self.statement_timeout + Duration::from_secs(2)
     }
 
     /// How connections are secured (default [`PostgresTls::from_url`]: the
@@ -352,6 +395,8 @@ enum Attempt {
     Db(postgres::Error),
     Permanent(&'static str),
     Retry(&'static str),
+    /// No answer in time (a hung server or listener); retried.
+    Hung(String),
 }
 
 impl From<postgres::Error> for Attempt {
@@ -388,11 +433,11 @@ fn has_float(v: &Value) -> bool {
 /// Wrap it in [`crate::NonBlocking`] (batches come from its queue); used
 /// directly, every [`Sink::write`] is one transaction.
 pub struct PostgresSink {
-    connector: Connector,
+    connector: Arc<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync>,
     schema: String,
     quoted: String,
     options: PostgresOptions,
-    conn: Mutex<Option<Conn>>,
+    session: Mutex<Session>,
     counters: Counters,
     losses: super::loss::LossTracker,
 }
@@ -527,7 +572,15 @@ fn same_sql(q: &str) -> String {
     )
 }
 
-fn prepare_conn(mut client: Client, q: &str) -> Result<Conn, postgres::Error> {
+fn prepare_conn(
+    mut client: Client,
+    q: &str,
+    statement_timeout: Duration,
+) -> Result<Conn, postgres::Error> {
+    client.batch_execute(&format!(
+        "SET statement_timeout = {}",
+        statement_timeout.as_millis().max(1)
+    ))?;
     let insert = client.prepare(&insert_sql(q))?;
     let normalize = client.prepare(NORMALIZE_SQL)?;
     let stored = client.prepare(&stored_sql(q))?;
@@ -558,6 +611,7 @@ impl PostgresSink {
             url,
             &options.tls,
             Some(options.connect_timeout),
+            Some(options.tcp_keepalive),
             "phi-audit",
         )?;
         PostgresSink::connect_with(connector, options)
@@ -565,7 +619,9 @@ impl PostgresSink {
 
     /// Like [`PostgresSink::connect`], with your own way to open a
     /// connection (TLS, pooled credentials); called again on every
-    /// reconnection.
+    /// reconnection. The sink waits at most
+    /// [`PostgresOptions::connect_timeout`] for it to return (set the
+    /// client's own connect timeout and keepalives in it).
     pub fn connect_with<F>(
         connect: F,
         options: PostgresOptions,
@@ -574,18 +630,66 @@ impl PostgresSink {
         F: Fn() -> Result<Client, postgres::Error> + Send + Sync + 'static,
     {
         let quoted = quoted_schema(&options.schema)?;
-        let connector: Connector = Box::new(connect);
-        let conn = off_runtime(|| -> Result<Conn, PostgresError> {
-            let mut client = connector().map_err(|e| PostgresError::Connect(describe(&e)))?;
-            migrate(&mut client, &options.schema)?;
-            prepare_conn(client, &quoted).map_err(|e| PostgresError::Migration(describe(&e)))
-        })??;
+        let connector: Arc<dyn Fn() -> Result<Client, postgres::Error> + Send + Sync> =
+            Arc::new(connect);
+        let session = Session::start()?;
+        let limit = options.connect_timeout;
+        let answer = options.answer_limit();
+        // The start-up (TCP, TLS, authentication) within the connect
+        // timeout; then the migration and the prepared statements within
+        // the answer limit.
+        let client = Arc::new(Mutex::new(None::<Client>));
+        let (c, slot) = (Arc::clone(&connector), Arc::clone(&client));
+        session.submit(move |_| {
+            Output::Connected(match c() {
+                Ok(cl) => {
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cl);
+                    Ok(())
+                }
+                Err(e) => Err(PostgresError::Connect(describe(&e))),
+            })
+        });
+        match session.wait(limit) {
+            Some(Output::Connected(Ok(()))) => {}
+            Some(Output::Connected(Err(e))) => return Err(e),
+            Some(Output::Inserted { .. }) => {
+                return Err(PostgresError::Connect("unexpected session state".into()))
+            }
+            None => return Err(PostgresError::Connect(no_answer("connecting", limit))),
+        }
+        let (schema, q, timeout) = (
+            options.schema.clone(),
+            quoted.clone(),
+            options.statement_timeout,
+        );
+        session.submit(move |conn| {
+            let taken = client.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let Some(mut cl) = taken else {
+                return Output::Connected(Err(PostgresError::Connect(
+                    "the connection was lost".into(),
+                )));
+            };
+            let r = migrate(&mut cl, &schema).and_then(|()| {
+                prepare_conn(cl, &q, timeout).map_err(|e| PostgresError::Migration(describe(&e)))
+            });
+            Output::Connected(r.map(|c| {
+                *conn = Some(c);
+            }))
+        });
+        match session.wait(answer) {
+            Some(Output::Connected(Ok(()))) => {}
+            Some(Output::Connected(Err(e))) => return Err(e),
+            Some(Output::Inserted { .. }) => {
+                return Err(PostgresError::Migration("unexpected session state".into()))
+            }
+            None => return Err(PostgresError::Migration(no_answer("migrating", answer))),
+        }
         Ok(PostgresSink {
             connector,
             schema: options.schema.clone(),
             quoted,
             options,
-            conn: Mutex::new(Some(conn)),
+            session: Mutex::new(session),
             counters: Counters::default(),
             losses: Default::default(),
         })
@@ -628,46 +732,138 @@ impl PostgresSink {
             .unwrap_or_else(|p| p.into_inner()) = Some(description);
     }
 
-    fn open(&self) -> Result<Conn, postgres::Error> {
-        prepare_conn((self.connector)()?, &self.quoted)
+    /// Opens a connection on the session (within the connect timeout, then
+    /// prepared within the answer limit).
+    fn reconnect(&self, session: &Session) -> Result<(), Attempt> {
+        let (c, q, timeout) = (
+            Arc::clone(&self.connector),
+            self.quoted.clone(),
+            self.options.statement_timeout,
+        );
+        let failure: Arc<Mutex<Option<postgres::Error>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&failure);
+        let limit = self.options.connect_timeout + self.options.answer_limit();
+        session.submit(
+            move |conn| match c().and_then(|cl| prepare_conn(cl, &q, timeout)) {
+                Ok(prepared) => {
+                    *conn = Some(prepared);
+                    Output::Connected(Ok(()))
+                }
+                Err(e) => {
+                    let d = describe(&e);
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    Output::Connected(Err(PostgresError::Connect(d)))
+                }
+            },
+        );
+        match session.wait(limit) {
+            Some(Output::Connected(Ok(()))) => Ok(()),
+            Some(Output::Connected(Err(e))) => {
+                match failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    Some(db) => Err(Attempt::Db(db)),
+                    None => Err(Attempt::Hung(e.to_string())),
+                }
+            }
+            Some(Output::Inserted { .. }) => Err(Attempt::Retry("unexpected session state")),
+            None => Err(Attempt::Hung(no_answer("connecting", limit))),
+        }
+    }
+
+    /// Counts a transaction that committed.
+    fn count_done(&self, done: &Done) {
+        let c = &self.counters;
+        c.batches.fetch_add(1, Ordering::AcqRel);
+        c.inserted.fetch_add(done.inserted, Ordering::AcqRel);
+        c.duplicates.fetch_add(done.duplicates, Ordering::AcqRel);
+        c.conflicts.fetch_add(done.conflicts, Ordering::AcqRel);
+        if done.duplicates > 0 && self.options.report_errors {
+            tracing::info!(
+                target: INTERNAL_TARGET,
+                duplicates = done.duplicates,
+                "audit events already stored (same event_id and content) were skipped"
+            );
+        }
+    }
+
+    /// One attempt: our rows into the session (unless they are there
+    /// already, from an attempt that got no answer in time), then its
+    /// answer within the limit. Gives the rows back when the session does.
+    fn attempt(
+        &self,
+        session: &Session,
+        rows: &mut Option<Vec<Row>>,
+    ) -> Result<Done, (Attempt, &'static str)> {
+        let answer = self.options.answer_limit();
+        if rows.is_some() {
+            // A step of an earlier batch (given up on) may still run.
+            if session.busy() {
+                match session.wait(answer) {
+                    Some(Output::Inserted {
+                        result: Ok(done), ..
+                    }) => self.count_done(&done),
+                    Some(_) => {}
+                    None => {
+                        return Err((
+                            Attempt::Hung(no_answer("waiting for an earlier step", answer)),
+                            "PostgreSQL does not answer",
+                        ))
+                    }
+                }
+            }
+            if !session.connected() {
+                self.reconnect(session)
+                    .map_err(|e| (e, "connecting to PostgreSQL failed"))?;
+                self.counters.reconnects.fetch_add(1, Ordering::AcqRel);
+            }
+            let Some(mut mine) = rows.take() else {
+                return Err((Attempt::Retry("no rows"), "audit batch insert failed"));
+            };
+            let (q, chained) = (self.quoted.clone(), self.options.integrity);
+            session.submit(move |conn| {
+                let Some(c) = conn.as_mut() else {
+                    return Output::Inserted {
+                        rows: mine,
+                        result: Err(Attempt::Retry("the connection was lost")),
+                    };
+                };
+                let result = insert_once(&q, chained, c, &mut mine);
+                let closed = c.client.is_closed()
+                    || matches!(&result, Err(Attempt::Db(e)) if is_transient(e));
+                if closed {
+                    *conn = None;
+                }
+                Output::Inserted { rows: mine, result }
+            });
+        }
+        match session.wait(answer) {
+            Some(Output::Inserted { rows: back, result }) => {
+                *rows = Some(back);
+                result.map_err(|e| (e, "audit batch insert failed"))
+            }
+            Some(Output::Connected(_)) => Err((
+                Attempt::Retry("unexpected session state"),
+                "audit batch insert failed",
+            )),
+            None => Err((
+                Attempt::Hung(no_answer("an insert transaction", answer)),
+                "PostgreSQL does not answer",
+            )),
+        }
     }
 
     /// Inserts `rows` in one transaction, retrying on transient errors with
     /// backoff until committed (or given up). Returns how many events were
     /// not stored because their id is taken by a different event.
-    fn insert_with_retry(&self, mut rows: Vec<Row>) -> Result<u64, SinkError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+    fn insert_with_retry(&self, rows: Vec<Row>) -> Result<u64, SinkError> {
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
         let mut backoff = self.options.backoff_initial;
+        let n = rows.len();
+        let mut rows = Some(rows);
         loop {
-            let attempt = match guard.as_mut() {
-                Some(conn) => self
-                    .insert_once(conn, &mut rows)
-                    .map_err(|e| (e, "audit batch insert failed")),
-                None => match self.open() {
-                    Ok(c) => {
-                        self.counters.reconnects.fetch_add(1, Ordering::AcqRel);
-                        let conn = guard.insert(c);
-                        self.insert_once(conn, &mut rows)
-                            .map_err(|e| (e, "audit batch insert failed"))
-                    }
-                    Err(e) => Err((Attempt::Db(e), "connecting to PostgreSQL failed")),
-                },
-            };
-            match attempt {
+            match self.attempt(&session, &mut rows) {
                 Ok(done) => {
-                    let c = &self.counters;
-                    c.batches.fetch_add(1, Ordering::AcqRel);
-                    c.inserted.fetch_add(done.inserted, Ordering::AcqRel);
-                    c.duplicates.fetch_add(done.duplicates, Ordering::AcqRel);
-                    c.conflicts.fetch_add(done.conflicts, Ordering::AcqRel);
-                    if done.duplicates > 0 && self.options.report_errors {
-                        tracing::info!(
-                            target: INTERNAL_TARGET,
-                            duplicates = done.duplicates,
-                            "audit events already stored (same event_id and content) were skipped"
-                        );
-                    }
+                    self.count_done(&done);
                     return Ok(done.conflicts);
                 }
                 Err((e, what)) => {
@@ -675,13 +871,9 @@ impl PostgresSink {
                         Attempt::Db(e) => (describe(e), is_transient(e)),
                         Attempt::Permanent(m) => ((*m).to_owned(), false),
                         Attempt::Retry(m) => ((*m).to_owned(), true),
+                        Attempt::Hung(m) => (m.clone(), true),
                     };
                     self.record_error(what, desc.clone());
-                    if guard.as_ref().is_some_and(|c| c.client.is_closed())
-                        || matches!(&e, Attempt::Db(e) if is_transient(e))
-                    {
-                        *guard = None;
-                    }
                     let out_of_time = self
                         .options
                         .give_up_after
@@ -689,8 +881,7 @@ impl PostgresSink {
                     if !transient || out_of_time {
                         self.counters.failed_batches.fetch_add(1, Ordering::AcqRel);
                         return Err(SinkError::Other(format!(
-                            "PostgreSQL batch of {} event(s) not written: {desc}",
-                            rows.len()
+                            "PostgreSQL batch of {n} event(s) not written: {desc}"
                         )));
                     }
                     self.counters.retries.fetch_add(1, Ordering::AcqRel);
@@ -700,205 +891,210 @@ impl PostgresSink {
             }
         }
     }
+}
 
-    /// One transaction.
-    fn insert_once(&self, conn: &mut Conn, rows: &mut [Row]) -> Result<Done, Attempt> {
-        let q = &self.quoted;
-        let chained = self.options.integrity;
-        let mut tx = conn.client.transaction()?;
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
-        // Which rows to insert; of the others, which repeat a stored (or an
-        // earlier) event and which only share its id.
-        let mut take: Vec<bool> = vec![true; rows.len()];
-        let mut done = Done::default();
-        let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
-        if chained {
-            // Events already stored (a retried batch, or an id collision):
-            // not inserted again; the same event is a duplicate, another
-            // one a conflict.
-            let stored: std::collections::HashSet<Uuid> = tx
-                .query(&conn.stored, &[&ids])?
-                .iter()
-                .map(|r| r.try_get::<_, Uuid>(0))
-                .collect::<Result<_, _>>()?;
-            if !stored.is_empty() {
-                let at: Vec<usize> = (0..rows.len())
-                    .filter(|&i| stored.contains(&rows[i].event_id))
-                    .collect();
-                let ids: Vec<Uuid> = at.iter().map(|&i| rows[i].event_id).collect();
-                let texts: Vec<&str> = at.iter().map(|&i| rows[i].base.as_str()).collect();
-                for (k, r) in tx.query(&conn.same, &[&ids, &texts])?.iter().enumerate() {
-                    if let Some(&i) = at.get(k) {
-                        take[i] = false;
-                        if r.try_get::<_, bool>(0)? {
-                            done.duplicates += 1;
-                        } else {
-                            done.conflicts += 1;
-                        }
-                    }
-                }
-            }
-            // Hash what jsonb stores. Strings, integers and key order come
-            // back as they went (U+0000 was replaced already); floats may
-            // not (negative zero, the form of large values), so events with
-            // floats are put in the form jsonb gives back by the server
-            // itself, in one query for the batch.
-            let mut values: Vec<Value> = Vec::with_capacity(rows.len());
-            for r in rows.iter() {
-                values.push(
-                    serde_json::from_str(&r.base)
-                        .map_err(|_| Attempt::Permanent("an event did not serialize to JSON"))?,
-                );
-            }
-            let floats: Vec<usize> = (0..rows.len())
-                .filter(|&i| take[i] && has_float(&values[i]))
-                .collect();
-            if !floats.is_empty() {
-                let texts: Vec<&str> = floats.iter().map(|&i| rows[i].base.as_str()).collect();
-                let found = tx.query(&conn.normalize, &[&texts])?;
-                if found.len() != floats.len() {
-                    return Err(Attempt::Permanent(
-                        "the server returned a different number of normalized events",
-                    ));
-                }
-                for (&i, f) in floats.iter().zip(&found) {
-                    values[i] = f.try_get(0)?;
-                }
-            }
-            // A repeated id within the batch: the first is inserted.
-            let mut first_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
-            for i in 0..rows.len() {
-                if !take[i] {
-                    continue;
-                }
-                match first_of.get(&rows[i].event_id) {
-                    Some(&j) => {
-                        take[i] = false;
-                        if values[j] == values[i] {
-                            done.duplicates += 1;
-                        } else {
-                            done.conflicts += 1;
-                        }
-                    }
-                    None => {
-                        first_of.insert(rows[i].event_id, i);
-                    }
-                }
-            }
-            let mut services: Vec<&str> = rows
-                .iter()
-                .zip(&take)
-                .filter(|(_, t)| **t)
-                .map(|(r, _)| r.service.as_str())
-                .collect();
-            services.sort_unstable();
-            services.dedup();
-            let services: Vec<String> = services.into_iter().map(str::to_owned).collect();
-            // Lock heads in name order (no deadlocks between writers).
-            for svc in &services {
-                tx.execute(
-                    &format!("INSERT INTO {q}.audit_chain_heads (service_name) VALUES ($1) ON CONFLICT DO NOTHING"),
-                    &[svc],
-                )?;
-                let head = tx.query_one(
-                    &format!("SELECT last_seq, last_hash, hash_alg FROM {q}.audit_chain_heads WHERE service_name = $1 FOR UPDATE"),
-                    &[svc],
-                )?;
-                let mut seq: i64 = head.get(0);
-                let mut prev: Option<String> = head.get(1);
-                let alg: String = head.get(2);
-                if alg != HashAlg::Sha256.as_str() {
-                    return Err(Attempt::Permanent(
-                        "the chain head uses a hash algorithm this sink does not write (only sha256)",
-                    ));
-                }
-                for (i, r) in rows.iter_mut().enumerate() {
-                    if !take[i] || r.service != *svc {
-                        continue;
-                    }
-                    let v = &values[i];
-                    let hash = chain::chain_hash(v, prev.as_deref());
-                    seq += 1;
-                    seqs[i] = Some(seq);
-                    let mut stored = v.clone();
-                    if let Value::Object(m) = &mut stored {
-                        let integrity = Integrity {
-                            event_hash: Some(Text::from(hash.as_str())),
-                            prev_event_hash: prev.as_deref().map(Text::from),
-                            hash_alg: Some(HashAlg::Sha256),
-                        };
-                        if let Ok(iv) = serde_json::to_value(&integrity) {
-                            m.insert("integrity".into(), iv);
-                        }
-                    }
-                    r.json = stored.to_string();
-                    prev = Some(hash);
-                }
-                tx.execute(
-                    &format!("UPDATE {q}.audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE service_name = $1"),
-                    &[svc, &seq, &prev],
-                )?;
-            }
-        }
-        let idx: Vec<usize> = (0..rows.len()).filter(|&i| take[i]).collect();
-        let ids_in: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
-        let ts: Vec<SystemTime> = idx.iter().map(|&i| rows[i].ts).collect();
-        let svc: Vec<&str> = idx.iter().map(|&i| rows[i].service.as_str()).collect();
-        let col = |k: usize| -> Vec<Option<&str>> {
-            idx.iter().map(|&i| rows[i].cols[k].as_deref()).collect()
-        };
-        let (c0, c1, c2, c3, c4, c5, c6) = (col(0), col(1), col(2), col(3), col(4), col(5), col(6));
-        let (c7, c8, c9, c10, c11, c12, c13) =
-            (col(7), col(8), col(9), col(10), col(11), col(12), col(13));
-        let phi: Vec<Option<bool>> = idx.iter().map(|&i| rows[i].phi_touched).collect();
-        let seq: Vec<Option<i64>> = idx.iter().map(|&i| seqs[i]).collect();
-        let ev: Vec<&str> = idx.iter().map(|&i| rows[i].json.as_str()).collect();
-        let inserted: std::collections::HashSet<Uuid> = tx
-            .query(
-                &conn.insert,
-                &[
-                    &ids_in, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10,
-                    &c11, &c12, &c13, &phi, &seq, &ev,
-                ],
-            )?
+/// The description of a step that got no answer in time.
+fn no_answer(step: &str, limit: Duration) -> String {
+    format!(
+        "no answer from PostgreSQL within {limit:?} ({step}); the server or the network may be hung"
+    )
+}
+
+/// One insert transaction of `rows` into the table of schema `q` (quoted).
+fn insert_once(q: &str, chained: bool, conn: &mut Conn, rows: &mut [Row]) -> Result<Done, Attempt> {
+    let mut tx = conn.client.transaction()?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.event_id).collect();
+    // Which rows to insert; of the others, which repeat a stored (or an
+    // earlier) event and which only share its id.
+    let mut take: Vec<bool> = vec![true; rows.len()];
+    let mut done = Done::default();
+    let mut seqs: Vec<Option<i64>> = vec![None; rows.len()];
+    if chained {
+        // Events already stored (a retried batch, or an id collision):
+        // not inserted again; the same event is a duplicate, another
+        // one a conflict.
+        let stored: std::collections::HashSet<Uuid> = tx
+            .query(&conn.stored, &[&ids])?
             .iter()
             .map(|r| r.try_get::<_, Uuid>(0))
             .collect::<Result<_, _>>()?;
-        done.inserted = inserted.len() as u64;
-        // The first row of an inserted id is the one stored (rows go in in
-        // order); later rows with that id, and rows of ids not inserted,
-        // were skipped.
-        let mut stored_now = std::collections::HashSet::with_capacity(inserted.len());
-        let skipped: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|&i| {
-                let id = rows[i].event_id;
-                !(inserted.contains(&id) && stored_now.insert(id))
-            })
-            .collect();
-        if !skipped.is_empty() {
-            if chained {
-                // Another writer stored one of these ids meanwhile: the
-                // chain would have a hole. Start over; the next attempt sees
-                // the stored event.
-                return Err(Attempt::Retry(
-                    "an event id of the batch was stored by another writer meanwhile; retrying",
-                ));
-            }
-            let ids: Vec<Uuid> = skipped.iter().map(|&i| rows[i].event_id).collect();
-            let texts: Vec<&str> = skipped.iter().map(|&i| rows[i].base.as_str()).collect();
-            for r in tx.query(&conn.same, &[&ids, &texts])? {
-                if r.try_get::<_, bool>(0)? {
-                    done.duplicates += 1;
-                } else {
-                    done.conflicts += 1;
+        if !stored.is_empty() {
+            let at: Vec<usize> = (0..rows.len())
+                .filter(|&i| stored.contains(&rows[i].event_id))
+                .collect();
+            let ids: Vec<Uuid> = at.iter().map(|&i| rows[i].event_id).collect();
+            let texts: Vec<&str> = at.iter().map(|&i| rows[i].base.as_str()).collect();
+            for (k, r) in tx.query(&conn.same, &[&ids, &texts])?.iter().enumerate() {
+                if let Some(&i) = at.get(k) {
+                    take[i] = false;
+                    if r.try_get::<_, bool>(0)? {
+                        done.duplicates += 1;
+                    } else {
+                        done.conflicts += 1;
+                    }
                 }
             }
         }
-        tx.commit()?;
-        Ok(done)
+        // Hash what jsonb stores. Strings, integers and key order come
+        // back as they went (U+0000 was replaced already); floats may
+        // not (negative zero, the form of large values), so events with
+        // floats are put in the form jsonb gives back by the server
+        // itself, in one query for the batch.
+        let mut values: Vec<Value> = Vec::with_capacity(rows.len());
+        for r in rows.iter() {
+            values.push(
+                serde_json::from_str(&r.base)
+                    .map_err(|_| Attempt::Permanent("an event did not serialize to JSON"))?,
+            );
+        }
+        let floats: Vec<usize> = (0..rows.len())
+            .filter(|&i| take[i] && has_float(&values[i]))
+            .collect();
+        if !floats.is_empty() {
+            let texts: Vec<&str> = floats.iter().map(|&i| rows[i].base.as_str()).collect();
+            let found = tx.query(&conn.normalize, &[&texts])?;
+            if found.len() != floats.len() {
+                return Err(Attempt::Permanent(
+                    "the server returned a different number of normalized events",
+                ));
+            }
+            for (&i, f) in floats.iter().zip(&found) {
+                values[i] = f.try_get(0)?;
+            }
+        }
+        // A repeated id within the batch: the first is inserted.
+        let mut first_of: HashMap<Uuid, usize> = HashMap::with_capacity(rows.len());
+        for i in 0..rows.len() {
+            if !take[i] {
+                continue;
+            }
+            match first_of.get(&rows[i].event_id) {
+                Some(&j) => {
+                    take[i] = false;
+                    if values[j] == values[i] {
+                        done.duplicates += 1;
+                    } else {
+                        done.conflicts += 1;
+                    }
+                }
+                None => {
+                    first_of.insert(rows[i].event_id, i);
+                }
+            }
+        }
+        let mut services: Vec<&str> = rows
+            .iter()
+            .zip(&take)
+            .filter(|(_, t)| **t)
+            .map(|(r, _)| r.service.as_str())
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        let services: Vec<String> = services.into_iter().map(str::to_owned).collect();
+        // Lock heads in name order (no deadlocks between writers).
+        for svc in &services {
+            tx.execute(
+                &format!("INSERT INTO {q}.audit_chain_heads (service_name) VALUES ($1) ON CONFLICT DO NOTHING"),
+                &[svc],
+            )?;
+            let head = tx.query_one(
+                &format!("SELECT last_seq, last_hash, hash_alg FROM {q}.audit_chain_heads WHERE service_name = $1 FOR UPDATE"),
+                &[svc],
+            )?;
+            let mut seq: i64 = head.get(0);
+            let mut prev: Option<String> = head.get(1);
+            let alg: String = head.get(2);
+            if alg != HashAlg::Sha256.as_str() {
+                return Err(Attempt::Permanent(
+                    "the chain head uses a hash algorithm this sink does not write (only sha256)",
+                ));
+            }
+            for (i, r) in rows.iter_mut().enumerate() {
+                if !take[i] || r.service != *svc {
+                    continue;
+                }
+                let v = &values[i];
+                let hash = chain::chain_hash(v, prev.as_deref());
+                seq += 1;
+                seqs[i] = Some(seq);
+                let mut stored = v.clone();
+                if let Value::Object(m) = &mut stored {
+                    let integrity = Integrity {
+                        event_hash: Some(Text::from(hash.as_str())),
+                        prev_event_hash: prev.as_deref().map(Text::from),
+                        hash_alg: Some(HashAlg::Sha256),
+                    };
+                    if let Ok(iv) = serde_json::to_value(&integrity) {
+                        m.insert("integrity".into(), iv);
+                    }
+                }
+                r.json = stored.to_string();
+                prev = Some(hash);
+            }
+            tx.execute(
+                &format!("UPDATE {q}.audit_chain_heads SET last_seq = $2, last_hash = $3 WHERE service_name = $1"),
+                &[svc, &seq, &prev],
+            )?;
+        }
     }
+    let idx: Vec<usize> = (0..rows.len()).filter(|&i| take[i]).collect();
+    let ids_in: Vec<Uuid> = idx.iter().map(|&i| rows[i].event_id).collect();
+    let ts: Vec<SystemTime> = idx.iter().map(|&i| rows[i].ts).collect();
+    let svc: Vec<&str> = idx.iter().map(|&i| rows[i].service.as_str()).collect();
+    let col = |k: usize| -> Vec<Option<&str>> {
+        idx.iter().map(|&i| rows[i].cols[k].as_deref()).collect()
+    };
+    let (c0, c1, c2, c3, c4, c5, c6) = (col(0), col(1), col(2), col(3), col(4), col(5), col(6));
+    let (c7, c8, c9, c10, c11, c12, c13) =
+        (col(7), col(8), col(9), col(10), col(11), col(12), col(13));
+    let phi: Vec<Option<bool>> = idx.iter().map(|&i| rows[i].phi_touched).collect();
+    let seq: Vec<Option<i64>> = idx.iter().map(|&i| seqs[i]).collect();
+    let ev: Vec<&str> = idx.iter().map(|&i| rows[i].json.as_str()).collect();
+    let inserted: std::collections::HashSet<Uuid> = tx
+        .query(
+            &conn.insert,
+            &[
+                &ids_in, &ts, &svc, &c0, &c1, &c2, &c3, &c4, &c5, &c6, &c7, &c8, &c9, &c10, &c11,
+                &c12, &c13, &phi, &seq, &ev,
+            ],
+        )?
+        .iter()
+        .map(|r| r.try_get::<_, Uuid>(0))
+        .collect::<Result<_, _>>()?;
+    done.inserted = inserted.len() as u64;
+    // The first row of an inserted id is the one stored (rows go in in
+    // order); later rows with that id, and rows of ids not inserted,
+    // were skipped.
+    let mut stored_now = std::collections::HashSet::with_capacity(inserted.len());
+    let skipped: Vec<usize> = idx
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let id = rows[i].event_id;
+            !(inserted.contains(&id) && stored_now.insert(id))
+        })
+        .collect();
+    if !skipped.is_empty() {
+        if chained {
+            // Another writer stored one of these ids meanwhile: the
+            // chain would have a hole. Start over; the next attempt sees
+            // the stored event.
+            return Err(Attempt::Retry(
+                "an event id of the batch was stored by another writer meanwhile; retrying",
+            ));
+        }
+        let ids: Vec<Uuid> = skipped.iter().map(|&i| rows[i].event_id).collect();
+        let texts: Vec<&str> = skipped.iter().map(|&i| rows[i].base.as_str()).collect();
+        for r in tx.query(&conn.same, &[&ids, &texts])? {
+            if r.try_get::<_, bool>(0)? {
+                done.duplicates += 1;
+            } else {
+                done.conflicts += 1;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(done)
 }
 
 /// What one committed transaction did.
@@ -921,23 +1117,16 @@ impl PostgresSink {
             .into_iter()
             .map(|e| prepare_row(e, chained))
             .collect::<Result<Vec<Row>, SinkError>>()?;
-        off_runtime(|| self.insert_with_retry(rows)).map_err(|e| SinkError::Other(e.to_string()))?
+        // The client runs on the session thread: this thread only waits,
+        // on a runtime's thread too.
+        self.insert_with_retry(rows)
     }
 }
 
 impl Drop for PostgresSink {
-    /// Closes the connection off any async runtime (closing blocks on the
-    /// client's own runtime).
-    fn drop(&mut self) {
-        let conn = self
-            .conn
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(conn) = conn {
-            let _ = off_runtime(move || drop(conn));
-        }
-    }
+    /// Stops the session thread; it closes the connection once its step
+    /// (if any) ends, never on an async runtime's thread.
+    fn drop(&mut self) {}
 }
 
 impl PostgresSink {
@@ -957,7 +1146,7 @@ impl PostgresSink {
 
     /// The error for `n` events whose id was taken by a different event.
     fn conflict_error(n: u64) -> SinkError {
-        SinkError::Other(format!(
+        SinkError::Rejected(format!(
             "{n} event(s) not stored: their event_id is already in the table with different \
              content (an id collision); nothing was overwritten"
         ))

@@ -269,7 +269,7 @@ impl PostgresStore {
         schema: &str,
         tls: &super::PostgresTls,
     ) -> Result<PostgresStore, PostgresError> {
-        let connector = super::connect::connector(url, tls, None, "phi-audit-report")?;
+        let connector = super::connect::connector(url, tls, None, None, "phi-audit-report")?;
         let client = super::connect::open(&connector)?;
         PostgresStore::from_client(client, schema)
     }
