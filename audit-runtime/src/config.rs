@@ -8,6 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::model::event::{Actor, SchemaVersion, Service};
+use crate::model::limits::{ID, MESSAGE, META_KEY, NAME, ROLE, ROLES, SERVICE_TAG};
 use crate::model::phi::PseudonymKey;
 use crate::schema::DowngradePolicy;
 use crate::time::timestamp::Timestamp;
@@ -437,10 +438,10 @@ impl ConfigBuilder {
         if n == 0 || i.service.name.trim().is_empty() {
             errs.push(ConfigError::new("service.name", "must not be empty"));
         }
-        if n > 128 {
+        if n > NAME {
             errs.push(ConfigError::new(
                 "service.name",
-                format!("must be at most 128 characters (has {n})"),
+                format!("must be at most {NAME} characters (has {n})"),
             ));
         }
         for (field, v) in [
@@ -448,10 +449,13 @@ impl ConfigBuilder {
             ("service.version", &i.service.version),
         ] {
             if let Some(v) = v {
-                if v.char_len() > 64 {
+                if v.char_len() > SERVICE_TAG {
                     errs.push(ConfigError::new(
                         field,
-                        format!("must be at most 64 characters (has {})", v.char_len()),
+                        format!(
+                            "must be at most {SERVICE_TAG} characters (has {})",
+                            v.char_len()
+                        ),
                     ));
                 }
             }
@@ -476,10 +480,10 @@ impl ConfigBuilder {
             }
         }
         let a = &i.default_actor;
-        if a.subject_id.is_empty() || a.subject_id.char_len() > 256 {
+        if a.subject_id.is_empty() || a.subject_id.char_len() > ID {
             errs.push(ConfigError::new(
                 "default_actor.subject_id",
-                "must be 1..=256 characters",
+                format!("must be 1..={ID} characters"),
             ));
         }
         for (field, v) in [
@@ -487,22 +491,25 @@ impl ConfigBuilder {
             ("default_actor.owner_org_id", &a.owner_org_id),
         ] {
             if v.as_ref()
-                .is_some_and(|v| v.is_empty() || v.char_len() > 128)
+                .is_some_and(|v| v.is_empty() || v.char_len() > NAME)
             {
-                errs.push(ConfigError::new(field, "must be 1..=128 characters"));
+                errs.push(ConfigError::new(
+                    field,
+                    format!("must be 1..={NAME} characters"),
+                ));
             }
         }
         if let Some(roles) = &a.roles {
-            if roles.len() > 25 {
+            if roles.len() > ROLES {
                 errs.push(ConfigError::new(
                     "default_actor.roles",
-                    format!("at most 25 roles (has {})", roles.len()),
+                    format!("at most {ROLES} roles (has {})", roles.len()),
                 ));
             }
-            if roles.iter().any(|r| r.is_empty() || r.char_len() > 64) {
+            if roles.iter().any(|r| r.is_empty() || r.char_len() > ROLE) {
                 errs.push(ConfigError::new(
                     "default_actor.roles",
-                    "each role must be 1..=64 characters",
+                    format!("each role must be 1..={ROLE} characters"),
                 ));
             }
             if roles.iter().any(|r| crate::model::clamp::has_bad_chars(r)) {
@@ -519,20 +526,23 @@ impl ConfigBuilder {
             if list.iter().any(|k| crate::model::clamp::has_bad_chars(k)) {
                 errs.push(ConfigError::new("metadata_allowlist", bad));
             }
-            if let Some(bad) = list.iter().find(|k| k.is_empty() || k.char_len() > 64) {
+            if let Some(bad) = list
+                .iter()
+                .find(|k| k.is_empty() || k.char_len() > META_KEY)
+            {
                 errs.push(ConfigError::new(
                     "metadata_allowlist",
                     format!(
-                        "keys must be 1..=64 characters (found one of {})",
+                        "keys must be 1..={META_KEY} characters (found one of {})",
                         bad.char_len()
                     ),
                 ));
             }
         }
-        if !(1..=500).contains(&i.max_error_message) {
+        if !(1..=MESSAGE).contains(&i.max_error_message) {
             errs.push(ConfigError::new(
                 "max_error_message_len",
-                "must be between 1 and 500 (the schema's limit)",
+                format!("must be between 1 and {MESSAGE} (the schema's limit)"),
             ));
         }
         if i.max_metadata_string == 0 {

@@ -272,9 +272,14 @@ impl Bank {
         let ptr = Arc::as_ptr(&ctx.0);
         if self.ptr != ptr {
             self.release();
-            self.ptr = ptr;
             self.next = 1;
         }
+        // Always the live context's pointer: with no spares left, the bank
+        // holds no count, its context may have been freed and a new one
+        // allocated at the same address, and the old pointer (equal, but of
+        // the freed allocation) must not be used for the new one's counts
+        // (found by Miri).
+        self.ptr = ptr;
         if self.left == 0 {
             for _ in 0..self.next {
                 // SAFETY: `ptr` comes from a live `Arc` (`ctx`).
@@ -662,25 +667,24 @@ impl Drop for Swap {
     }
 }
 
-/// A future running inside an [`AuditContext`]; see [`AuditContext::scope`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct Scoped<F> {
-    ctx: AuditContext,
-    future: F,
+pin_project_lite::pin_project! {
+    /// A future running inside an [`AuditContext`]; see [`AuditContext::scope`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Scoped<F> {
+        ctx: AuditContext,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned: it is never moved out of
-        // `self`, and `Scoped` has no `Drop` impl or `Unpin` impl that could
-        // move it. `ctx` is not pinned and only cloned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _restore = Swap::install(Some(this.ctx.clone()));
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
-        future.poll(cx)
+        this.future.poll(cx)
     }
 }
 
@@ -726,6 +730,10 @@ mod tests {
     /// (at most twice as many), so short-lived contexts do not each pay for
     /// a full batch.
     #[test]
+    // The spare counts depend on whether the allocator gives a new context
+    // the address of the one just freed (the bank then takes it for the
+    // same context and keeps growing its batch): Miri's allocator does.
+    #[cfg_attr(miri, ignore = "spare counts depend on address reuse")]
     fn spares_grow_with_use() {
         std::thread::spawn(|| {
             for uses in [1usize, 2, 3, 5, 17, 64, 65, 200] {

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 // The layers, bottom up (see docs/ARCHITECTURE.md; `tests::layering`
 // checks the rules): util, time → model → json → schema, integrity, config,
@@ -40,6 +41,7 @@ pub use integrity::{checkpoint, verify};
 pub use model::event;
 
 pub use builder::EventBuilder;
+pub use call::flush_on_panic;
 pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifyingKey};
 pub use config::{
     Config, ConfigBuilder, ConfigError, ErrorMessages, SinkFailurePolicy, ValidationPolicy,
@@ -47,8 +49,7 @@ pub use config::{
 };
 pub use context::{AuditContext, Scoped};
 pub use dispatch::{
-    current, emit, flush, flush_on_panic, init, with_dispatch, Dispatch, DispatchScoped, Guard,
-    InitError,
+    current, emit, flush, init, with_dispatch, Dispatch, DispatchScoped, Guard, InitError,
 };
 pub use event::{
     ActingAgent, Action, ActionType, Actor, AgentInfo, AgentInterface, AuditEvent,

@@ -87,26 +87,24 @@ pub fn carry<F: Future>(future: F) -> Carried<F> {
     CurrentScope::capture().scope(future)
 }
 
-/// A future carrying an audit context and dispatcher; see [`carry`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct Carried<F> {
-    scope: CurrentScope,
-    future: F,
+pin_project_lite::pin_project! {
+    /// A future carrying an audit context and dispatcher; see [`carry`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Carried<F> {
+        scope: CurrentScope,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F: Future> Future for Carried<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned: never moved out of
-        // `self`, and `Carried` has no `Drop` or `Unpin` impl that could
-        // move it. `scope` is not pinned and only read.
-        let this = unsafe { self.get_unchecked_mut() };
-        let future = &mut this.future;
-        // SAFETY: as above; the reference does not outlive this call.
-        this.scope
-            .in_scope(|| unsafe { Pin::new_unchecked(future) }.poll(cx))
+        let this = self.project();
+        let future = this.future;
+        this.scope.in_scope(|| future.poll(cx))
     }
 }
 

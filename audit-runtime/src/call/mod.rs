@@ -5,11 +5,13 @@
 //! that the expansion can name it, not as an API to program against.
 
 mod outcome;
+mod panic;
 
 pub use outcome::{
     short_type_name, Probe, UnfollowedFuture, ViaAnyError, ViaAuditError, ViaDisplay, ViaFuture,
     ViaValue,
 };
+pub use panic::flush_on_panic;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -424,22 +426,22 @@ pub(crate) fn finish_running_calls_on_abort() -> usize {
     n
 }
 
-/// The future returned by [`Call::instrument`].
-pub struct Instrumented<'a, F> {
-    call: &'a mut Call,
-    body: F,
+pin_project_lite::pin_project! {
+    /// The future returned by [`Call::instrument`].
+    pub struct Instrumented<'a, F> {
+        call: &'a mut Call,
+        #[pin]
+        body: F,
+    }
 }
 
 impl<F: Future> Future for Instrumented<'_, F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `body` is structurally pinned (never moved out, no Drop
-        // impl on this type); `call` is a plain reference.
-        let this = unsafe { self.get_unchecked_mut() };
-        let body = &mut this.body;
-        // SAFETY: see above.
-        in_frame(this.call, || unsafe { Pin::new_unchecked(body) }.poll(cx))
+        let this = self.project();
+        let body = this.body;
+        in_frame(this.call, || body.poll(cx))
     }
 }
 

@@ -181,36 +181,6 @@ impl Drop for Guard {
     }
 }
 
-/// Installs a panic hook that flushes the global dispatcher before running
-/// the previous hook, so events queued before a panic reach the sink even
-/// when the process aborts on panic (`panic = "abort"`) or the panic ends
-/// `main` before the guard drops.
-///
-/// Built with `panic = "abort"`, nothing unwinds, so no audited call's guard
-/// gets to record the panic: the hook first finishes every audited call
-/// running on the panicking thread with FAILURE `Panic` (the event an
-/// unwinding panic records), writes them through their dispatchers, and
-/// flushes. With unwinding the guards do it as the panic passes them (a
-/// panic the body catches itself then ends no call).
-///
-/// A panic inside sink code (on a caller's thread or a sink worker) does not
-/// flush: that could re-enter a lock the panicking sink holds.
-pub fn flush_on_panic() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let in_sink = crate::sink::in_sink::running_sink_code();
-        if !in_sink {
-            if cfg!(panic = "abort") {
-                crate::call::finish_running_calls_on_abort();
-            }
-            if let Some(d) = GLOBAL.get() {
-                let _ = d.flush();
-            }
-        }
-        previous(info);
-    }));
-}
-
 /// Flushes the current dispatcher's sink (a no-op without one).
 pub fn flush() -> Result<(), SinkError> {
     match current() {
@@ -458,7 +428,8 @@ impl Dispatch {
         }
     }
 
-    /// The metadata allowlist and limits (keys, string lengths, 20 entries,
+    /// The metadata allowlist and limits (keys, string lengths, at most
+    /// [`METADATA`](crate::model::limits::METADATA) entries,
     /// non-finite floats), and the error type and message: sanitized when
     /// the config says so, fitted to the schema.
     fn limit_parts(&self, metadata: &mut Metadata, outcome: &mut Outcome, fixes: &mut Fixes) {
@@ -474,7 +445,7 @@ impl Dispatch {
                         return false;
                     }
                 }
-                if v.is_non_finite() || kept >= 20 {
+                if v.is_non_finite() || kept >= crate::model::limits::METADATA {
                     return false;
                 }
                 if let MetaValue::Str(s) = v {
@@ -498,23 +469,24 @@ impl Dispatch {
     }
 }
 
-/// A future running with a scoped dispatcher; see [`Dispatch::scope`].
-#[derive(Debug)]
-#[must_use = "futures do nothing unless polled"]
-pub struct DispatchScoped<F> {
-    dispatch: Dispatch,
-    future: F,
+pin_project_lite::pin_project! {
+    /// A future running with a scoped dispatcher; see [`Dispatch::scope`].
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub struct DispatchScoped<F> {
+        dispatch: Dispatch,
+        #[pin]
+        future: F,
+    }
 }
 
 impl<F: Future> Future for DispatchScoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `future` is structurally pinned and never moved; there is no
-        // Drop impl; `dispatch` is only cloned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _restore = LocalSwap::install(Some(this.dispatch.clone()));
-        unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx)
+        this.future.poll(cx)
     }
 }
 

@@ -37,16 +37,14 @@ pub mod checkpoint;
 pub mod verify;
 
 use std::fmt;
-use std::fmt::Write as _;
 
-use serde::ser::{self, Serialize};
+use serde::ser;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
 pub use crate::json::canonical::{
     canonical_event_json, canonical_json, write_python_float, write_python_str,
 };
-use crate::json::canonical::{write_int, StackBuf};
 use crate::model::event::{AuditEvent, HashAlg};
 
 /// The event could not be serialized canonically. Never holds event content.
@@ -67,8 +65,6 @@ impl ser::Error for CanonicalError {
         CanonicalError("a field failed to serialize".to_owned())
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 // ---------------------------------------------------------------------------
 // Hashing.
@@ -110,14 +106,10 @@ impl HexDigest {
     /// Lowercase hex of a digest of at most 64 bytes.
     fn of(bytes: &[u8]) -> HexDigest {
         let mut hex = [0u8; 128];
-        let n = bytes.len().min(64);
-        for (pair, &b) in hex.chunks_exact_mut(2).zip(&bytes[..n]) {
-            pair[0] = HEX[usize::from(b >> 4)];
-            pair[1] = HEX[usize::from(b & 0xf)];
-        }
+        let len = crate::util::hex::encode_into(bytes, &mut hex);
         HexDigest {
             hex,
-            len: (n * 2) as u8,
+            len: len as u8,
         }
     }
 
@@ -141,8 +133,9 @@ impl fmt::Debug for HexDigest {
 pub fn to_hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
+        let [hi, lo] = crate::util::hex::pair(b);
+        s.push(char::from(hi));
+        s.push(char::from(lo));
     }
     s
 }
@@ -180,16 +173,8 @@ pub fn event_hash(event: &Value, prev: Option<&str>, alg: HashAlg) -> String {
 #[derive(Debug, Default)]
 pub struct Canonicalizer {
     out: Vec<u8>,
-    entries: Vec<Entry>,
     /// Where a top-level `integrity` member sorts in `out`.
     integrity_at: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    key_start: usize,
-    key_end: usize,
-    end: usize,
 }
 
 impl Canonicalizer {
@@ -203,7 +188,6 @@ impl Canonicalizer {
     pub fn event_bytes(&mut self, event: &AuditEvent) -> Result<&[u8], CanonicalError> {
         self.out.clear();
         self.integrity_at = None;
-        self.entries.clear();
         if event.metadata.iter().all(|(_, v)| !v.is_non_finite()) {
             // Known keys in sorted order, written directly.
             self.integrity_at = Some(crate::json::canonical::canonical_event(
@@ -212,18 +196,14 @@ impl Canonicalizer {
             ));
             return Ok(&self.out);
         }
-        let r = event.serialize(CanonSer { st: self, depth: 0 });
-        match r {
-            Ok(()) => {
-                self.integrity_at = crate::fast_verify::insert_position(&self.out, b"integrity");
-                Ok(&self.out)
-            }
-            Err(e) => {
-                self.out.clear();
-                self.entries.clear();
-                Err(e)
-            }
-        }
+        // NaN or infinite metadata (which the dispatcher drops, so only an
+        // event built and chained by hand has it): through the generic
+        // canonical form of the event's JSON, where it is `null`.
+        let value = serde_json::to_value(event)
+            .map_err(|_| CanonicalError("a field failed to serialize".to_owned()))?;
+        canonical_event_json(&value, &mut self.out);
+        self.integrity_at = crate::fast_verify::insert_position(&self.out, b"integrity");
+        Ok(&self.out)
     }
 
     /// The bytes of the last [`Canonicalizer::event_bytes`] and the offset
@@ -265,468 +245,74 @@ pub fn typed_event_hash(
     Canonicalizer::new().event_hash(event, prev, alg)
 }
 
-// The serde serializer behind `Canonicalizer`. Struct and map entries are
-// written into the output as `[raw key]["key":value]`, then sorted by raw key
-// and compacted in place when the compound ends.
-
-struct CanonSer<'a> {
-    st: &'a mut Canonicalizer,
-    depth: u32,
-}
-
-struct Compound<'a> {
-    st: &'a mut Canonicalizer,
-    depth: u32,
-    start: usize,
-    base: usize,
-    first: bool,
-}
-
-impl Compound<'_> {
-    fn key_raw(&mut self, key: &str) {
-        let key_start = self.st.out.len();
-        self.st.out.extend_from_slice(key.as_bytes());
-        let key_end = self.st.out.len();
-        write_python_str(key, &mut self.st.out);
-        self.st.out.push(b':');
-        self.st.entries.push(Entry {
-            key_start,
-            key_end,
-            end: key_end,
-        });
-    }
-
-    fn finish_entry(&mut self) {
-        let len = self.st.out.len();
-        if let Some(e) = self.st.entries.last_mut() {
-            e.end = len;
-        }
-    }
-
-    fn end_object(self) {
-        let Canonicalizer { out, entries, .. } = self.st;
-        let mine = &mut entries[self.base..];
-        mine.sort_by(|a, b| out[a.key_start..a.key_end].cmp(&out[b.key_start..b.key_end]));
-        let region_end = out.len();
-        out.push(b'{');
-        for (i, e) in mine.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_within(e.key_end..e.end);
-        }
-        out.push(b'}');
-        let produced = out.len() - region_end;
-        out.copy_within(region_end.., self.start);
-        out.truncate(self.start + produced);
-        entries.truncate(self.base);
-    }
-}
-
-impl<'a> ser::Serializer for CanonSer<'a> {
-    type Ok = ();
-    type Error = CanonicalError;
-    type SerializeSeq = Compound<'a>;
-    type SerializeTuple = Compound<'a>;
-    type SerializeTupleStruct = Compound<'a>;
-    type SerializeTupleVariant = ser::Impossible<(), CanonicalError>;
-    type SerializeMap = Compound<'a>;
-    type SerializeStruct = Compound<'a>;
-    type SerializeStructVariant = ser::Impossible<(), CanonicalError>;
-
-    fn serialize_bool(self, v: bool) -> Result<(), CanonicalError> {
-        self.st
-            .out
-            .extend_from_slice(if v { b"true" } else { b"false" });
-        Ok(())
-    }
-    fn serialize_i8(self, v: i8) -> Result<(), CanonicalError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), CanonicalError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), CanonicalError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), CanonicalError> {
-        write_int(v, &mut self.st.out);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), CanonicalError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), CanonicalError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), CanonicalError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), CanonicalError> {
-        write_int(v, &mut self.st.out);
-        Ok(())
-    }
-    fn serialize_f32(self, v: f32) -> Result<(), CanonicalError> {
-        // serde_json writes f32 through its own shortest form; reading that
-        // back gives the f64 of the shortest decimal.
-        let mut b = StackBuf::new();
-        let _ = write!(b, "{v}");
-        let f = std::str::from_utf8(b.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .unwrap_or(f64::from(v));
-        self.serialize_f64(f)
-    }
-    fn serialize_f64(self, v: f64) -> Result<(), CanonicalError> {
-        write_python_float(v, &mut self.st.out);
-        Ok(())
-    }
-    fn serialize_char(self, v: char) -> Result<(), CanonicalError> {
-        let mut b = [0u8; 4];
-        self.serialize_str(v.encode_utf8(&mut b))
-    }
-    fn serialize_str(self, v: &str) -> Result<(), CanonicalError> {
-        write_python_str(v, &mut self.st.out);
-        Ok(())
-    }
-    fn serialize_bytes(self, v: &[u8]) -> Result<(), CanonicalError> {
-        use ser::SerializeSeq;
-        let mut s = self.serialize_seq(Some(v.len()))?;
-        for b in v {
-            s.serialize_element(b)?;
-        }
-        s.end()
-    }
-    fn serialize_none(self) -> Result<(), CanonicalError> {
-        self.serialize_unit()
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), CanonicalError> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<(), CanonicalError> {
-        self.st.out.extend_from_slice(b"null");
-        Ok(())
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), CanonicalError> {
-        self.serialize_unit()
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _idx: u32,
-        variant: &'static str,
-    ) -> Result<(), CanonicalError> {
-        self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), CanonicalError> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _name: &'static str,
-        _idx: u32,
-        variant: &'static str,
-        value: &T,
-    ) -> Result<(), CanonicalError> {
-        use ser::SerializeMap;
-        let mut m = self.serialize_map(Some(1))?;
-        m.serialize_entry(variant, value)?;
-        m.end()
-    }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, CanonicalError> {
-        let start = self.st.out.len();
-        let base = self.st.entries.len();
-        self.st.out.push(b'[');
-        Ok(Compound {
-            st: self.st,
-            depth: self.depth + 1,
-            start,
-            base,
-            first: true,
-        })
-    }
-    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>, CanonicalError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        len: usize,
-    ) -> Result<Compound<'a>, CanonicalError> {
-        self.serialize_seq(Some(len))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _idx: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
-        Err(CanonicalError("tuple variants are not supported".into()))
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, CanonicalError> {
-        let start = self.st.out.len();
-        let base = self.st.entries.len();
-        Ok(Compound {
-            st: self.st,
-            depth: self.depth + 1,
-            start,
-            base,
-            first: true,
-        })
-    }
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        len: usize,
-    ) -> Result<Compound<'a>, CanonicalError> {
-        self.serialize_map(Some(len))
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _idx: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, CanonicalError> {
-        Err(CanonicalError("struct variants are not supported".into()))
-    }
-}
-
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = CanonicalError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
-        if !self.first {
-            self.st.out.push(b',');
-        }
-        self.first = false;
-        value.serialize(CanonSer {
-            st: self.st,
-            depth: self.depth,
-        })
-    }
-    fn end(self) -> Result<(), CanonicalError> {
-        self.st.out.push(b']');
-        Ok(())
-    }
-}
-
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = CanonicalError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Result<(), CanonicalError> {
-        ser::SerializeSeq::end(self)
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = CanonicalError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
-        ser::SerializeSeq::serialize_element(self, value)
-    }
-    fn end(self) -> Result<(), CanonicalError> {
-        ser::SerializeSeq::end(self)
-    }
-}
-
-impl ser::SerializeMap for Compound<'_> {
-    type Ok = ();
-    type Error = CanonicalError;
-    fn serialize_key<T: ?Sized + Serialize>(&mut self, key: &T) -> Result<(), Self::Error> {
-        let k = key.serialize(KeySer)?;
-        self.key_raw(&k);
-        Ok(())
-    }
-    fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
-        value.serialize(CanonSer {
-            st: self.st,
-            depth: self.depth,
-        })?;
-        self.finish_entry();
-        Ok(())
-    }
-    fn end(self) -> Result<(), CanonicalError> {
-        self.end_object();
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = CanonicalError;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Self::Error> {
-        if self.depth == 1 && key == "integrity" {
-            return Ok(());
-        }
-        self.key_raw(key);
-        value.serialize(CanonSer {
-            st: self.st,
-            depth: self.depth,
-        })?;
-        self.finish_entry();
-        Ok(())
-    }
-    fn end(self) -> Result<(), CanonicalError> {
-        self.end_object();
-        Ok(())
-    }
-}
-
-/// Serializes a map key to its string (JSON object keys must be strings).
-struct KeySer;
-
-impl ser::Serializer for KeySer {
-    type Ok = String;
-    type Error = CanonicalError;
-    type SerializeSeq = ser::Impossible<String, CanonicalError>;
-    type SerializeTuple = ser::Impossible<String, CanonicalError>;
-    type SerializeTupleStruct = ser::Impossible<String, CanonicalError>;
-    type SerializeTupleVariant = ser::Impossible<String, CanonicalError>;
-    type SerializeMap = ser::Impossible<String, CanonicalError>;
-    type SerializeStruct = ser::Impossible<String, CanonicalError>;
-    type SerializeStructVariant = ser::Impossible<String, CanonicalError>;
-
-    fn serialize_str(self, v: &str) -> Result<String, CanonicalError> {
-        Ok(v.to_owned())
-    }
-    fn serialize_char(self, v: char) -> Result<String, CanonicalError> {
-        Ok(v.to_string())
-    }
-    fn serialize_unit_variant(
-        self,
-        _n: &'static str,
-        _i: u32,
-        variant: &'static str,
-    ) -> Result<String, CanonicalError> {
-        Ok(variant.to_owned())
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _n: &'static str,
-        value: &T,
-    ) -> Result<String, CanonicalError> {
-        value.serialize(self)
-    }
-    fn serialize_bool(self, _v: bool) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_i8(self, _v: i8) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_i16(self, _v: i16) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_i32(self, _v: i32) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_i64(self, _v: i64) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_u8(self, _v: u8) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_u16(self, _v: u16) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_u32(self, _v: u32) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_u64(self, _v: u64) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_f32(self, _v: f32) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_f64(self, _v: f64) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_bytes(self, _v: &[u8]) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_none(self) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _v: &T) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_unit(self) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_unit_struct(self, _n: &'static str) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _n: &'static str,
-        _i: u32,
-        _v: &'static str,
-        _value: &T,
-    ) -> Result<String, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_seq(self, _l: Option<usize>) -> Result<Self::SerializeSeq, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_tuple(self, _l: usize) -> Result<Self::SerializeTuple, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_tuple_struct(
-        self,
-        _n: &'static str,
-        _l: usize,
-    ) -> Result<Self::SerializeTupleStruct, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_tuple_variant(
-        self,
-        _n: &'static str,
-        _i: u32,
-        _v: &'static str,
-        _l: usize,
-    ) -> Result<Self::SerializeTupleVariant, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_map(self, _l: Option<usize>) -> Result<Self::SerializeMap, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_struct(
-        self,
-        _n: &'static str,
-        _l: usize,
-    ) -> Result<Self::SerializeStruct, CanonicalError> {
-        Err(key_error())
-    }
-    fn serialize_struct_variant(
-        self,
-        _n: &'static str,
-        _i: u32,
-        _v: &'static str,
-        _l: usize,
-    ) -> Result<Self::SerializeStructVariant, CanonicalError> {
-        Err(key_error())
-    }
-}
-
-fn key_error() -> CanonicalError {
-    CanonicalError("a map key is not a string".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NaN and infinite metadata take the generic path: the canonical form
+    /// of the event's JSON line, where they are `null`, hashed as a reader
+    /// of that line (or bh-audit-logger) would.
+    #[test]
+    fn non_finite_metadata_is_canonical_through_the_event_json() {
+        use crate::model::event::{
+            Action, ActionType, Actor, Outcome, Resource, SchemaVersion, Service,
+        };
+        use crate::model::metadata::{MetaValue, Metadata};
+        let mut metadata = Metadata::new();
+        metadata.insert_value("z_nan".into(), MetaValue::Float(f64::NAN));
+        metadata.insert_value("a_inf".into(), MetaValue::Float(f64::NEG_INFINITY));
+        metadata.insert_value("m".into(), MetaValue::Float(1e16));
+        let event = AuditEvent {
+            schema_version: SchemaVersion::V1_1,
+            event_id: uuid::Uuid::from_u128(7),
+            timestamp: crate::time::timestamp::Timestamp::from_unix_millis(1_700_000_000_123),
+            service: Service {
+                name: "svc".into(),
+                environment: None,
+                version: None,
+            },
+            actor: Actor::human("u1"),
+            action: Action {
+                kind: ActionType::Read,
+                name: Some("read".into()),
+                phi_touched: None,
+                data_classification: None,
+            },
+            resource: Resource {
+                kind: "Patient".into(),
+                id: Some("p1".into()),
+                patient_id: None,
+            },
+            outcome: Outcome::SUCCESS,
+            correlation: None,
+            http: None,
+            delegation: None,
+            metadata,
+            integrity: None,
+        };
+        let mut c = Canonicalizer::new();
+        let bytes = c.event_bytes(&event).unwrap().to_vec();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains(r#""metadata":{"a_inf":null,"m":1e+16,"z_nan":null}"#),
+            "{text}"
+        );
+        let line: Value = serde_json::from_str(&event.to_json()).unwrap();
+        let mut want = Vec::new();
+        canonical_event_json(&line, &mut want);
+        assert_eq!(bytes, want);
+        assert_eq!(
+            c.event_hash(&event, None, HashAlg::Sha256).unwrap(),
+            event_hash(&line, None, HashAlg::Sha256)
+        );
+        // The same canonicalizer goes back to the direct path.
+        let mut finite = event.clone();
+        finite.metadata = Metadata::new();
+        let direct = c.event_bytes(&finite).unwrap().to_vec();
+        let mut generic = Vec::new();
+        canonical_event_json(&serde_json::to_value(&finite).unwrap(), &mut generic);
+        assert_eq!(direct, generic);
+    }
 
     fn pf(f: f64) -> String {
         let mut v = Vec::new();

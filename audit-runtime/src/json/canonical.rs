@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::json::encode::{int, key, meta_value, opt, str};
 use crate::model::event::AuditEvent;
 use crate::model::metadata::MetaValue;
+use crate::util::stack::StackText;
 use crate::util::text::Text;
 
 // ---------------------------------------------------------------------------
@@ -41,7 +42,7 @@ pub fn write_python_float(f: f64, out: &mut Vec<u8>) {
         return;
     }
     // `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "0e0".
-    let mut sci = StackBuf::new();
+    let mut sci = StackText::<40>::empty();
     if write!(sci, "{f:e}").is_err() {
         out.extend_from_slice(b"null");
         return;
@@ -99,7 +100,7 @@ pub fn write_python_float(f: f64, out: &mut Vec<u8>) {
         if a < 10 {
             out.push(b'0');
         }
-        let mut ibuf = StackBuf::new();
+        let mut ibuf = StackText::<40>::empty();
         let _ = write!(ibuf, "{a}");
         out.extend_from_slice(ibuf.as_bytes());
     }
@@ -123,37 +124,6 @@ fn parse_exp(s: &[u8]) -> i32 {
     }
 }
 
-/// A small fixed buffer for formatting numbers without allocating.
-pub(crate) struct StackBuf {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl StackBuf {
-    pub(crate) fn new() -> Self {
-        StackBuf {
-            buf: [0; 40],
-            len: 0,
-        }
-    }
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl fmt::Write for StackBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let b = s.as_bytes();
-        let end = self.len + b.len();
-        if end > self.buf.len() {
-            return Err(fmt::Error);
-        }
-        self.buf[self.len..end].copy_from_slice(b);
-        self.len = end;
-        Ok(())
-    }
-}
-
 /// Appends `s` as a JSON string the way Python's `json.dumps` writes it with
 /// `ensure_ascii=False`.
 pub fn write_python_str(s: &str, out: &mut Vec<u8>) {
@@ -162,8 +132,8 @@ pub fn write_python_str(s: &str, out: &mut Vec<u8>) {
     crate::json::encode::str(out, s);
 }
 
-pub(crate) fn write_int<I: fmt::Display>(i: I, out: &mut Vec<u8>) {
-    let mut b = StackBuf::new();
+fn write_int<I: fmt::Display>(i: I, out: &mut Vec<u8>) {
+    let mut b = StackText::<40>::empty();
     let _ = write!(b, "{i}");
     out.extend_from_slice(b.as_bytes());
 }

@@ -6,9 +6,8 @@ use crate::model::event::{
     Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
 };
 use crate::model::metadata::{MetaValue, Metadata};
+use crate::util::hex;
 use crate::util::text::Text;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// 0: copy as is; otherwise the escape letter (`u` for `\u00XX`).
 static ESCAPE: [u8; 256] = {
@@ -104,8 +103,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&bytes[start..i]);
         if esc == b'u' {
             out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
+            out.extend_from_slice(&hex::pair(b));
         } else {
             out.push(b'\\');
             out.push(esc);
@@ -134,17 +132,6 @@ pub(crate) fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>
     }
 }
 
-/// Two lowercase hex digits for every byte value.
-static HEX_PAIRS: [[u8; 2]; 256] = {
-    let mut t = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
-        i += 1;
-    }
-    t
-};
-
 /// The hyphenated lowercase form of a UUID (8-4-4-4-12), a byte pair at a
 /// time (the worker writes one per event).
 #[inline]
@@ -153,7 +140,7 @@ fn uuid_hyphenated(b: &[u8; 16]) -> [u8; 36] {
     // Where each byte's two digits go.
     const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     for (byte, at) in b.iter().zip(AT) {
-        let [hi, lo] = HEX_PAIRS[*byte as usize];
+        let [hi, lo] = hex::pair(*byte);
         o[at] = hi;
         o[at + 1] = lo;
     }

@@ -28,24 +28,9 @@ use crate::model::event::{
 use crate::model::metadata::Metadata;
 use crate::util::text::Text;
 
-/// Most characters of an identifier (`resource.id`, `subject_id`, correlation ids).
-pub(crate) const ID: usize = 256;
-/// Most characters of an organization id, a resource type, an action name,
-/// an error type.
-pub(crate) const NAME: usize = 128;
-/// Most characters of a role.
-pub(crate) const ROLE: usize = 64;
-/// Most roles of an actor.
-pub(crate) const ROLES: usize = 25;
-/// Most characters of a route template or user agent.
-pub(crate) const HTTP_TEXT: usize = 512;
-/// Most characters of a service environment or version.
-pub(crate) const SERVICE_TAG: usize = 64;
-/// Most characters of a metadata key (the macro's limit, for keys given at
-/// run time too).
-pub(crate) const META_KEY: usize = 64;
-/// Most characters of an error message (the schema's limit).
-pub(crate) const MESSAGE: usize = 500;
+pub(crate) use crate::model::limits::{
+    HTTP_TEXT, ID, MESSAGE, META_KEY, NAME, ROLE, ROLES, SERVICE_TAG,
+};
 
 /// Corrections made to one value or event, by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 
 pub(crate) mod clamp;
 pub mod event;
+pub(crate) mod limits;
 pub(crate) mod metadata;
 pub(crate) mod outcome;
 pub(crate) mod phi;

@@ -271,15 +271,10 @@ impl PseudonymKey {
         value.pseudonym_bytes(&mut |b| mac.update(b));
         let digest = mac.finalize().into_bytes();
         let mut hex = [0u8; 64];
-        for (i, byte) in digest.iter().enumerate() {
-            hex[2 * i] = HEX[(byte >> 4) as usize];
-            hex[2 * i + 1] = HEX[(byte & 0xf) as usize];
-        }
+        crate::util::hex::encode_into(&digest, &mut hex);
         Text::new(std::str::from_utf8(&hex).unwrap_or(""))
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -277,8 +277,10 @@ mod records {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         /// A record's JSON is its event's, as the dispatcher would write
-        /// it for schema 1.1, byte for byte.
+        /// it for schema 1.1, byte for byte. (Safe code only, and too slow
+        /// under Miri, which runs `a_record_passed_by_reference_is_dropped_once`.)
         #[test]
+        #[cfg_attr(miri, ignore)]
         fn record_json_is_the_event_json(p in parts()) {
             let r = record(&p);
             prop_assert!(r.writes_as_is());
@@ -301,14 +303,26 @@ mod records {
 
     #[test]
     fn what_the_dispatcher_rewrites_is_not_written_as_is() {
+        // Statics, not leaked boxes: Miri runs this test and reports leaks.
+        static READ: CallSite = CallSite {
+            action: ActionType::Read,
+            resource: "Patient",
+            name: "f",
+            phi_touched: None,
+            classification: None,
+        };
+        static OVERRIDE: CallSite = CallSite {
+            action: ActionType::Override,
+            resource: "Patient",
+            name: "f",
+            phi_touched: None,
+            classification: None,
+        };
         let site = |action| -> &'static CallSite {
-            Box::leak(Box::new(CallSite {
-                action,
-                resource: "Patient",
-                name: "f",
-                phi_touched: None,
-                classification: None,
-            }))
+            match action {
+                ActionType::Override => &OVERRIDE,
+                _ => &READ,
+            }
         };
         let cfg = Config::new("svc").build().unwrap();
         let mut p: Parts = (

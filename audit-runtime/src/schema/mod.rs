@@ -58,6 +58,9 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::model::event::{ActionType, AuditEvent, OutcomeStatus, SubjectType};
+use crate::model::limits::{
+    CHAIN_DEPTH, EVENT_ID, HTTP_TEXT, ID, MESSAGE, METADATA, NAME, ROLE, ROLES, SERVICE_TAG, STATUS,
+};
 use crate::util::text::Text;
 use crate::SchemaVersion;
 
@@ -221,12 +224,7 @@ pub fn validate_value(
             }
         }
     }
-    let rules = match cx.version {
-        SchemaVersion::V1_0 => &ROOT_1_0,
-        SchemaVersion::V1_1 => &ROOT_1_1,
-        SchemaVersion::V2_0 => &ROOT_2_0,
-    };
-    cx.object(rules, root);
+    cx.object(root_of(cx.version), root);
     cx.conditionals(root);
     if cx.out.is_empty() {
         Ok(cx.version)
@@ -504,11 +502,20 @@ static ROOT_1_0: Obj = Obj {
     dependent: &[],
 };
 
+/// The rule table of the root object of `version`.
+fn root_of(version: SchemaVersion) -> &'static Obj {
+    match version {
+        SchemaVersion::V1_0 => &ROOT_1_0,
+        SchemaVersion::V1_1 => &ROOT_1_1,
+        SchemaVersion::V2_0 => &ROOT_2_0,
+    }
+}
+
 // --- 1.1 (and the parts 2.0 shares) ---
 
 const EVENT_ID_1_1: Node = Node::Str {
-    min: 36,
-    max: Some(36),
+    min: EVENT_ID,
+    max: Some(EVENT_ID),
     format: Some(Format::Uuid),
 };
 
@@ -520,14 +527,14 @@ const TIMESTAMP: Node = Node::Str {
 
 const METADATA_1_1: Node = Node::Metadata {
     scalar_only: true,
-    max_props: Some(20),
+    max_props: Some(METADATA),
 };
 
 static SERVICE_1_1: Obj = Obj {
     props: &[
-        ("name", text_len(1, 128)),
-        ("environment", text_max(64)),
-        ("version", text_max(64)),
+        ("name", text_len(1, NAME)),
+        ("environment", text_max(SERVICE_TAG)),
+        ("version", text_max(SERVICE_TAG)),
     ],
     required: &["name"],
     min_props: 0,
@@ -536,28 +543,28 @@ static SERVICE_1_1: Obj = Obj {
 
 static CORRELATION_1_1: Obj = Obj {
     props: &[
-        ("request_id", text_len(1, 256)),
-        ("trace_id", text_len(1, 256)),
-        ("session_id", text_len(1, 256)),
+        ("request_id", text_len(1, ID)),
+        ("trace_id", text_len(1, ID)),
+        ("session_id", text_len(1, ID)),
     ],
     required: &[],
     min_props: 1,
     dependent: &[],
 };
 
-static ROLE_1_1: Node = text_len(1, 64);
+static ROLE_1_1: Node = text_len(1, ROLE);
 
 const ROLES_1_1: Node = Node::Array {
     items: &ROLE_1_1,
-    max_items: Some(25),
+    max_items: Some(ROLES),
 };
 
 static ACTOR_1_1: Obj = Obj {
     props: &[
-        ("subject_id", text_len(1, 256)),
+        ("subject_id", text_len(1, ID)),
         ("subject_type", Node::Enum(SUBJECTS_1)),
-        ("org_id", text_len(1, 128)),
-        ("owner_org_id", text_len(1, 128)),
+        ("org_id", text_len(1, NAME)),
+        ("owner_org_id", text_len(1, NAME)),
         ("roles", ROLES_1_1),
     ],
     required: &["subject_id", "subject_type"],
@@ -568,7 +575,7 @@ static ACTOR_1_1: Obj = Obj {
 static ACTION_1_1: Obj = Obj {
     props: &[
         ("type", Node::Enum(ACTIONS_1)),
-        ("name", text_max(128)),
+        ("name", text_max(NAME)),
         ("phi_touched", Node::Bool),
         ("data_classification", Node::Enum(CLASSIFICATIONS)),
     ],
@@ -579,9 +586,9 @@ static ACTION_1_1: Obj = Obj {
 
 static RESOURCE_1_1: Obj = Obj {
     props: &[
-        ("type", text_len(1, 128)),
-        ("id", text_len(1, 256)),
-        ("patient_id", text_len(1, 256)),
+        ("type", text_len(1, NAME)),
+        ("id", text_len(1, ID)),
+        ("patient_id", text_len(1, ID)),
     ],
     required: &["type"],
     min_props: 0,
@@ -591,8 +598,8 @@ static RESOURCE_1_1: Obj = Obj {
 static HTTP_1_1: Obj = Obj {
     props: &[
         ("method", Node::Enum(METHODS)),
-        ("route_template", text_max(512)),
-        ("status_code", int(Some(100), Some(599))),
+        ("route_template", text_max(HTTP_TEXT)),
+        ("status_code", int(Some(STATUS.0), Some(STATUS.1))),
         (
             "client_ip",
             Node::Str {
@@ -601,7 +608,7 @@ static HTTP_1_1: Obj = Obj {
                 format: Some(Format::Ip),
             },
         ),
-        ("user_agent", text_max(512)),
+        ("user_agent", text_max(HTTP_TEXT)),
     ],
     required: &[],
     min_props: 0,
@@ -611,8 +618,8 @@ static HTTP_1_1: Obj = Obj {
 static OUTCOME_1_1: Obj = Obj {
     props: &[
         ("status", Node::Enum(STATUSES)),
-        ("error_type", text_len(1, 128)),
-        ("error_message", text_max(500)),
+        ("error_type", text_len(1, NAME)),
+        ("error_message", text_max(MESSAGE)),
     ],
     required: &["status"],
     min_props: 0,
@@ -621,8 +628,8 @@ static OUTCOME_1_1: Obj = Obj {
 
 static INTEGRITY_1_1: Obj = Obj {
     props: &[
-        ("event_hash", text_len(1, 256)),
-        ("prev_event_hash", text_len(1, 256)),
+        ("event_hash", text_len(1, ID)),
+        ("prev_event_hash", text_len(1, ID)),
         ("hash_alg", Node::Enum(HASH_ALGS)),
     ],
     required: &[],
@@ -657,10 +664,10 @@ static ROOT_1_1: Obj = Obj {
 
 static ACTOR_2_0: Obj = Obj {
     props: &[
-        ("subject_id", text_len(1, 256)),
+        ("subject_id", text_len(1, ID)),
         ("subject_type", Node::Enum(SUBJECTS_2)),
-        ("org_id", text_len(1, 128)),
-        ("owner_org_id", text_len(1, 128)),
+        ("org_id", text_len(1, NAME)),
+        ("owner_org_id", text_len(1, NAME)),
         ("roles", ROLES_1_1),
     ],
     required: &["subject_id", "subject_type"],
@@ -671,7 +678,7 @@ static ACTOR_2_0: Obj = Obj {
 static ACTION_2_0: Obj = Obj {
     props: &[
         ("type", Node::Enum(ACTIONS_2)),
-        ("name", text_max(128)),
+        ("name", text_max(NAME)),
         ("phi_touched", Node::Bool),
         ("data_classification", Node::Enum(CLASSIFICATIONS)),
     ],
@@ -683,11 +690,11 @@ static ACTION_2_0: Obj = Obj {
 static AGENT_INFO: Obj = Obj {
     props: &[
         ("interface", Node::Enum(INTERFACES)),
-        ("vendor", text_len(1, 128)),
-        ("model_family", text_len(1, 128)),
-        ("model_version", text_len(1, 128)),
-        ("harness", text_len(1, 128)),
-        ("harness_version", text_len(1, 128)),
+        ("vendor", text_len(1, NAME)),
+        ("model_family", text_len(1, NAME)),
+        ("model_version", text_len(1, NAME)),
+        ("harness", text_len(1, NAME)),
+        ("harness_version", text_len(1, NAME)),
     ],
     required: &["interface"],
     min_props: 0,
@@ -696,7 +703,7 @@ static AGENT_INFO: Obj = Obj {
 
 static ACTING: Obj = Obj {
     props: &[
-        ("subject_id", text_len(1, 256)),
+        ("subject_id", text_len(1, ID)),
         ("subject_type", Node::Const("agent")),
         ("agent", Node::Object(&AGENT_INFO)),
     ],
@@ -707,9 +714,9 @@ static ACTING: Obj = Obj {
 
 static AUTHORIZING: Obj = Obj {
     props: &[
-        ("subject_id", text_len(1, 256)),
+        ("subject_id", text_len(1, ID)),
         ("subject_type", Node::Const("human")),
-        ("org_id", text_len(1, 128)),
+        ("org_id", text_len(1, NAME)),
     ],
     required: &["subject_id", "subject_type"],
     min_props: 0,
@@ -721,9 +728,9 @@ static DELEGATION: Obj = Obj {
         ("acting", Node::Object(&ACTING)),
         ("authorizing", Node::Object(&AUTHORIZING)),
         ("delegation_type", Node::Enum(DELEGATION_TYPES)),
-        ("agent_session_id", text_len(1, 256)),
-        ("chain_depth", int(Some(1), Some(32))),
-        ("parent_agent_session_id", text_len(1, 256)),
+        ("agent_session_id", text_len(1, ID)),
+        ("chain_depth", int(Some(CHAIN_DEPTH.0), Some(CHAIN_DEPTH.1))),
+        ("parent_agent_session_id", text_len(1, ID)),
     ],
     required: &[
         "acting",
@@ -1417,6 +1424,9 @@ pub fn retarget(
     event.schema_version = target;
     Ok(())
 }
+
+#[cfg(test)]
+mod vendored;
 
 #[cfg(test)]
 mod tests {

@@ -39,14 +39,14 @@ pub(crate) fn system_millis() -> i64 {
 /// The current wall-clock millisecond (see the module docs).
 #[inline]
 pub(crate) fn now_millis() -> i64 {
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
     if let Some(ms) = tsc::now_millis() {
         return ms;
     }
     system_millis()
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
 mod tsc {
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -214,7 +214,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
         if tsc::usable() {
             assert!(
                 tsc::FAST_READS.load(std::sync::atomic::Ordering::Relaxed) > 0,

@@ -13,7 +13,8 @@
 /// the lines up.
 #[inline(always)]
 pub(crate) fn for_write<T>(slot: *mut T) {
-    #[cfg(target_arch = "x86_64")]
+    // Not under Miri, which does not run inline assembly.
+    #[cfg(all(target_arch = "x86_64", not(miri)))]
     {
         // Every line the value touches: from the one holding its first byte
         // to the one holding its last (a value not aligned to a line spans
@@ -35,7 +36,7 @@ pub(crate) fn for_write<T>(slot: *mut T) {
             line += 64;
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(any(not(target_arch = "x86_64"), miri))]
     let _ = slot;
 }
 

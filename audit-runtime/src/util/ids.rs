@@ -30,7 +30,7 @@ thread_local! {
 /// Forks this process came through (counted in the child).
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
-#[cfg(unix)]
+#[cfg(all(unix, not(miri)))]
 extern "C" fn forked_child() {
     // Async-signal-safe: one atomic add.
     FORKS.fetch_add(1, Ordering::Relaxed);
@@ -38,7 +38,8 @@ extern "C" fn forked_child() {
 
 /// Registers the fork handler, once per process.
 fn watch_forks() {
-    #[cfg(unix)]
+    // Miri has no `fork`, and no `pthread_atfork` to watch for one.
+    #[cfg(all(unix, not(miri)))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
@@ -113,9 +114,10 @@ mod tests {
 
     #[test]
     fn ids_are_v4_and_distinct_across_threads() {
+        const PER_THREAD: usize = if cfg!(miri) { 100 } else { 10_000 };
         let mut all = HashSet::new();
         let handles: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..10_000).map(|_| fast_v4()).collect::<Vec<_>>()))
+            .map(|_| std::thread::spawn(|| (0..PER_THREAD).map(|_| fast_v4()).collect::<Vec<_>>()))
             .collect();
         for h in handles {
             for id in h.join().unwrap() {

@@ -5,6 +5,7 @@
 //! imports another module of the crate.
 
 pub(crate) mod cache;
+pub(crate) mod hex;
 pub(crate) mod ids;
 pub(crate) mod stack;
 pub(crate) mod text;

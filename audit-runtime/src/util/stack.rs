@@ -3,23 +3,43 @@
 
 use crate::util::text::Text;
 
-/// Formats into a stack buffer, spilling to the heap only for long text, so
-/// an error message costs at most one allocation (none up to 23 bytes).
-pub(crate) struct StackText {
-    buf: [u8; 256],
+/// Formats into a stack buffer of `N` bytes, spilling to the heap only for
+/// longer text: an error message costs at most one allocation (none up to
+/// 23 bytes, as a [`Text`]), a number none.
+pub(crate) struct StackText<const N: usize = 256> {
+    buf: [u8; N],
     len: usize,
     spill: Option<String>,
 }
 
 impl StackText {
+    /// A buffer for a message or an error type (256 bytes).
     pub(crate) fn new() -> StackText {
+        StackText::empty()
+    }
+}
+
+impl<const N: usize> StackText<N> {
+    /// An empty buffer.
+    #[inline]
+    pub(crate) fn empty() -> StackText<N> {
         StackText {
-            buf: [0; 256],
+            buf: [0; N],
             len: 0,
             spill: None,
         }
     }
 
+    /// What was written.
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.spill {
+            Some(s) => s.as_bytes(),
+            None => &self.buf[..self.len],
+        }
+    }
+
+    /// What was written, as the string type of event fields.
     pub(crate) fn into_text(self) -> Text {
         match self.spill {
             Some(s) => Text::from(s),
@@ -29,11 +49,12 @@ impl StackText {
     }
 }
 
-impl std::fmt::Write for StackText {
+impl<const N: usize> std::fmt::Write for StackText<N> {
+    #[inline]
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         if let Some(spill) = &mut self.spill {
             spill.push_str(s);
-        } else if self.len + s.len() <= self.buf.len() {
+        } else if self.len + s.len() <= N {
             self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
             self.len += s.len();
         } else {
@@ -60,5 +81,15 @@ mod tests {
         let mut t = StackText::new();
         write!(t, "short").unwrap();
         assert_eq!(t.into_text(), "short");
+    }
+
+    #[test]
+    fn a_small_buffer_spills_too() {
+        let mut t = StackText::<4>::empty();
+        write!(t, "ab").unwrap();
+        assert_eq!(t.as_bytes(), b"ab");
+        write!(t, "cde").unwrap();
+        assert_eq!(t.as_bytes(), b"abcde");
+        assert_eq!(t.into_text(), "abcde");
     }
 }

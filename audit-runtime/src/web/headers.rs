@@ -11,9 +11,9 @@ use crate::model::event::HttpMethod;
 use crate::util::text::Text;
 
 /// Longest `correlation.*` id the schema allows (characters).
-pub(crate) const MAX_ID: usize = 256;
+pub(crate) const MAX_ID: usize = crate::model::limits::ID;
 /// Longest `http.user_agent` and `http.route_template` (characters).
-pub(crate) const MAX_HTTP_TEXT: usize = 512;
+pub(crate) const MAX_HTTP_TEXT: usize = crate::model::limits::HTTP_TEXT;
 
 /// `s` cut to at most `max` characters (never inside one). The second value
 /// is true when it was cut.

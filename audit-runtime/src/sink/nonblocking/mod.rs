@@ -1,16 +1,21 @@
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+#[cfg(test)]
+mod props;
+mod queue;
+mod worker;
+
+use queue::{Control, Queue};
+use worker::Worker;
+
 use super::loss::ReportThrottle;
-use super::{BatchError, Sink, SinkError};
-use crate::config::INTERNAL_TARGET;
+use super::{Sink, SinkError};
 use crate::model::event::AuditEvent;
-use crate::record::{CallRecord, RecordRef};
-use crate::util::cache::CacheLine;
+use crate::record::RecordRef;
 
 /// What a [`NonBlocking`] sink does when its queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,12 +66,6 @@ impl ShutdownReport {
     pub fn lost(&self) -> u64 {
         self.stats.pending() + self.stats.failed + self.stats.dropped
     }
-}
-
-/// A control message, ordered among the events by its position.
-enum Control {
-    Flush(SyncSender<Result<(), SinkError>>),
-    Shutdown(SyncSender<()>),
 }
 
 #[derive(Default)]
@@ -141,265 +140,10 @@ impl Counters {
         NonBlockingStats {
             written,
             failed,
-            enqueued: queue.lock().enqueued,
+            enqueued: queue.enqueued(),
             panics: self.panics.load(Ordering::Acquire),
             dropped: self.dropped.load(Ordering::Acquire),
         }
-    }
-}
-
-/// How many record slots ahead a caller prefetches. A measured choice: with
-/// three ahead, on an AMD EPYC virtual machine, the caller still spent a
-/// quarter to half of its time waiting for slot lines at its next locked
-/// instruction; eight and sixteen ahead both cut that to a tenth (the lines
-/// come from the worker's core, and under load that takes longer than three
-/// calls).
-const PREFETCH_AHEAD: usize = 8;
-
-/// How long the worker lets a small batch grow ([`Queue::take_all`]).
-const LINGER: Duration = Duration::from_micros(20);
-/// Events that make a batch worth taking at once.
-const LINGER_BATCH: usize = 64;
-
-/// The bounded queue between callers and the worker: a mutex-guarded [`Queued`]
-/// the worker swaps out whole, so it takes everything queued with one lock,
-/// and wakes blocked callers once per batch rather than once per event.
-///
-/// The worker never polls: between batches it naps on a timed wait, so the
-/// queue's cache lines stay with the callers while they fill a batch, and
-/// callers wake it (a system call) only when it sleeps for good, when a
-/// control message arrives, or when the queue is half full.
-struct Queue {
-    state: CacheLine<Mutex<QueueState>>,
-    not_empty: Condvar,
-    not_full: Condvar,
-    capacity: usize,
-    /// [`LINGER_BATCH`], or the capacity if smaller.
-    linger_batch: usize,
-}
-
-struct QueueState {
-    queued: Queued,
-    /// Set by the worker when it stops: later sends fail.
-    closed: bool,
-    /// Events accepted, ever (kept under the lock the push takes anyway).
-    enqueued: u64,
-    /// The worker sleeps until woken.
-    consumer_waiting: bool,
-    /// The worker naps for a short time; wake it only for something urgent.
-    consumer_napping: bool,
-    producers_waiting: usize,
-}
-
-impl QueueState {
-    fn is_empty(&self) -> bool {
-        self.queued.is_empty()
-    }
-}
-
-/// What is queued, in order. Audited calls (nearly everything) sit in one
-/// vector the worker hands to the inner sink as it is; events written
-/// directly, and control messages, note where among the records they were
-/// queued.
-#[derive(Default)]
-struct Queued {
-    records: Vec<CallRecord>,
-    events: Vec<AuditEvent>,
-    /// For each event, the index of the record it comes before.
-    event_at: Vec<usize>,
-    /// Each message comes after this many records and events.
-    controls: Vec<(usize, usize, Control)>,
-}
-
-impl Queued {
-    /// Room for `n` of what will be queued: records when the inner sink
-    /// takes them, events otherwise.
-    fn with_capacity(n: usize, records: bool) -> Queued {
-        let (r, e) = if records { (n, 0) } else { (0, n) };
-        Queued {
-            records: Vec::with_capacity(r),
-            events: Vec::with_capacity(e),
-            event_at: Vec::with_capacity(e),
-            controls: Vec::new(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.records.len() + self.events.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0 && self.controls.is_empty()
-    }
-
-    /// Appends `later` (taken after `self`) behind what `self` holds.
-    fn append(&mut self, later: &mut Queued) {
-        let base = self.records.len();
-        self.event_at
-            .extend(later.event_at.drain(..).map(|at| at + base));
-        let events = self.events.len();
-        self.events.append(&mut later.events);
-        self.controls.extend(
-            later
-                .controls
-                .drain(..)
-                .map(|(r, e, c)| (r + base, e + events, c)),
-        );
-        self.records.append(&mut later.records);
-    }
-}
-
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        // The state is vectors and flags: a panic elsewhere cannot leave it
-        // inconsistent, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues what `put` adds (one record or event), waiting for room when
-    /// `block`.
-    #[inline]
-    fn push(&self, block: bool, put: impl FnOnce(&mut Queued)) -> Result<(), SinkError> {
-        let mut st = self.lock();
-        loop {
-            if st.closed {
-                return Err(SinkError::Closed);
-            }
-            if st.queued.len() < self.capacity {
-                break;
-            }
-            if !block {
-                return Err(SinkError::QueueFull);
-            }
-            st.producers_waiting += 1;
-            st = self.not_full.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.producers_waiting -= 1;
-        }
-        put(&mut st.queued);
-        let len = st.queued.len();
-        st.enqueued += 1;
-        let wake = st.consumer_waiting || (st.consumer_napping && len >= self.capacity.div_ceil(2));
-        drop(st);
-        if wake {
-            self.not_empty.notify_one();
-        }
-        Ok(())
-    }
-
-    #[inline]
-    fn push_record(&self, record: RecordRef<'_>, block: bool) -> Result<(), SinkError> {
-        self.push(block, |q| {
-            record.push_to(&mut q.records);
-            // Records go into lines the worker last read, on another core;
-            // taking them back at the store would stall the lock's release
-            // (measured: most of a push's time). So ask for them early: the
-            // slot `PREFETCH_AHEAD` pushes ahead, and after a hand-over (an
-            // empty vector) the ones before it too.
-            let first = q.records.len() == 1;
-            let spare = q.records.spare_capacity_mut();
-            for (i, slot) in spare.iter_mut().take(PREFETCH_AHEAD).enumerate() {
-                if first || i + 1 == PREFETCH_AHEAD {
-                    crate::util::cache::for_write(slot.as_mut_ptr());
-                }
-            }
-        })
-    }
-
-    fn push_event(&self, event: AuditEvent, block: bool) -> Result<(), SinkError> {
-        // The event is copied once, into its place in the queue: moved into
-        // the closure and on through `push`, it was copied twice more
-        // (measured: ~250 instructions per event whenever the compiler did
-        // not inline `push`).
-        let event = std::mem::ManuallyDrop::new(event);
-        let mut queued = false;
-        let r = self.push(block, |q| {
-            q.event_at.push(q.records.len());
-            q.events.reserve(1);
-            let len = q.events.len();
-            // SAFETY: `reserve` made room for one element past `len`; the
-            // event is copied there once and, `queued` being set, never
-            // read or dropped through `event` again.
-            unsafe {
-                std::ptr::copy_nonoverlapping(&*event, q.events.as_mut_ptr().add(len), 1);
-                q.events.set_len(len + 1);
-            }
-            queued = true;
-        });
-        if !queued {
-            drop(std::mem::ManuallyDrop::into_inner(event));
-        }
-        r
-    }
-
-    /// Queues a control message behind everything queued (never blocks).
-    fn push_control(&self, msg: Control) -> bool {
-        let mut st = self.lock();
-        if st.closed {
-            return false;
-        }
-        let q = &mut st.queued;
-        q.controls.push((q.records.len(), q.events.len(), msg));
-        let wake = st.consumer_waiting || st.consumer_napping;
-        drop(st);
-        if wake {
-            self.not_empty.notify_one();
-        }
-        true
-    }
-
-    /// Sleeps up to `time` or until woken for something urgent.
-    fn nap<'a>(
-        &'a self,
-        st: MutexGuard<'a, QueueState>,
-        time: Duration,
-    ) -> MutexGuard<'a, QueueState> {
-        let mut st = st;
-        st.consumer_napping = true;
-        let (mut st, _) = self
-            .not_empty
-            .wait_timeout(st, time)
-            .unwrap_or_else(|p| p.into_inner());
-        st.consumer_napping = false;
-        st
-    }
-
-    /// Worker side: waits for work and swaps everything queued into the
-    /// (empty) vectors given, handing their capacity back to the queue.
-    ///
-    /// A small batch without a control message first gets [`LINGER`] to
-    /// grow. An empty queue gets one nap of [`LINGER`] (work tends to follow
-    /// work); if it is still empty, `idle` runs (the worker flushes its
-    /// sink) and the worker sleeps until a caller wakes it.
-    fn take_all(&self, into: &mut Queued, idle: &mut dyn FnMut()) {
-        let mut st = self.lock();
-        if st.queued.controls.is_empty() && st.queued.len() < self.linger_batch {
-            st = self.nap(st, LINGER);
-        }
-        if st.is_empty() {
-            drop(st);
-            idle();
-            st = self.lock();
-            while st.is_empty() {
-                st.consumer_waiting = true;
-                st = self.not_empty.wait(st).unwrap_or_else(|p| p.into_inner());
-                st.consumer_waiting = false;
-            }
-        }
-        std::mem::swap(&mut st.queued, into);
-        let wake = st.producers_waiting > 0;
-        drop(st);
-        if wake {
-            self.not_full.notify_all();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.not_full.notify_all();
     }
 }
 
@@ -504,20 +248,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
     /// If the operating system refuses to start a thread.
     pub fn build(self) -> NonBlocking {
         let takes_records = self.inner.__takes_records();
-        let queue = Arc::new(Queue {
-            state: CacheLine(Mutex::new(QueueState {
-                queued: Queued::with_capacity(self.capacity, takes_records),
-                closed: false,
-                enqueued: 0,
-                consumer_waiting: false,
-                consumer_napping: false,
-                producers_waiting: 0,
-            })),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
-            capacity: self.capacity,
-            linger_batch: LINGER_BATCH.min(self.capacity),
-        });
+        let queue = Arc::new(Queue::new(self.capacity, takes_records));
         let counters = Arc::new(Counters::default());
         let inner = Arc::new(self.inner);
         let worker = {
@@ -528,7 +259,7 @@ impl<S: Sink> NonBlockingBuilder<S> {
             let capacity = self.capacity;
             std::thread::Builder::new()
                 .name(self.thread_name)
-                .spawn(move || run_worker(inner, &queue, capacity, &counters, report))
+                .spawn(move || Worker::new(inner, capacity, counters, report).run(&queue))
                 .expect("failed to spawn the phi-audit sink worker thread")
         };
         NonBlocking {
@@ -657,176 +388,10 @@ impl Drop for NonBlocking {
     }
 }
 
-fn run_worker<S: Sink>(
-    inner: Arc<S>,
-    queue: &Queue,
-    capacity: usize,
-    counters: &Counters,
-    report: bool,
-) {
-    crate::sink::in_sink::mark_sink_thread();
-    // Counts what the inner sink made of `n` items.
-    let count = |n: u64, r: std::thread::Result<Result<(), BatchError>>| match r {
-        Ok(Ok(())) => {
-            counters.written.fetch_add(n, Ordering::AcqRel);
-        }
-        Ok(Err(e)) => {
-            let failed = e.failed.min(n);
-            counters.written.fetch_add(n - failed, Ordering::AcqRel);
-            counters.failed.fetch_add(failed, Ordering::AcqRel);
-            counters.note_cause(&e.error);
-            if let Some(since) = report.then(|| counters.throttle.add(failed)).flatten() {
-                tracing::warn!(
-                    target: INTERNAL_TARGET,
-                    failed = since,
-                    failed_total = counters.failed.load(Ordering::Acquire),
-                    error_kind = e.error.kind(),
-                    error = %e.error,
-                    "audit sink worker failed to write events"
-                );
-            }
-        }
-        Err(_) => {
-            // Which events of the batch made it is unknown: count them all.
-            counters.failed.fetch_add(n, Ordering::AcqRel);
-            counters.panics.fetch_add(1, Ordering::AcqRel);
-            counters.note_cause(&"the sink panicked");
-            if let Some(since) = report.then(|| counters.throttle.add(n)).flatten() {
-                tracing::error!(
-                    target: INTERNAL_TARGET,
-                    failed = since,
-                    failed_total = counters.failed.load(Ordering::Acquire),
-                    error_kind = "panic",
-                    "audit sink panicked while writing events"
-                );
-            }
-        }
-    };
-    let write_events = |batch: &mut Vec<AuditEvent>| {
-        let n = batch.len() as u64;
-        count(
-            n,
-            catch_unwind(AssertUnwindSafe(|| inner.write_batch(batch))),
-        );
-        batch.clear();
-    };
-    let write_records = |batch: &mut Vec<CallRecord>| {
-        let n = batch.len() as u64;
-        count(
-            n,
-            catch_unwind(AssertUnwindSafe(|| inner.__write_records(batch))),
-        );
-        batch.clear();
-    };
-    let flush = || match catch_unwind(AssertUnwindSafe(|| inner.flush())) {
-        Ok(r) => r,
-        Err(_) => {
-            counters.panics.fetch_add(1, Ordering::AcqRel);
-            Err(SinkError::Other("sink panicked while flushing".into()))
-        }
-    };
-    // Writes, in order, the records before index `records` and the events
-    // before index `events` (indices in the batch as taken); `done` counts
-    // what was written before. Records go as one run between events (the
-    // whole vector, unmoved, when no event falls inside it).
-    let write_upto = |q: &mut Queued, done: &mut (usize, usize), records: usize, events: usize| loop {
-        let due = q
-            .event_at
-            .iter()
-            .take(events - done.1)
-            .take_while(|at| **at <= done.0)
-            .count();
-        if due > 0 {
-            q.event_at.drain(..due);
-            if due == q.events.len() {
-                write_events(&mut q.events);
-            } else {
-                let mut run: Vec<AuditEvent> = q.events.drain(..due).collect();
-                write_events(&mut run);
-            }
-            done.1 += due;
-            continue;
-        }
-        if done.0 >= records {
-            break;
-        }
-        let until = match q.event_at.first() {
-            Some(at) if done.1 < events => (*at).min(records),
-            _ => records,
-        };
-        let n = until - done.0;
-        if n == q.records.len() {
-            write_records(&mut q.records);
-        } else {
-            let mut run: Vec<CallRecord> = q.records.drain(..n).collect();
-            write_records(&mut run);
-        }
-        done.0 = until;
-    };
-    let mut batch = Queued::with_capacity(capacity, inner.__takes_records());
-    let mut idle = || {
-        // Nothing queued: push buffered lines to the medium. An error is
-        // kept for the next flush to report.
-        if let Err(e) = flush() {
-            let mut slot = counters
-                .idle_flush_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                *slot = Some(e);
-            }
-        }
-    };
-    loop {
-        queue.take_all(&mut batch, &mut idle);
-        let mut done = (0, 0);
-        let controls = std::mem::take(&mut batch.controls);
-        for (records, events, ctl) in controls {
-            write_upto(&mut batch, &mut done, records, events);
-            match ctl {
-                Control::Flush(ack) => {
-                    let r = counters.flush_result(&*inner, flush());
-                    let _ = ack.send(r);
-                }
-                Control::Shutdown(ack) => {
-                    queue.close();
-                    // Everything accepted before `closed` was set is
-                    // written too: what follows the stop here, and
-                    // whatever is still in the queue.
-                    let mut rest = Queued::default();
-                    if !queue.is_empty() {
-                        queue.take_all(&mut rest, &mut || {});
-                    }
-                    let acks = std::mem::take(&mut rest.controls);
-                    // Indices in `batch` count from what is left of it.
-                    let mut left = Queued {
-                        records: std::mem::take(&mut batch.records),
-                        events: std::mem::take(&mut batch.events),
-                        event_at: batch.event_at.drain(..).map(|at| at - done.0).collect(),
-                        controls: Vec::new(),
-                    };
-                    left.append(&mut rest);
-                    let (r, e) = (left.records.len(), left.events.len());
-                    write_upto(&mut left, &mut (0, 0), r, e);
-                    let _ = flush();
-                    for (_, _, c) in acks {
-                        if let Control::Shutdown(a) = c {
-                            let _ = a.send(());
-                        }
-                    }
-                    let _ = ack.send(());
-                    return;
-                }
-            }
-        }
-        let (r, e) = (done.0 + batch.records.len(), done.1 + batch.events.len());
-        write_upto(&mut batch, &mut done, r, e);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::BatchError;
     use std::time::Instant;
 
     #[test]
