@@ -17,7 +17,7 @@ mod call;
 mod config;
 mod context;
 mod dispatch;
-pub mod fast_verify;
+
 pub mod integrity;
 mod json;
 mod model;
@@ -37,7 +37,7 @@ mod util;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod web;
 
-pub use integrity::{checkpoint, verify};
+pub use integrity::{checkpoint, fast_verify, verify};
 pub use model::event;
 
 pub use builder::EventBuilder;

@@ -34,6 +34,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod fast_verify;
 pub mod verify;
 
 use std::fmt;
@@ -202,7 +203,7 @@ impl Canonicalizer {
         let value = serde_json::to_value(event)
             .map_err(|_| CanonicalError("a field failed to serialize".to_owned()))?;
         canonical_event_json(&value, &mut self.out);
-        self.integrity_at = crate::fast_verify::insert_position(&self.out, b"integrity");
+        self.integrity_at = crate::integrity::fast_verify::insert_position(&self.out, b"integrity");
         Ok(&self.out)
     }
 
