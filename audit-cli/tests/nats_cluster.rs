@@ -93,7 +93,18 @@ fn cluster_leader_killed_mid_stream_every_event_once() {
             .flush()
             .expect("every event acknowledged after the re-election");
     }
-    let new_leader = stream_leader(&urls, "AUDIT").expect("a new leader");
+    // The stream's info is asked of any live node; an answer may come from
+    // the killed node's address first, or before the election settled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new_leader = loop {
+        match stream_leader(&urls, "AUDIT") {
+            Some(l) if l != leader => break l,
+            _ => {
+                assert!(Instant::now() < deadline, "no new stream leader within 30 s");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
     assert_ne!(new_leader, leader);
     let rows = wait_for_rows(&pg, &schema, 4000, Duration::from_secs(60));
     assert_eq!(rows, 4000, "collector log:\n{}", collector.log_text());
