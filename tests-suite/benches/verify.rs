@@ -104,7 +104,7 @@ fn phi_audit_bin() -> PathBuf {
             "--release",
             "-q",
             "-p",
-            "audit-cli",
+            "phi-audit-cli",
             "--bin",
             "phi-audit",
         ])
