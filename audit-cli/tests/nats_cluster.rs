@@ -100,7 +100,10 @@ fn cluster_leader_killed_mid_stream_every_event_once() {
         match stream_leader(&urls, "AUDIT") {
             Some(l) if l != leader => break l,
             _ => {
-                assert!(Instant::now() < deadline, "no new stream leader within 30 s");
+                assert!(
+                    Instant::now() < deadline,
+                    "no new stream leader within 30 s"
+                );
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
