@@ -1,31 +1,11 @@
 //! Exit codes and messages of `phi-audit` on good and bad input.
 
 use std::fs;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use phi_audit_runtime::*;
 
-fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_phi-audit"));
-    c.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(b) = stdin {
-        input.write_all(b).unwrap();
-    }
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    let s = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (
-        out.status.code().unwrap_or(-1),
-        s(out.stdout),
-        s(out.stderr),
-    )
-}
+mod support;
+use support::run;
 
 fn event(i: u64) -> AuditEvent {
     AuditEvent {

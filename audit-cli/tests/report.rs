@@ -1,8 +1,6 @@
 //! `phi-audit report` over JSONL files and `verify --postgres`, through the
 //! binary.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use phi_audit_runtime::{
@@ -10,25 +8,8 @@ use phi_audit_runtime::{
     NonBlocking, Outcome,
 };
 
-fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phi-audit"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod support;
+use support::run;
 
 fn write_events(path: &std::path::Path) {
     let sink = Arc::new(NonBlocking::new(JsonlFileSink::open(path).unwrap()));

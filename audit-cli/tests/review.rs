@@ -1,9 +1,7 @@
 //! `phi-audit review` through the binary: exit codes, formats, hostile
 //! values, directories, rules files, and PostgreSQL.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use phi_audit_runtime::{
@@ -11,25 +9,8 @@ use phi_audit_runtime::{
 };
 use serde_json::{json, Value};
 
-fn run(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_phi-audit"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod support;
+use support::run;
 
 fn ev(ts: &str, actor: &str, status: &str) -> String {
     let mut v = json!({
