@@ -224,6 +224,82 @@ thread_local! {
     static BANK: RefCell<Bank> = const { RefCell::new(Bank::EMPTY) };
 }
 
+/// Request contexts this thread is done with, oldest first, kept to be
+/// made over for later requests once nothing else holds them.
+///
+/// A request's context is made on the thread serving the request, and its
+/// last reference usually goes with the last record, on the sink's worker
+/// thread: every context was freed on another thread than the one that
+/// made it, the allocator's slowest path on both sides (the freeing thread
+/// keeps few spare blocks of a size and hands the rest back under a lock;
+/// the making thread never has one of its own to reuse). Made over in
+/// place, a context's memory stays with the thread that made it, and its
+/// old contents are dropped there too.
+#[cfg(feature = "tower")]
+mod spares {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use super::{Inner, BANK};
+
+    /// Contexts kept per thread.
+    const KEPT: usize = 64;
+    /// Kept contexts looked at per request (a context some code keeps is
+    /// passed over, and dropped from the list when it reaches the end).
+    const LOOKS: usize = 4;
+
+    thread_local! {
+        static SPARES: RefCell<VecDeque<Arc<Inner>>> = const { RefCell::new(VecDeque::new()) };
+    }
+
+    /// A kept context that nothing else holds any more (no strong or weak
+    /// reference), to be made over.
+    pub(super) fn take() -> Option<Arc<Inner>> {
+        let spare = SPARES
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                for _ in 0..LOOKS.min(s.len()) {
+                    let mut a = s.pop_front()?;
+                    if Arc::get_mut(&mut a).is_some() {
+                        return Some(a);
+                    }
+                    s.push_back(a);
+                }
+                None
+            })
+            .ok()
+            .flatten()?;
+        // This thread's bank may still name the address (with no counts
+        // left, or the context would not be unique): it starts over for
+        // the new context as for any other.
+        let ptr = Arc::as_ptr(&spare);
+        let _ = BANK.try_with(|b| {
+            if let Ok(mut b) = b.try_borrow_mut() {
+                if b.ptr == ptr {
+                    debug_assert_eq!(b.left, 0);
+                    b.next = 1;
+                }
+            }
+        });
+        Some(spare)
+    }
+
+    /// Keeps `ctx` for [`take`]; past [`KEPT`], the oldest is let go.
+    pub(super) fn keep(ctx: Arc<Inner>) {
+        let old = SPARES
+            .try_with(|s| {
+                let mut s = s.try_borrow_mut().ok()?;
+                let old = if s.len() >= KEPT { s.pop_front() } else { None };
+                s.push_back(ctx);
+                old
+            })
+            .ok()
+            .flatten();
+        drop(old);
+    }
+}
+
 /// References to one context paid for in advance, up to [`BANK_SIZE`] at a
 /// time.
 ///
@@ -515,7 +591,7 @@ impl AuditContext {
         for f in &slot_fixes {
             fixes.add(*f);
         }
-        AuditContext(Arc::new(Inner {
+        let inner = Inner {
             actor: actor.actor,
             actor_json: actor.json,
             correlation,
@@ -529,7 +605,25 @@ impl AuditContext {
                 None => ScopeSlot::None,
             },
             status: StatusCell::default(),
-        }))
+        };
+        if let Some(mut spare) = spares::take() {
+            if let Some(slot) = Arc::get_mut(&mut spare) {
+                // The old contents are dropped here, on this thread.
+                *slot = inner;
+                return AuditContext(spare);
+            }
+        }
+        AuditContext(Arc::new(inner))
+    }
+
+    /// Keeps this request's context (the layer calls it when the request
+    /// ended) to be made over for a later request on this thread, once the
+    /// records and copies holding it are gone.
+    #[cfg(feature = "tower")]
+    pub(crate) fn recycle(&self) {
+        if matches!(self.0.scope, ScopeSlot::Own(_)) {
+            spares::keep(Arc::clone(&self.0));
+        }
     }
 
     /// The request whose audited calls wait for its response status.
@@ -750,6 +844,71 @@ mod tests {
                 }
                 assert!(spares < BANK_SIZE);
             }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A request's context made over for a later request is one nothing
+    /// holds any more: a context kept by code (a clone, a record, an
+    /// identity) keeps its contents, and the bank starts over for a made
+    /// over context.
+    #[cfg(feature = "tower")]
+    #[test]
+    fn request_contexts_are_made_over_only_when_nothing_holds_them() {
+        fn request(id: &str) -> AuditContext {
+            AuditContext::for_request(
+                ReadyActor::fit(Actor::human("user-1")),
+                Some(Correlation {
+                    request_id: Some(Text::from(id)),
+                    ..Correlation::default()
+                }),
+                None,
+                Some(crate::web::RequestScope::new(8)),
+            )
+        }
+        fn request_id(c: &AuditContext) -> String {
+            let id = c.correlation().and_then(|c| c.request_id.as_ref());
+            id.map(|t| t.to_string()).unwrap_or_default()
+        }
+        std::thread::spawn(|| {
+            let kept = request("req-kept");
+            kept.recycle();
+            let weak = request("req-weak");
+            let weak_id = weak.id();
+            weak.recycle();
+            drop(weak);
+            // A call's reference from the bank, then the request ends.
+            let banked = request("req-banked");
+            let call = banked.in_scope(|| AuditContext::current_for_call().unwrap());
+            banked.recycle();
+            drop(banked);
+
+            let mut made = Vec::new();
+            for i in 0..200 {
+                let c = request(&format!("req-{i}"));
+                assert_ne!(c.addr(), kept.addr());
+                assert!(!weak_id.is(&c));
+                assert_ne!(c.addr(), call.addr());
+                assert_eq!(request_id(&c), format!("req-{i}"));
+                made.push(c.addr());
+                c.recycle();
+            }
+            assert_eq!(request_id(&kept), "req-kept");
+            assert_eq!(request_id(&call), "req-banked");
+            // Once let go, contexts are made over: few new allocations.
+            let distinct: std::collections::HashSet<usize> = made.iter().copied().collect();
+            assert!(distinct.len() <= 8, "{} allocations", distinct.len());
+            // The bank starts over for a made-over context at its address.
+            drop(call);
+            let c = request("req-again");
+            let held: Vec<AuditContext> = c.in_scope(|| {
+                (0..1)
+                    .map(|_| AuditContext::current_for_call().unwrap())
+                    .collect()
+            });
+            assert_eq!(Arc::strong_count(&c.0), 2, "no spare counts for one call");
+            drop(held);
         })
         .join()
         .unwrap();

@@ -184,7 +184,10 @@ mod tests {
         let users: Vec<Actor> = (0..128)
             .map(|i| Actor::human(format!("user-{i}")).roles(["clinician"]))
             .collect();
-        let first: Vec<ReadyActor> = users.iter().map(|u| ready(Some(u.clone()), shared)).collect();
+        let first: Vec<ReadyActor> = users
+            .iter()
+            .map(|u| ready(Some(u.clone()), shared))
+            .collect();
         for _ in 0..3 {
             let kept = users
                 .iter()

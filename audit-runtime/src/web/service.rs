@@ -369,6 +369,7 @@ impl Drop for Pending {
     /// calls, and a matched route records FAILURE `Cancelled` (`Panic`).
     fn drop(&mut self) {
         if self.done {
+            self.ctx.recycle();
             return;
         }
         let c = Arc::clone(&self.shared.counters);
@@ -379,6 +380,7 @@ impl Drop for Pending {
             Outcome::failure("Cancelled", "the request was dropped before a response")
         };
         self.complete(None, outcome, None);
+        self.ctx.recycle();
     }
 }
 
