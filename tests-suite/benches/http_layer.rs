@@ -10,7 +10,13 @@
 //! cargo bench -p phi-audit-tests --bench http_layer -- --secs 5 --rounds 3 --connections 64
 //! ```
 //!
-//! Prints one JSON line per round and variant (`plain`, `layer`), one per
+//! Variants: `plain` (no layer), `layer` (the actor from the
+//! `Authorization` header with `AuditLayer::actor_from_header`, as the
+//! example), `layer+routes` (and a route table: a second event per
+//! request), `layer-closure` (the actor from a closure over the request
+//! head, `AuditLayer::actor`, run on every request).
+//!
+//! Prints one JSON line per round and variant, one per
 //! variant of the in-process calls without a network (`direct-*`: the
 //! layer's own CPU time per request), then a summary: the medians, the
 //! throughput the layer costs in percent and the latency it adds (target:
@@ -23,7 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Path;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use http_body_util::{BodyExt, Empty};
@@ -38,7 +45,8 @@ struct Args {
     rounds: usize,
     connections: usize,
     direct_n: usize,
-    /// Only this variant (`plain`, `layer`, `layer+routes`), for profiling.
+    /// Only this variant (`plain`, `layer`, `layer+routes`, `layer-closure`),
+    /// for profiling.
     direct_only: Option<String>,
 }
 
@@ -73,12 +81,8 @@ fn args() -> Args {
 // ---------------------------------------------------------------- the app
 
 /// Demo auth, as the example: `Bearer <subject>[:<role>,..]`.
-fn actor(headers: &HeaderMap) -> Option<Actor> {
-    let token = headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?;
+fn demo_actor(value: &str) -> Option<Actor> {
+    let token = value.strip_prefix("Bearer ")?;
     let (subject, roles) = token.split_once(':').unwrap_or((token, ""));
     let a = Actor::human(subject);
     Some(if roles.is_empty() {
@@ -102,11 +106,26 @@ fn plain() -> Router {
         .route("/health", get(|| async { "ok" }))
 }
 
+/// How the layered app learns the actor.
+#[derive(Clone, Copy)]
+enum ActorBy {
+    /// `AuditLayer::actor_from_header`: the demo token read once per value
+    /// and thread.
+    Header,
+    /// `AuditLayer::actor` with a closure over the request head: run on
+    /// every request.
+    Closure,
+}
+
 /// The app with the layer: the actor from the request, correlation ids,
 /// the `http` block and the handler's event held for its status; with
 /// `routes`, also one route-table event per request (a second event).
-fn layered(routes: bool) -> Router {
-    let mut layer = AuditLayer::new().actor(|parts| actor(&parts.headers));
+fn layered(routes: bool, by: ActorBy) -> Router {
+    let mut layer = match by {
+        ActorBy::Header => AuditLayer::new().actor_from_header(AUTHORIZATION, demo_actor),
+        ActorBy::Closure => AuditLayer::new()
+            .actor(|parts| demo_actor(parts.headers.get(AUTHORIZATION)?.to_str().ok()?)),
+    };
     if routes {
         layer = layer.route(
             route("/patients/{id}", READ, "Patient")
@@ -244,6 +263,11 @@ async fn direct(app: Router, n: usize) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// The variants: the app without the layer, with it (the actor from the
+/// header, as the example), with it and a route table, and with it and the
+/// actor from a closure run on every request.
+const N: usize = 4;
+
 fn main() {
     let a = args();
     let dir = std::env::temp_dir().join(format!("phi-audit-http-bench-{}", std::process::id()));
@@ -280,22 +304,23 @@ fn main() {
         (rps, mean)
     };
 
-    const VARIANTS: [&str; 3] = ["plain", "layer", "layer+routes"];
+    const VARIANTS: [&str; N] = ["plain", "layer", "layer+routes", "layer-closure"];
     let only = a.direct_only.as_deref();
     // Per round: (rps, mean latency) of each variant.
-    let mut rounds: Vec<[(f64, f64); 3]> = Vec::new();
+    let mut rounds: Vec<[(f64, f64); N]> = Vec::new();
     rt.block_on(async {
         let addrs = [
             serve(plain()).await,
-            serve(layered(false)).await,
-            serve(layered(true)).await,
+            serve(layered(false, ActorBy::Header)).await,
+            serve(layered(true, ActorBy::Header)).await,
+            serve(layered(false, ActorBy::Closure)).await,
         ];
         for round in 0..a.rounds {
             // Rotate the order, so drift on this shared machine hits every
             // variant alike.
-            let mut results = [(0.0, 0.0); 3];
-            for k in 0..3 {
-                let v = (round + k) % 3;
+            let mut results = [(0.0, 0.0); N];
+            for k in 0..N {
+                let v = (round + k) % N;
                 if only.is_some_and(|o| o != VARIANTS[v]) {
                     continue;
                 }
@@ -312,15 +337,16 @@ fn main() {
         }
     });
     let direct_ns = rt.block_on(async {
-        let mut ns = [0.0; 3];
+        let mut ns = [0.0; N];
         for (v, name) in VARIANTS.iter().enumerate() {
             if only.is_some_and(|o| o != *name) {
                 continue;
             }
             let app = match v {
                 0 => plain(),
-                1 => layered(false),
-                _ => layered(true),
+                1 => layered(false, ActorBy::Header),
+                2 => layered(true, ActorBy::Header),
+                _ => layered(false, ActorBy::Closure),
             };
             ns[v] = direct(app, a.direct_n).await;
         }
@@ -337,7 +363,7 @@ fn main() {
         );
     }
     if !rounds.is_empty() && only.is_none() {
-        for v in 1..3 {
+        for v in 1..N {
             // Each round's cost against the plain app of the same round.
             let cost = median(
                 rounds

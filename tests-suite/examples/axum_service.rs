@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::Path;
-use axum::http::request::Parts;
+use axum::http::header::AUTHORIZATION;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,9 +38,10 @@ use phi_audit::{
 /// The actor recorded for requests without credentials.
 const ANONYMOUS: &str = "anonymous";
 
-/// DEMO ONLY: `Bearer <subject>[:<role>,<role>]`, unverified.
-fn demo_auth(parts: &Parts) -> Option<Actor> {
-    let value = parts.headers.get("authorization")?.to_str().ok()?;
+/// DEMO ONLY: `Bearer <subject>[:<role>,<role>]`, unverified. The actor
+/// follows from the header's value alone, so the layer reads each value
+/// once per thread (`AuditLayer::actor_from_header`).
+fn demo_auth(value: &str) -> Option<Actor> {
     let token = value.strip_prefix("Bearer ")?.trim();
     let (subject, roles) = token.split_once(':').unwrap_or((token, ""));
     if subject.is_empty() || subject == ANONYMOUS {
@@ -108,7 +109,7 @@ async fn export_patient(Path(id): Path<String>) -> Result<String, ApiError> {
 /// The application: routes, and the audit layer around them.
 fn app() -> Router {
     let audit = AuditLayer::new()
-        .actor(demo_auth)
+        .actor_from_header(AUTHORIZATION, demo_auth)
         .anonymous_actor(Actor::human(ANONYMOUS))
         .route(
             route("/patients/{id}", READ, "Patient")

@@ -27,13 +27,16 @@
 //! handling the request (and in tasks started with `phi_audit::spawn` /
 //! `spawn_blocking`, feature `tokio`) records:
 //!
-//! - **actor**: what the configured extractor returns, clamped to the
-//!   schema (subject 256 characters, organizations 128, at most 25 roles of
-//!   64); a request without one is recorded as the anonymous actor
+//! - **actor**: what the configured extractor returns
+//!   ([`AuditLayer::actor`], [`AuditLayer::actor_from_header`],
+//!   [`AuditLayer::actor_from_extension`]), clamped to the schema (subject
+//!   256 characters, organizations 128, at most 25 roles of 64); a request
+//!   without one is recorded as the anonymous actor
 //!   ([`AuditLayer::anonymous_actor`], default human `anonymous`), never as
-//!   the service. Each thread keeps the last actors it fitted (64, by
-//!   subject) with their rendered JSON, so a user's next request reuses
-//!   them; their cuts are counted on every request all the same.
+//!   the service. Each thread keeps the last actors it fitted (512) with
+//!   their rendered JSON, so a user's next request reuses them (with
+//!   `actor_from_header`, without running the extractor); their cuts are
+//!   counted on every request all the same.
 //! - **correlation**: `request_id` from the `x-request-id` header
 //!   ([`AuditLayer::request_id_header`]), else a new UUIDv4, which is also
 //!   set on the response; `trace_id` from a valid W3C `traceparent`;
@@ -200,6 +203,8 @@ pub struct AuditLayer {
 #[derive(Clone)]
 pub(crate) struct Shared {
     actor: Option<ActorFn>,
+    /// Set instead of `actor` by [`AuditLayer::actor_from_header`].
+    actor_header: Option<actors::HeaderActor>,
     anonymous: Actor,
     request_id_header: HeaderName,
     session: Option<SessionSource>,
@@ -247,6 +252,7 @@ impl AuditLayer {
         AuditLayer {
             shared: Arc::new(Shared {
                 actor: None,
+                actor_header: None,
                 anonymous: Actor::human("anonymous"),
                 request_id_header: HeaderName::from_static("x-request-id"),
                 session: None,
@@ -285,7 +291,46 @@ impl AuditLayer {
     where
         F: Fn(&Parts) -> Option<Actor> + Send + Sync + 'static,
     {
-        self.edit(|s| s.actor = Some(Arc::new(extract)))
+        self.edit(|s| {
+            s.actor = Some(Arc::new(extract));
+            s.actor_header = None;
+        })
+    }
+
+    /// How to tell who is asking, from one request header (a bearer token,
+    /// say): `read` gets the header's value (a request without the header,
+    /// or with a value that is not visible ASCII, is unauthenticated) and
+    /// returns the actor, or `None` for an unauthenticated request. Replaces
+    /// [`AuditLayer::actor`].
+    ///
+    /// The actor must follow from the value alone: each thread calls `read`
+    /// once per distinct value and reuses its answer (fitted to the schema
+    /// and rendered) while the value stays among the 512 it saw last, so a
+    /// user's requests cost a table lookup instead of parsing the header
+    /// (or decoding a token) again. Values are kept as they are, in this
+    /// process's memory, for that time; values over 4 KiB are read on every
+    /// request.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tower")] {
+    /// use phi_audit::web::AuditLayer;
+    /// use phi_audit::Actor;
+    /// use http::header::AUTHORIZATION;
+    ///
+    /// // Demo only: "Bearer <subject>" names the subject.
+    /// let layer = AuditLayer::new().actor_from_header(AUTHORIZATION, |value| {
+    ///     Some(Actor::human(value.strip_prefix("Bearer ")?))
+    /// });
+    /// # let _ = layer; }
+    /// ```
+    pub fn actor_from_header<F>(self, name: HeaderName, read: F) -> AuditLayer
+    where
+        F: Fn(&str) -> Option<Actor> + Send + Sync + 'static,
+    {
+        self.edit(|s| {
+            s.actor = None;
+            s.actor_header = Some(actors::HeaderActor::new(name, Arc::new(read)));
+        })
     }
 
     /// The actor from a request extension of type `T` that the

@@ -229,8 +229,13 @@ impl Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
-        let extracted = shared.actor.as_ref().and_then(|f| f(parts));
-        let actor = super::actors::ready(extracted, shared);
+        let actor = match &shared.actor_header {
+            Some(from) => super::actors::from_header(from, parts.headers.get(&from.name), shared),
+            None => {
+                let extracted = shared.actor.as_ref().and_then(|f| f(parts));
+                super::actors::ready(extracted, shared)
+            }
+        };
 
         let (request_id, response_id) =
             match headers::header_text(&parts.headers, &shared.request_id_header) {
