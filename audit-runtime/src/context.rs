@@ -127,6 +127,17 @@ enum ScopeSlot {
 }
 
 #[cfg(feature = "tower")]
+impl ScopeSlot {
+    /// A request's own scope holding up to `limit` calls (`None`: none).
+    fn request(limit: Option<usize>) -> ScopeSlot {
+        match limit {
+            Some(limit) => ScopeSlot::Own(crate::web::RequestScope::new(limit)),
+            None => ScopeSlot::None,
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
 impl Clone for ScopeSlot {
     /// A field's copy cannot name the context it was in: `edit` links an
     /// edited copy of a request's context to it.
@@ -566,7 +577,7 @@ impl AuditContext {
         actor: ReadyActor,
         correlation: Option<Correlation>,
         http: Option<Http>,
-        scope: Option<crate::web::RequestScope>,
+        held_limit: Option<usize>,
     ) -> AuditContext {
         // Fitted as the builder methods fit them (the layer clamps what it
         // reads from headers already; this is the same guarantee for every
@@ -591,7 +602,28 @@ impl AuditContext {
         for f in &slot_fixes {
             fixes.add(*f);
         }
-        let inner = Inner {
+        let any_fixes = !fixes.is_none();
+        if let Some(mut spare) = spares::take() {
+            if let Some(i) = Arc::get_mut(&mut spare) {
+                // Made over field by field (the old values are dropped
+                // here, on this thread), the request scope reset in place.
+                i.actor = actor.actor;
+                i.actor_json = actor.json;
+                i.correlation = correlation;
+                i.http = http;
+                i.fragments = FragmentCell::default();
+                i.slot_fixes = slot_fixes;
+                i.fixes = fixes;
+                i.any_fixes = any_fixes;
+                match (&mut i.scope, held_limit) {
+                    (ScopeSlot::Own(s), Some(limit)) => s.reset(limit),
+                    (slot, limit) => *slot = ScopeSlot::request(limit),
+                }
+                i.status = StatusCell::default();
+                return AuditContext(spare);
+            }
+        }
+        AuditContext(Arc::new(Inner {
             actor: actor.actor,
             actor_json: actor.json,
             correlation,
@@ -599,21 +631,10 @@ impl AuditContext {
             fragments: FragmentCell::default(),
             slot_fixes,
             fixes,
-            any_fixes: !fixes.is_none(),
-            scope: match scope {
-                Some(s) => ScopeSlot::Own(s),
-                None => ScopeSlot::None,
-            },
+            any_fixes,
+            scope: ScopeSlot::request(held_limit),
             status: StatusCell::default(),
-        };
-        if let Some(mut spare) = spares::take() {
-            if let Some(slot) = Arc::get_mut(&mut spare) {
-                // The old contents are dropped here, on this thread.
-                *slot = inner;
-                return AuditContext(spare);
-            }
-        }
-        AuditContext(Arc::new(inner))
+        }))
     }
 
     /// Keeps this request's context (the layer calls it when the request
@@ -864,7 +885,7 @@ mod tests {
                     ..Correlation::default()
                 }),
                 None,
-                Some(crate::web::RequestScope::new(8)),
+                Some(8),
             )
         }
         fn request_id(c: &AuditContext) -> String {

@@ -132,21 +132,6 @@ pub(crate) fn opt(out: &mut Vec<u8>, first: &mut bool, k: &str, v: &Option<Text>
     }
 }
 
-/// The hyphenated lowercase form of a UUID (8-4-4-4-12), a byte pair at a
-/// time (the worker writes one per event).
-#[inline]
-fn uuid_hyphenated(b: &[u8; 16]) -> [u8; 36] {
-    let mut o = [b'-'; 36];
-    // Where each byte's two digits go.
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    for (byte, at) in b.iter().zip(AT) {
-        let [hi, lo] = hex::pair(*byte);
-        o[at] = hi;
-        o[at + 1] = lo;
-    }
-    o
-}
-
 pub(crate) fn int(out: &mut Vec<u8>, v: i128) {
     let mut buf = [0u8; 40];
     let mut i = buf.len();
@@ -335,7 +320,7 @@ pub(crate) fn id_and_time(
     t: crate::time::timestamp::Timestamp,
 ) {
     out.extend_from_slice(b",\"event_id\":\"");
-    out.extend_from_slice(&uuid_hyphenated(id.as_bytes()));
+    out.extend_from_slice(&hex::uuid_hyphenated(id.as_bytes()));
     out.extend_from_slice(b"\",\"timestamp\":\"");
     out.extend_from_slice(&t.rfc3339_bytes_cached());
     out.push(b'"');
@@ -502,7 +487,7 @@ mod tests {
         for _ in 0..10_000 {
             let id = uuid::Uuid::from_u128(x);
             assert_eq!(
-                &uuid_hyphenated(id.as_bytes())[..],
+                &hex::uuid_hyphenated(id.as_bytes())[..],
                 id.hyphenated().to_string().as_bytes()
             );
             x = x

@@ -142,11 +142,19 @@ thread_local! {
 
 /// A quick hash of some bytes, seeded.
 fn hash(seed: u64, bytes: &[u8]) -> u64 {
+    let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
     let mut h = seed ^ bytes.len() as u64;
-    for chunk in bytes.chunks(8) {
+    let words = bytes.chunks_exact(8);
+    let rest = words.remainder();
+    for w in words {
+        if let Some(w) = w.first_chunk::<8>() {
+            h = step(h, u64::from_le_bytes(*w));
+        }
+    }
+    if !rest.is_empty() {
         let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h.rotate_left(5) ^ u64::from_ne_bytes(w)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        w[..rest.len()].copy_from_slice(rest);
+        h = step(h, u64::from_le_bytes(w));
     }
     // A product's low bits hear only the factors' low bits: subjects that
     // differ in their last bytes ("user-1", "user-2") differed only above

@@ -46,7 +46,55 @@ pub(crate) fn header_text<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
 ) -> Option<std::borrow::Cow<'a, str>> {
-    let v = headers.get(name)?;
+    value_text(headers.get(name)?)
+}
+
+/// The headers the layer reads from every request, found in one pass over
+/// the request's headers (the first value of each): each lookup by name
+/// hashed the name and probed the map, four times per request.
+#[derive(Default)]
+pub(crate) struct Head<'a> {
+    /// The header [`AuditLayer::actor_from_header`](super::AuditLayer::actor_from_header) names.
+    pub(crate) actor: Option<&'a HeaderValue>,
+    pub(crate) request_id: Option<&'a HeaderValue>,
+    pub(crate) traceparent: Option<&'a HeaderValue>,
+    pub(crate) user_agent: Option<&'a HeaderValue>,
+}
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+impl<'a> Head<'a> {
+    pub(crate) fn scan(
+        headers: &'a HeaderMap,
+        actor: Option<&HeaderName>,
+        request_id: &HeaderName,
+    ) -> Head<'a> {
+        let mut head = Head::default();
+        let first = |slot: &mut Option<&'a HeaderValue>, v: &'a HeaderValue| {
+            if slot.is_none() {
+                *slot = Some(v);
+            }
+        };
+        for (name, v) in headers {
+            if actor == Some(name) {
+                first(&mut head.actor, v);
+            }
+            if name == request_id {
+                first(&mut head.request_id, v);
+            } else if name == USER_AGENT {
+                first(&mut head.user_agent, v);
+            } else if name == TRACEPARENT {
+                first(&mut head.traceparent, v);
+            }
+        }
+        head
+    }
+}
+
+/// A header value as text: `None` when empty. Bytes that are not visible
+/// ASCII (obs-text) are read as UTF-8 where they are, else replaced with
+/// U+FFFD.
+pub(crate) fn value_text(v: &HeaderValue) -> Option<std::borrow::Cow<'_, str>> {
     // The usual value: visible ASCII, nothing to trim (parsers strip the
     // whitespace around a field's value).
     let b = v.as_bytes();
@@ -173,17 +221,17 @@ pub(crate) fn method(m: &Method) -> Option<HttpMethod> {
     })
 }
 
-/// The user agent, at most 512 characters.
-pub(crate) fn user_agent(headers: &HeaderMap, counters: &Counters) -> Option<Text> {
-    header_text(headers, &USER_AGENT).map(|s| clamp_counted(&s, MAX_HTTP_TEXT, counters))
+/// The user agent (the request's `User-Agent` value), at most 512
+/// characters.
+pub(crate) fn user_agent(value: Option<&HeaderValue>, counters: &Counters) -> Option<Text> {
+    value_text(value?).map(|s| clamp_counted(&s, MAX_HTTP_TEXT, counters))
 }
 
 /// The trace id of a W3C `traceparent` header
 /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), or `None`
 /// when the header is absent or malformed (an all-zero id is invalid).
-pub(crate) fn trace_id(headers: &HeaderMap) -> Option<Text> {
-    static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-    let v = headers.get(&TRACEPARENT)?.as_bytes();
+pub(crate) fn trace_id(traceparent: Option<&HeaderValue>) -> Option<Text> {
+    let v = traceparent?.as_bytes();
     let v = v.trim_ascii();
     if v.len() < 55 {
         return None;
@@ -282,7 +330,7 @@ mod tests {
     fn traceparent() {
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            trace_id(&headers(&[("traceparent", good)])).as_deref(),
+            trace_id(headers(&[("traceparent", good)]).get("traceparent")).as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
         for bad in [
@@ -295,11 +343,15 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "",
         ] {
-            assert_eq!(trace_id(&headers(&[("traceparent", bad)])), None, "{bad}");
+            assert_eq!(
+                trace_id(headers(&[("traceparent", bad)]).get("traceparent")),
+                None,
+                "{bad}"
+            );
         }
         // A later version may carry more fields.
         let v1 = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abcd";
-        assert!(trace_id(&headers(&[("traceparent", v1)])).is_some());
+        assert!(trace_id(headers(&[("traceparent", v1)]).get("traceparent")).is_some());
     }
 
     #[test]

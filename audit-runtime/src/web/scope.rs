@@ -75,6 +75,12 @@ impl RequestScope {
         }
     }
 
+    /// Empty again, for another request (a context made over).
+    pub(crate) fn reset(&mut self, limit: usize) {
+        *self.state.get_mut().unwrap_or_else(|p| p.into_inner()) = State::default();
+        self.limit = limit;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing user-supplied runs under this lock, and every update is
         // one push, one count or one swap: a poisoned state is consistent.

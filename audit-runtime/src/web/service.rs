@@ -15,7 +15,6 @@ use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 
 use super::headers::{self, clamp_counted, MAX_HTTP_TEXT, MAX_ID};
-use super::scope::RequestScope;
 use super::{SessionSource, Shared};
 use crate::context::AuditContext;
 use crate::dispatch::{self, Dispatch};
@@ -229,37 +228,45 @@ impl Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
+        let head = headers::Head::scan(
+            &parts.headers,
+            shared.actor_header.as_ref().map(|a| &a.name),
+            &shared.request_id_header,
+        );
         let actor = match &shared.actor_header {
-            Some(from) => super::actors::from_header(from, parts.headers.get(&from.name), shared),
+            Some(from) => super::actors::from_header(from, head.actor, shared),
             None => {
                 let extracted = shared.actor.as_ref().and_then(|f| f(parts));
                 super::actors::ready(extracted, shared)
             }
         };
 
-        let (request_id, response_id) =
-            match headers::header_text(&parts.headers, &shared.request_id_header) {
-                Some(given) => {
-                    let id = clamp_counted(&given, MAX_ID, c);
-                    // The request's own value when it is the id as is (no
-                    // copy), else the id.
-                    let value = match parts.headers.get(&shared.request_id_header) {
-                        Some(v) if v.as_bytes() == id.as_bytes() => Some(v.clone()),
-                        _ => headers::value_of(id.as_bytes()),
-                    };
-                    (id, value)
-                }
-                None => {
-                    let mut buf = uuid::Uuid::encode_buffer();
-                    let id = crate::util::ids::fast_v4()
-                        .hyphenated()
-                        .encode_lower(&mut buf);
-                    (Text::new(id), Some(headers::uuid_value(id)))
-                }
-            };
+        let given = head
+            .request_id
+            .and_then(|v| Some((v, headers::value_text(v)?)));
+        let (request_id, response_id) = match given {
+            Some((value, given)) => {
+                let id = clamp_counted(&given, MAX_ID, c);
+                // The request's own value when it is the id as is (no
+                // copy), else the id.
+                let value = if value.as_bytes() == id.as_bytes() {
+                    Some(value.clone())
+                } else {
+                    headers::value_of(id.as_bytes())
+                };
+                (id, value)
+            }
+            None => {
+                let buf = crate::util::hex::uuid_hyphenated(crate::util::ids::fast_v4().as_bytes());
+                debug_assert!(buf.iter().all(|b| *b == b'-' || b.is_ascii_hexdigit()));
+                // SAFETY: a hyphenated UUID is hex digits and dashes, ASCII.
+                let id = unsafe { std::str::from_utf8_unchecked(&buf) };
+                (Text::new(id), Some(headers::uuid_value(id)))
+            }
+        };
         let correlation = Correlation {
             request_id: Some(request_id),
-            trace_id: headers::trace_id(&parts.headers),
+            trace_id: headers::trace_id(head.traceparent),
             session_id: shared.session_id(&parts.headers),
         };
 
@@ -272,7 +279,7 @@ impl Pending {
             route_template,
             status_code: None,
             client_ip: shared.client_ip(parts).map(headers::ip_text),
-            user_agent: headers::user_agent(&parts.headers, c),
+            user_agent: headers::user_agent(head.user_agent, c),
         };
         // A route event's start time (only a matched request writes one).
         let route = matched.map(|m| RouteHit {
@@ -285,12 +292,8 @@ impl Pending {
             },
         });
 
-        let ctx = AuditContext::for_request(
-            actor,
-            Some(correlation),
-            Some(http),
-            Some(RequestScope::new(shared.max_held)),
-        );
+        let ctx =
+            AuditContext::for_request(actor, Some(correlation), Some(http), Some(shared.max_held));
         Pending {
             shared: Arc::clone(shared),
             ctx,
