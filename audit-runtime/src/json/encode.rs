@@ -3,7 +3,8 @@
 //! (field order, escapes, number forms); a test holds it to that.
 
 use crate::model::event::{
-    Action, Actor, AuditEvent, Correlation, Delegation, Http, Integrity, Outcome, Service,
+    Action, Actor, AuditEvent, Correlation, Delegation, Http, HttpMethod, Integrity, Outcome,
+    Service,
 };
 use crate::model::metadata::{MetaValue, Metadata};
 use crate::util::hex;
@@ -187,13 +188,28 @@ fn metadata(out: &mut Vec<u8>, m: &Metadata) {
 /// Writes `"key":` (the first member of an object) or `,"key":`, each
 /// form one constant.
 macro_rules! member {
+    // The key is copied as one literal of known length (choosing between
+    // `"k":` and `,"k":` made it a copy of unknown length: a `memcpy` call).
     ($out:expr, $first:expr, $k:literal) => {{
-        $out.extend_from_slice(if ::std::mem::replace(&mut $first, false) {
-            concat!("\"", $k, "\":").as_bytes()
-        } else {
-            concat!(",\"", $k, "\":").as_bytes()
-        });
+        if !::std::mem::replace(&mut $first, false) {
+            $out.push(b',');
+        }
+        $out.extend_from_slice(concat!("\"", $k, "\":").as_bytes());
     }};
+}
+
+/// `"GET"` and the others, each a copy of known length.
+#[inline]
+fn method(out: &mut Vec<u8>, m: HttpMethod) {
+    match m {
+        HttpMethod::Get => out.extend_from_slice(b"\"GET\""),
+        HttpMethod::Head => out.extend_from_slice(b"\"HEAD\""),
+        HttpMethod::Post => out.extend_from_slice(b"\"POST\""),
+        HttpMethod::Put => out.extend_from_slice(b"\"PUT\""),
+        HttpMethod::Patch => out.extend_from_slice(b"\"PATCH\""),
+        HttpMethod::Delete => out.extend_from_slice(b"\"DELETE\""),
+        HttpMethod::Options => out.extend_from_slice(b"\"OPTIONS\""),
+    }
 }
 
 fn correlation(out: &mut Vec<u8>, c: &Correlation) {
@@ -220,7 +236,7 @@ fn http(out: &mut Vec<u8>, h: &Http, status: Option<u16>) {
     let mut f = true;
     if let Some(m) = h.method {
         member!(out, f, "method");
-        raw(out, m.as_str());
+        method(out, m);
     }
     if let Some(v) = &h.route_template {
         member!(out, f, "route_template");
@@ -228,7 +244,13 @@ fn http(out: &mut Vec<u8>, h: &Http, status: Option<u16>) {
     }
     if let Some(c) = status {
         member!(out, f, "status_code");
-        int(out, i128::from(c));
+        if (100..1000).contains(&c) {
+            // Three digits, written as one.
+            let d = |n: u16| b'0' + (n % 10) as u8;
+            out.extend_from_slice(&[d(c / 100), d(c / 10), d(c)]);
+        } else {
+            int(out, i128::from(c));
+        }
     }
     if let Some(v) = &h.client_ip {
         member!(out, f, "client_ip");
@@ -415,6 +437,8 @@ pub(crate) fn context_tail_status(
     h: Option<&Http>,
     status: Option<u16>,
 ) {
+    // One reservation for the usual tail (a few short ids, a user agent).
+    out.reserve(320);
     if let Some(c) = c {
         out.extend_from_slice(b",\"correlation\":");
         correlation(out, c);
