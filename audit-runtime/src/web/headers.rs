@@ -167,6 +167,33 @@ fn slab_bytes(value: &[u8]) -> Bytes {
 /// An address as `http.client_ip` holds it, written without the
 /// formatting machinery or a heap string.
 pub(crate) fn ip_text(ip: std::net::IpAddr) -> Text {
+    use std::cell::RefCell;
+    // The last address this thread wrote: a connection's requests come
+    // from one peer, one after another.
+    thread_local! {
+        static LAST: RefCell<Option<(std::net::IpAddr, Text)>> = const { RefCell::new(None) };
+    }
+    let hit = LAST
+        .try_with(|l| match &*l.try_borrow().ok()? {
+            Some((last, text)) if *last == ip => Some(text.clone()),
+            _ => None,
+        })
+        .ok()
+        .flatten();
+    if let Some(text) = hit {
+        return text;
+    }
+    let text = write_ip(ip);
+    let _ = LAST.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            *l = Some((ip, text.clone()));
+        }
+    });
+    text
+}
+
+/// `ip` written out.
+fn write_ip(ip: std::net::IpAddr) -> Text {
     match ip {
         std::net::IpAddr::V4(v4) => {
             let mut buf = [0u8; 15];
@@ -322,6 +349,8 @@ mod tests {
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let parsed: std::net::IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(parsed), parsed.to_string().as_str(), "{ip}");
+            // Again, from the thread's last address.
             assert_eq!(ip_text(parsed), parsed.to_string().as_str(), "{ip}");
         }
     }

@@ -65,7 +65,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> ResponseFuture<S::Future> {
+    fn call(&mut self, mut req: Request<B>) -> ResponseFuture<S::Future> {
         let shared = &self.shared;
         if shared.skips(req.uri().path()) {
             shared.counters.add(&shared.counters.skipped);
@@ -74,9 +74,17 @@ where
                 pending: None,
             };
         }
-        let (parts, body) = req.into_parts();
-        let pending = Pending::start(shared, &parts);
-        let req = Request::from_parts(parts, body);
+        let pending = if shared.needs_parts() {
+            // A user function takes the request head as `Parts`.
+            let (parts, body) = req.into_parts();
+            let pending = Pending::start(shared, &View::of_parts(&parts));
+            req = Request::from_parts(parts, body);
+            pending
+        } else {
+            // Read in place: splitting the request and putting it back
+            // together copied its head twice.
+            Pending::start(shared, &View::of_request(&req))
+        };
         let inner = pending.run(|| self.inner.call(req));
         ResponseFuture {
             inner,
@@ -85,7 +93,45 @@ where
     }
 }
 
+/// What the layer reads of a request's head: in place, or from its
+/// `Parts` when a user function needs those.
+pub(super) struct View<'a> {
+    headers: &'a HeaderMap,
+    extensions: &'a ::http::Extensions,
+    method: &'a ::http::Method,
+    uri: &'a ::http::Uri,
+    /// Set when [`Shared::needs_parts`].
+    parts: Option<&'a Parts>,
+}
+
+impl<'a> View<'a> {
+    fn of_parts(parts: &'a Parts) -> View<'a> {
+        View {
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+            method: &parts.method,
+            uri: &parts.uri,
+            parts: Some(parts),
+        }
+    }
+
+    fn of_request<B>(req: &'a Request<B>) -> View<'a> {
+        View {
+            headers: req.headers(),
+            extensions: req.extensions(),
+            method: req.method(),
+            uri: req.uri(),
+            parts: None,
+        }
+    }
+}
+
 impl Shared {
+    /// Whether a user function reads the request head as `Parts`.
+    fn needs_parts(&self) -> bool {
+        self.actor.is_some() || self.client_addr.is_some() || self.route_template.is_some()
+    }
+
     pub(super) fn skips(&self, path: &str) -> bool {
         // The list holds its paths without the trailing slash already.
         let path = super::skip_form(path);
@@ -95,14 +141,15 @@ impl Shared {
         self.skips.iter().any(|s| s == path)
     }
 
-    fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+    fn client_ip(&self, req: &View<'_>) -> Option<IpAddr> {
         let peer = self
             .client_addr
             .as_ref()
-            .and_then(|f| f(parts))
-            .or_else(|| connect_info(parts))
-            .or_else(|| parts.extensions.get::<SocketAddr>().map(SocketAddr::ip))?;
-        Some(self.trusted.client(peer, &parts.headers))
+            .zip(req.parts)
+            .and_then(|(f, parts)| f(parts))
+            .or_else(|| connect_info(req.extensions))
+            .or_else(|| req.extensions.get::<SocketAddr>().map(SocketAddr::ip))?;
+        Some(self.trusted.client(peer, req.headers))
     }
 
     fn session_id(&self, headers: &HeaderMap) -> Option<Text> {
@@ -123,37 +170,35 @@ impl Shared {
         Some(clamp_counted(&raw, MAX_ID, &self.counters))
     }
 
-    fn route_template(&self, parts: &Parts) -> Option<Text> {
-        if let Some(f) = &self.route_template {
+    fn route_template(&self, req: &View<'_>) -> Option<Text> {
+        if let (Some(f), Some(parts)) = (&self.route_template, req.parts) {
             return f(parts).map(|t| clamp_counted(&t, MAX_HTTP_TEXT, &self.counters));
         }
-        matched_path(parts).map(|t| clamp_counted(t, MAX_HTTP_TEXT, &self.counters))
+        matched_path(req.extensions).map(|t| clamp_counted(t, MAX_HTTP_TEXT, &self.counters))
     }
 }
 
 #[cfg(feature = "axum")]
-fn connect_info(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
+fn connect_info(extensions: &::http::Extensions) -> Option<IpAddr> {
+    extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
 }
 
 #[cfg(not(feature = "axum"))]
-fn connect_info(_parts: &Parts) -> Option<IpAddr> {
+fn connect_info(_extensions: &::http::Extensions) -> Option<IpAddr> {
     None
 }
 
 #[cfg(feature = "axum")]
-fn matched_path(parts: &Parts) -> Option<&str> {
-    parts
-        .extensions
+fn matched_path(extensions: &::http::Extensions) -> Option<&str> {
+    extensions
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str())
 }
 
 #[cfg(not(feature = "axum"))]
-fn matched_path(_parts: &Parts) -> Option<&str> {
+fn matched_path(_extensions: &::http::Extensions) -> Option<&str> {
     None
 }
 
@@ -224,19 +269,19 @@ struct RouteHit {
 }
 
 impl Pending {
-    fn start(shared: &Arc<Shared>, parts: &Parts) -> Pending {
+    fn start(shared: &Arc<Shared>, req: &View<'_>) -> Pending {
         let c = &shared.counters;
         c.add(&c.requests);
         let dispatch = shared.dispatch.clone().or_else(dispatch::local);
         let head = headers::Head::scan(
-            &parts.headers,
+            req.headers,
             shared.actor_header.as_ref().map(|a| &a.name),
             &shared.request_id_header,
         );
         let actor = match &shared.actor_header {
             Some(from) => super::actors::from_header(from, head.actor, shared),
             None => {
-                let extracted = shared.actor.as_ref().and_then(|f| f(parts));
+                let extracted = shared.actor.as_ref().zip(req.parts).and_then(|(f, p)| f(p));
                 super::actors::ready(extracted, shared)
             }
         };
@@ -267,18 +312,18 @@ impl Pending {
         let correlation = Correlation {
             request_id: Some(request_id),
             trace_id: headers::trace_id(head.traceparent),
-            session_id: shared.session_id(&parts.headers),
+            session_id: shared.session_id(req.headers),
         };
 
-        let matched = shared.routes.find(parts.uri.path(), &parts.method, c);
+        let matched = shared.routes.find(req.uri.path(), req.method, c);
         let route_template = shared
-            .route_template(parts)
+            .route_template(req)
             .or_else(|| matched.as_ref().map(|m| m.route.pattern.clone()));
         let http = Http {
-            method: headers::method(&parts.method),
+            method: headers::method(req.method),
             route_template,
             status_code: None,
-            client_ip: shared.client_ip(parts).map(headers::ip_text),
+            client_ip: shared.client_ip(req).map(headers::ip_text),
             user_agent: headers::user_agent(head.user_agent, c),
         };
         // A route event's start time (only a matched request writes one).
