@@ -1074,3 +1074,77 @@ async fn service_errors_and_panics_are_recorded() {
     assert_eq!(route_event.outcome.error_type.as_deref(), Some("Panic"));
     assert_eq!(layer.stats().cancelled, 2);
 }
+
+/// The user's functions over the request head: the actor from one header
+/// (read once per value), the client address and the route template from
+/// functions; each result lands on the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_functions_over_the_request_head() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reads);
+    let (d, sink) = memory();
+    let layer = AuditLayer::new().dispatch(d.clone()).actor_from_header(
+        axum::http::header::AUTHORIZATION,
+        move |v| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Some(Actor::human(v.strip_prefix("Bearer ")?).roles(["clinician"]))
+        },
+    );
+    let addr = serve(routes().layer(layer)).await;
+    let mut conn = connect(addr).await;
+    for _ in 0..5 {
+        let r = conn
+            .request("GET", "/patients/p-7", &[("authorization", "Bearer dr-a")])
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let r = conn.request("GET", "/patients/p-7", &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let events = sink.events();
+    assert_eq!(events.len(), 6);
+    for e in &events[..5] {
+        assert_eq!(e.actor.subject_id, "dr-a");
+        assert_eq!(e.actor.roles.as_deref().map(|r| r.len()), Some(1));
+    }
+    assert_eq!(events[5].actor.subject_id, "anonymous");
+    // Read once per value and thread: at most once per server thread.
+    let n = reads.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&n), "read {n} times");
+    assert_all_valid(&events);
+
+    // Client address and route template from functions (these take the
+    // request head as `Parts`).
+    let (d, sink) = memory();
+    let layer = AuditLayer::new()
+        .dispatch(d.clone())
+        .actor(|parts| demo_actor(&parts.headers))
+        .client_addr(|parts| {
+            parts
+                .headers
+                .get("x-test-peer")?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok()
+        })
+        .route_template(|parts| Some(format!("custom:{}", parts.method)));
+    let addr = serve(routes().layer(layer)).await;
+    get(
+        addr,
+        "/patients/p-8",
+        &[
+            ("authorization", "Bearer dr-b"),
+            ("x-test-peer", "198.51.100.7"),
+        ],
+    )
+    .await;
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    let h = events[0].http.as_ref().unwrap();
+    assert_eq!(h.client_ip.as_deref(), Some("198.51.100.7"));
+    assert_eq!(h.route_template.as_deref(), Some("custom:GET"));
+    assert_eq!(events[0].actor.subject_id, "dr-b");
+    assert_all_valid(&events);
+}
