@@ -200,7 +200,13 @@ pub struct AuditLayer {
     shared: Arc<Shared>,
 }
 
+// Aligned so that its fields start a cache line apart from the reference
+// counts before them in the `Arc`: every request clones and drops the
+// `Arc` (axum clones the service, the request's future keeps one), from
+// both worker threads, and reads the fields; on one line, each count's
+// update took the fields away from the other thread's core.
 #[derive(Clone)]
+#[repr(align(128))]
 pub(crate) struct Shared {
     actor: Option<ActorFn>,
     /// Set instead of `actor` by [`AuditLayer::actor_from_header`].
