@@ -37,20 +37,20 @@ pub(crate) const WAYS: usize = 4;
 /// extractor on every request).
 pub(crate) const MAX_KEPT_VALUE: usize = 4096;
 
+/// What [`AuditLayer::actor_from_header`](super::AuditLayer::actor_from_header) calls with a value.
+pub(crate) type ReadFn = Arc<dyn Fn(&str) -> Option<Actor> + Send + Sync>;
+
 /// The actor a header names, as [`AuditLayer::actor_from_header`](super::AuditLayer::actor_from_header) sets it up.
 pub(crate) struct HeaderActor {
     pub(crate) name: HeaderName,
-    pub(crate) read: Arc<dyn Fn(&str) -> Option<Actor> + Send + Sync>,
+    pub(crate) read: ReadFn,
     /// Tells this extractor's entries from those of other layers (and of
     /// layers gone, whose memory a new extractor may take).
     pub(crate) id: u64,
 }
 
 impl HeaderActor {
-    pub(crate) fn new(
-        name: HeaderName,
-        read: Arc<dyn Fn(&str) -> Option<Actor> + Send + Sync>,
-    ) -> HeaderActor {
+    pub(crate) fn new(name: HeaderName, read: ReadFn) -> HeaderActor {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(1);
         HeaderActor {
