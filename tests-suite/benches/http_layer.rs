@@ -159,6 +159,21 @@ struct Round {
     requests: u64,
     secs: f64,
     latencies_us: Vec<u32>,
+    /// CPU time of this process (all threads: client, server, the sink's
+    /// worker; user and system) in the window.
+    cpu_secs: f64,
+}
+
+/// User and system CPU time of this process so far, in seconds.
+fn process_cpu() -> f64 {
+    // SAFETY: `getrusage` fills the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a `rusage` for the call to fill.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// `connections` clients, each sending requests back to back on its own
@@ -204,8 +219,10 @@ async fn load(addr: SocketAddr, connections: usize, secs: f64) -> Round {
     tokio::time::sleep(Duration::from_secs_f64((secs / 5.0).clamp(0.5, 2.0))).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    let cpu_at_start = process_cpu();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     measuring.store(false, Ordering::Relaxed);
+    let cpu_secs = process_cpu() - cpu_at_start;
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut latencies_us = Vec::new();
@@ -216,6 +233,7 @@ async fn load(addr: SocketAddr, connections: usize, secs: f64) -> Round {
         requests: latencies_us.len() as u64,
         secs: elapsed,
         latencies_us,
+        cpu_secs,
     }
 }
 
@@ -287,13 +305,14 @@ fn main() {
         .build()
         .unwrap();
 
-    let line = |variant: &str, round: usize, r: &Round| -> (f64, f64) {
+    let line = |variant: &str, round: usize, r: &Round| -> (f64, f64, f64) {
         let mut l = r.latencies_us.clone();
         l.sort_unstable();
         let mean = l.iter().map(|&x| x as f64).sum::<f64>() / l.len().max(1) as f64;
         let rps = r.requests as f64 / r.secs;
+        let cpu_us = r.cpu_secs * 1e6 / r.requests.max(1) as f64;
         println!(
-            "{{\"bench\":\"http_layer\",\"variant\":\"{variant}\",\"round\":{round},\"connections\":{},\"requests\":{},\"secs\":{:.2},\"rps\":{:.0},\"mean_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{}}}",
+            "{{\"bench\":\"http_layer\",\"variant\":\"{variant}\",\"round\":{round},\"connections\":{},\"requests\":{},\"secs\":{:.2},\"rps\":{:.0},\"mean_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"cpu_us_per_request\":{cpu_us:.2}}}",
             a.connections,
             r.requests,
             r.secs,
@@ -303,13 +322,13 @@ fn main() {
             percentile(&l, 0.9),
             percentile(&l, 0.99)
         );
-        (rps, mean)
+        (rps, mean, cpu_us)
     };
 
     const VARIANTS: [&str; N] = ["plain", "layer", "layer+routes", "layer-closure"];
     let only = a.direct_only.as_deref();
-    // Per round: (rps, mean latency) of each variant.
-    let mut rounds: Vec<[(f64, f64); N]> = Vec::new();
+    // Per round: (rps, mean latency, CPU per request) of each variant.
+    let mut rounds: Vec<[(f64, f64, f64); N]> = Vec::new();
     rt.block_on(async {
         let addrs = [
             serve(plain()).await,
@@ -320,7 +339,7 @@ fn main() {
         for round in 0..a.rounds {
             // Rotate the order, so drift on this shared machine hits every
             // variant alike.
-            let mut results = [(0.0, 0.0); N];
+            let mut results = [(0.0, 0.0, 0.0); N];
             for k in 0..N {
                 let v = (round + k) % N;
                 if only.is_some_and(|o| o != VARIANTS[v]) {
@@ -374,13 +393,25 @@ fn main() {
                     .collect(),
             );
             let added = median(rounds.iter().map(|r| r[v].1 - r[0].1).collect());
+            // The process's CPU per request (client, server and the sink's
+            // worker together), against the plain app of the same round:
+            // what the layer costs in CPU, less moved by other load on the
+            // machine than requests per second.
+            let cpu_cost = median(
+                rounds
+                    .iter()
+                    .map(|r| (r[v].2 - r[0].2) / r[0].2 * 100.0)
+                    .collect(),
+            );
             println!(
-                "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"compared\":\"{} vs plain\",\"connections\":{},\"rounds\":{},\"rps_plain_median\":{:.0},\"rps_median\":{:.0},\"throughput_cost_pct_median\":{cost:.1},\"added_mean_latency_us_median\":{added:.1},\"cpu_ns_per_request_added\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
+                "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"compared\":\"{} vs plain\",\"connections\":{},\"rounds\":{},\"rps_plain_median\":{:.0},\"rps_median\":{:.0},\"throughput_cost_pct_median\":{cost:.1},\"added_mean_latency_us_median\":{added:.1},\"process_cpu_us_per_request_plain_median\":{:.2},\"process_cpu_us_per_request_median\":{:.2},\"process_cpu_cost_pct_median\":{cpu_cost:.1},\"cpu_ns_per_request_added_in_process_calls\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
                 VARIANTS[v],
                 a.connections,
                 rounds.len(),
                 median(rounds.iter().map(|r| r[0].0).collect()),
                 median(rounds.iter().map(|r| r[v].0).collect()),
+                median(rounds.iter().map(|r| r[0].2).collect()),
+                median(rounds.iter().map(|r| r[v].2).collect()),
                 direct_ns[v] - direct_ns[0],
                 cost <= 5.0
             );
