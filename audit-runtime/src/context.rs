@@ -44,13 +44,10 @@ pub struct AuditContext(Arc<Inner>);
 #[derive(Clone, Debug, Default)]
 #[repr(C)]
 struct Inner {
-    actor: Option<Actor>,
+    actor: ActorSlot,
     correlation: Option<Correlation>,
     http: Option<Http>,
     fragments: FragmentCell,
-    /// `,"actor":{..}` of `actor`, rendered before (see [`ReadyActor`]).
-    #[cfg(feature = "tower")]
-    actor_json: Option<Arc<[u8]>>,
     /// Corrections made to fit each field to the schema when it was set
     /// (indexed by the `SLOT_` constants), and their sum, which every call
     /// under this context adds to its dispatcher's counts.
@@ -70,15 +67,43 @@ struct Inner {
     status: StatusCell,
 }
 
+/// A context's actor: none, one set with [`AuditContext::actor`], or one
+/// the HTTP layer fitted and rendered once for many requests.
+#[derive(Clone, Debug, Default)]
+enum ActorSlot {
+    #[default]
+    None,
+    Own(Actor),
+    #[cfg(feature = "tower")]
+    Ready(ReadyActor),
+}
+
+impl ActorSlot {
+    fn get(&self) -> Option<&Actor> {
+        match self {
+            ActorSlot::None => None,
+            ActorSlot::Own(a) => Some(a),
+            #[cfg(feature = "tower")]
+            ActorSlot::Ready(r) => r.0.actor.as_ref(),
+        }
+    }
+}
+
 /// An actor fitted to the schema as [`AuditContext::actor`] fits it, with
 /// its corrections and its rendered JSON: made once and shared by the
-/// contexts of many requests (see `web::actors`).
+/// contexts of many requests (see `web::actors`); a clone is one reference
+/// count.
 #[cfg(feature = "tower")]
 #[derive(Clone, Debug)]
-pub(crate) struct ReadyActor {
+pub(crate) struct ReadyActor(Arc<ReadyInner>);
+
+#[cfg(feature = "tower")]
+#[derive(Debug)]
+struct ReadyInner {
     actor: Option<Actor>,
     fixes: Fixes,
-    json: Option<Arc<[u8]>>,
+    /// `,"actor":{..}` of `actor`.
+    json: Option<Box<[u8]>>,
 }
 
 #[cfg(feature = "tower")]
@@ -91,24 +116,21 @@ impl ReadyActor {
         let json = actor.as_ref().map(|a| {
             let mut out = Vec::new();
             crate::json::encode::actor(&mut out, a);
-            Arc::from(out)
+            out.into_boxed_slice()
         });
-        ReadyActor { actor, fixes, json }
+        ReadyActor(Arc::new(ReadyInner { actor, fixes, json }))
     }
 
     /// The fitted actor.
     #[cfg(test)]
     pub(crate) fn actor(&self) -> Option<&Actor> {
-        self.actor.as_ref()
+        self.0.actor.as_ref()
     }
 
     /// Whether both share one rendering.
     #[cfg(test)]
     pub(crate) fn same_json(&self, other: &ReadyActor) -> bool {
-        match (&self.json, &other.json) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        }
+        Arc::ptr_eq(&self.0, &other.0) && self.0.json.is_some()
     }
 }
 
@@ -419,10 +441,6 @@ impl AuditContext {
         inner.fixes = total;
         inner.any_fixes = !total.is_none();
         inner.fragments = FragmentCell::default();
-        #[cfg(feature = "tower")]
-        {
-            inner.actor_json = None;
-        }
         self
     }
 
@@ -461,17 +479,20 @@ impl AuditContext {
     /// Writes `,"actor":{..}` when the context names the actor (returns
     /// whether it did).
     pub(crate) fn write_actor(&self, out: &mut Vec<u8>) -> bool {
-        #[cfg(feature = "tower")]
-        if let Some(json) = &self.0.actor_json {
-            out.extend_from_slice(json);
-            return true;
-        }
         match &self.0.actor {
-            Some(a) => {
+            ActorSlot::None => false,
+            ActorSlot::Own(a) => {
                 crate::json::encode::actor(out, a);
                 true
             }
-            None => false,
+            #[cfg(feature = "tower")]
+            ActorSlot::Ready(r) => match &r.0.json {
+                Some(json) => {
+                    out.extend_from_slice(json);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
@@ -494,7 +515,9 @@ impl AuditContext {
     /// [`Dispatch::emit`](crate::Dispatch::emit)); an actor with an empty
     /// id is left out, so the config's default actor stands in.
     pub fn actor(self, actor: Actor) -> AuditContext {
-        self.edit(SLOT_ACTOR, |i, f| i.actor = clamp::actor(actor, f))
+        self.edit(SLOT_ACTOR, |i, f| {
+            i.actor = clamp::actor(actor, f).map_or(ActorSlot::None, ActorSlot::Own)
+        })
     }
 
     fn correlation_id(
@@ -542,7 +565,7 @@ impl AuditContext {
 
     /// The actor, if set.
     pub fn actor_ref(&self) -> Option<&Actor> {
-        self.0.actor.as_ref()
+        self.0.actor.get()
     }
 
     /// The correlation ids, if any is set.
@@ -583,7 +606,7 @@ impl AuditContext {
         // reads from headers already; this is the same guarantee for every
         // way a context is made).
         let mut slot_fixes = [Fixes::default(); SLOTS];
-        slot_fixes[SLOT_ACTOR] = actor.fixes;
+        slot_fixes[SLOT_ACTOR] = actor.0.fixes;
         let correlation = correlation.and_then(|mut c| {
             clamp::opt(&mut c.request_id, clamp::ID, &mut slot_fixes[SLOT_REQUEST]);
             clamp::opt(&mut c.trace_id, clamp::ID, &mut slot_fixes[SLOT_TRACE]);
@@ -607,8 +630,7 @@ impl AuditContext {
             if let Some(i) = Arc::get_mut(&mut spare) {
                 // Made over field by field (the old values are dropped
                 // here, on this thread), the request scope reset in place.
-                i.actor = actor.actor;
-                i.actor_json = actor.json;
+                i.actor = ActorSlot::Ready(actor);
                 i.correlation = correlation;
                 i.http = http;
                 i.fragments = FragmentCell::default();
@@ -624,8 +646,7 @@ impl AuditContext {
             }
         }
         AuditContext(Arc::new(Inner {
-            actor: actor.actor,
-            actor_json: actor.json,
+            actor: ActorSlot::Ready(actor),
             correlation,
             http,
             fragments: FragmentCell::default(),
