@@ -1,13 +1,14 @@
 //! What `AuditLayer` costs an axum service: the same app (an `#[audited]`
 //! READ handler) served with and without the layer, in the same process
 //! and run, loaded by an in-process HTTP/1.1 client (hyper) over loopback
-//! TCP with 64 keep-alive connections. Events go to a JSONL file through
-//! `NonBlocking`, as a service would write them (without fsync, as in the
-//! throughput bench: what is measured is the layer, not the disk).
+//! TCP with 64 keep-alive connections per variant. Events go to a JSONL
+//! file through `NonBlocking`, as a service would write them (without
+//! fsync, as in the throughput bench: what is measured is the layer, not
+//! the disk).
 //!
 //! ```text
-//! cargo bench -p phi-audit-tests --bench http_layer
-//! cargo bench -p phi-audit-tests --bench http_layer -- --secs 2 --rounds 7 --connections 64
+//! cargo bench --bench http_layer
+//! cargo bench --bench http_layer -- --cycles 40 --slice-secs 0.25 --connections 64
 //! ```
 //!
 //! Variants: `plain` (no layer), `layer` (the actor from the
@@ -16,15 +17,21 @@
 //! request), `layer-closure` (the actor from a closure over the request
 //! head, `AuditLayer::actor`, run on every request).
 //!
-//! Prints one JSON line per round and variant, one per
-//! variant of the in-process calls without a network (`direct-*`: the
-//! layer's own CPU time per request), then a summary: the medians, the
-//! throughput the layer costs in percent and the latency it adds (target:
-//! at most 5% at 64 connections).
+//! The variants take turns in short slices (default 0.25 s), rotated, for
+//! `--cycles` cycles: on a shared VM whose speed drifts by a quarter from
+//! one second to the next, two variants measured seconds apart differ by
+//! more than the layer costs; slices of one cycle see the same machine.
+//! Every variant's clients stay connected; only the active variant's send.
+//! Prints one JSON line per cycle (requests per second and the process's
+//! CPU time per request of each variant), one per variant of the
+//! in-process calls without a network (`direct-*`: the layer's own CPU
+//! time per request), then a summary per variant against `plain`: the
+//! median over cycles of the throughput cost and of the CPU cost, the
+//! pooled figures and latencies (target: at most 5% at 64 connections).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,35 +48,33 @@ use phi_audit::{audited, Actor, Config, FsyncPolicy, JsonlFileSink, JsonlOptions
 use tower::ServiceExt;
 
 struct Args {
-    secs: f64,
-    rounds: usize,
+    cycles: usize,
+    slice_secs: f64,
     connections: usize,
     direct_n: usize,
     /// Only this variant (`plain`, `layer`, `layer+routes`, `layer-closure`),
     /// for profiling.
-    direct_only: Option<String>,
+    only: Option<String>,
 }
 
 fn args() -> Args {
     let mut a = Args {
-        // Many short rounds, the variants rotated within each: on a shared
-        // machine the median of seven pairs moves less than that of three.
-        secs: 2.0,
-        rounds: 7,
+        cycles: 40,
+        slice_secs: 0.25,
         connections: 64,
         direct_n: 200_000,
-        direct_only: None,
+        only: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
         let next = argv.get(i + 1).cloned().unwrap_or_default();
         match argv[i].as_str() {
-            "--secs" => a.secs = next.parse().expect("--secs N"),
-            "--rounds" => a.rounds = next.parse().expect("--rounds N"),
+            "--cycles" => a.cycles = next.parse().expect("--cycles N"),
+            "--slice-secs" => a.slice_secs = next.parse().expect("--slice-secs S"),
             "--connections" => a.connections = next.parse().expect("--connections N"),
             "--direct-n" => a.direct_n = next.parse().expect("--direct-n N"),
-            "--only" => a.direct_only = Some(next),
+            "--only" => a.only = Some(next),
             _ => {
                 i += 1;
                 continue;
@@ -155,85 +160,97 @@ async fn serve(app: Router) -> SocketAddr {
 
 // ---------------------------------------------------------------- load
 
-struct Round {
-    requests: u64,
-    secs: f64,
-    latencies_us: Vec<u32>,
-    /// CPU time of this process (all threads: client, server, the sink's
-    /// worker; user and system) in the window.
-    cpu_secs: f64,
-}
-
 /// User and system CPU time of this process so far, in seconds.
-fn process_cpu() -> f64 {
+fn process_cpu() -> (f64, f64) {
     // SAFETY: `getrusage` fills the zeroed struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a `rusage` for the call to fill.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
+        return (0.0, 0.0);
     }
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
+    (t(ru.ru_utime), t(ru.ru_stime))
 }
 
-/// `connections` clients, each sending requests back to back on its own
-/// keep-alive connection for `secs` (after a warm-up), counting those
-/// completed in the window.
-async fn load(addr: SocketAddr, connections: usize, secs: f64) -> Round {
-    let stop = Arc::new(AtomicBool::new(false));
-    let measuring = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (stop, measuring) = (stop.clone(), measuring.clone());
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let auth = format!("Bearer user-{c}:clinician");
-            let mut lat = Vec::with_capacity(100_000);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let req = Request::builder()
-                    .uri(format!("/patients/p-{}", n % 1000))
-                    .header("host", "bench")
-                    .header("authorization", &auth)
-                    .header("user-agent", "http-layer-bench/1")
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let t = Instant::now();
-                send.ready().await.unwrap();
-                let resp = send.send_request(req).await.unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-                let _ = resp.into_body().collect().await.unwrap();
-                if measuring.load(Ordering::Relaxed) {
-                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+/// Which variant's clients send (`IDLE`: none; `STOP`: all end).
+const IDLE: usize = usize::MAX - 1;
+const STOP: usize = usize::MAX;
+
+/// `connections` clients of variant `v` at `addr`, each on its own
+/// keep-alive connection, sending requests back to back while `v` is the
+/// active variant. Counts completed requests in `done`; returns the
+/// latencies (µs) of the requests sent while measuring.
+fn clients(
+    v: usize,
+    addr: SocketAddr,
+    connections: usize,
+    active: &tokio::sync::watch::Receiver<usize>,
+    measuring: &Arc<AtomicBool>,
+    done: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<u32>>> {
+    (0..connections)
+        .map(|c| {
+            let (mut active, measuring, done) = (active.clone(), measuring.clone(), done.clone());
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut send, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::spawn(conn);
+                let auth = format!("Bearer user-{c}:clinician");
+                let mut lat = Vec::with_capacity(50_000);
+                let mut n = 0u64;
+                loop {
+                    let now = *active.wait_for(|a| *a == v || *a == STOP).await.unwrap();
+                    if now == STOP {
+                        return lat;
+                    }
+                    let req = Request::builder()
+                        .uri(format!("/patients/p-{}", n % 1000))
+                        .header("host", "bench")
+                        .header("authorization", &auth)
+                        .header("user-agent", "http-layer-bench/1")
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    let t = Instant::now();
+                    send.ready().await.unwrap();
+                    let resp = send.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                    let _ = resp.into_body().collect().await.unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if measuring.load(Ordering::Relaxed) {
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    n += 1;
                 }
-                n += 1;
-            }
-            lat
-        }));
+            })
+        })
+        .collect()
+}
+
+/// One variant's slice of a cycle.
+#[derive(Clone, Copy, Default)]
+struct Slice {
+    requests: u64,
+    secs: f64,
+    /// User and system CPU time.
+    cpu_secs: f64,
+    sys_secs: f64,
+}
+
+impl Slice {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.secs.max(1e-9)
     }
-    tokio::time::sleep(Duration::from_secs_f64((secs / 5.0).clamp(0.5, 2.0))).await;
-    measuring.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    let cpu_at_start = process_cpu();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let cpu_secs = process_cpu() - cpu_at_start;
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut latencies_us = Vec::new();
-    for t in tasks {
-        latencies_us.extend(t.await.unwrap());
+
+    fn cpu_us(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.requests.max(1) as f64
     }
-    Round {
-        requests: latencies_us.len() as u64,
-        secs: elapsed,
-        latencies_us,
-        cpu_secs,
+
+    fn sys_us(&self) -> f64 {
+        self.sys_secs * 1e6 / self.requests.max(1) as f64
     }
 }
 
@@ -305,58 +322,83 @@ fn main() {
         .build()
         .unwrap();
 
-    let line = |variant: &str, round: usize, r: &Round| -> (f64, f64, f64) {
-        let mut l = r.latencies_us.clone();
-        l.sort_unstable();
-        let mean = l.iter().map(|&x| x as f64).sum::<f64>() / l.len().max(1) as f64;
-        let rps = r.requests as f64 / r.secs;
-        let cpu_us = r.cpu_secs * 1e6 / r.requests.max(1) as f64;
-        println!(
-            "{{\"bench\":\"http_layer\",\"variant\":\"{variant}\",\"round\":{round},\"connections\":{},\"requests\":{},\"secs\":{:.2},\"rps\":{:.0},\"mean_us\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"cpu_us_per_request\":{cpu_us:.2}}}",
-            a.connections,
-            r.requests,
-            r.secs,
-            rps,
-            mean,
-            percentile(&l, 0.5),
-            percentile(&l, 0.9),
-            percentile(&l, 0.99)
-        );
-        (rps, mean, cpu_us)
-    };
-
     const VARIANTS: [&str; N] = ["plain", "layer", "layer+routes", "layer-closure"];
-    let only = a.direct_only.as_deref();
-    // Per round: (rps, mean latency, CPU per request) of each variant.
-    let mut rounds: Vec<[(f64, f64, f64); N]> = Vec::new();
-    rt.block_on(async {
-        let addrs = [
-            serve(plain()).await,
-            serve(layered(false, ActorBy::Header)).await,
-            serve(layered(true, ActorBy::Header)).await,
-            serve(layered(false, ActorBy::Closure)).await,
-        ];
-        for round in 0..a.rounds {
-            // Rotate the order, so drift on this shared machine hits every
-            // variant alike.
-            let mut results = [(0.0, 0.0, 0.0); N];
-            for k in 0..N {
-                let v = (round + k) % N;
-                if only.is_some_and(|o| o != VARIANTS[v]) {
-                    continue;
-                }
-                let r = load(addrs[v], a.connections, a.secs).await;
-                guard.flush().unwrap();
-                // Keep the file small: the next run starts on an empty one.
-                let _ = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&file)
-                    .and_then(|f| f.set_len(0));
-                results[v] = line(VARIANTS[v], round, &r);
+    let only = a.only.as_deref();
+    let runs = |v: usize| only.is_none_or(|o| o == VARIANTS[v]);
+    // Per cycle, each variant's slice.
+    let mut cycles: Vec<[Slice; N]> = Vec::new();
+    let mut latencies: Vec<Vec<u32>> = vec![Vec::new(); N];
+    if a.cycles > 0 {
+        rt.block_on(async {
+            let addrs = [
+                serve(plain()).await,
+                serve(layered(false, ActorBy::Header)).await,
+                serve(layered(true, ActorBy::Header)).await,
+                serve(layered(false, ActorBy::Closure)).await,
+            ];
+            let (set, active) = tokio::sync::watch::channel(IDLE);
+            let measuring = Arc::new(AtomicBool::new(false));
+            let done: Vec<Arc<AtomicU64>> = (0..N).map(|_| Arc::default()).collect();
+            let tasks: Vec<_> = (0..N)
+                .map(|v| clients(v, addrs[v], a.connections, &active, &measuring, &done[v]))
+                .collect();
+            let slice = Duration::from_secs_f64(a.slice_secs);
+            // Warm-up: each variant for half a second.
+            for v in (0..N).filter(|v| runs(*v)) {
+                set.send_replace(v);
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            rounds.push(results);
-        }
-    });
+            measuring.store(true, Ordering::Relaxed);
+            for cycle in 0..a.cycles {
+                let mut slices = [Slice::default(); N];
+                for k in 0..N {
+                    // Rotated, so no variant always follows the same one.
+                    let v = (cycle + k) % N;
+                    if !runs(v) {
+                        continue;
+                    }
+                    let (before, cpu, t) = (done[v].load(Ordering::Relaxed), process_cpu(), Instant::now());
+                    set.send_replace(v);
+                    tokio::time::sleep(slice).await;
+                    let (user, sys) = process_cpu();
+                    slices[v] = Slice {
+                        requests: done[v].load(Ordering::Relaxed) - before,
+                        secs: t.elapsed().as_secs_f64(),
+                        cpu_secs: user + sys - cpu.0 - cpu.1,
+                        sys_secs: sys - cpu.1,
+                    };
+                }
+                print!("{{\"bench\":\"http_layer\",\"cycle\":{cycle},\"connections\":{}", a.connections);
+                for v in (0..N).filter(|v| runs(*v)) {
+                    print!(
+                        ",\"{}\":{{\"requests\":{},\"rps\":{:.0},\"cpu_us_per_request\":{:.2},\"sys_us_per_request\":{:.2}}}",
+                        VARIANTS[v],
+                        slices[v].requests,
+                        slices[v].rps(),
+                        slices[v].cpu_us(),
+                        slices[v].sys_us()
+                    );
+                }
+                println!("}}");
+                cycles.push(slices);
+                // Keep the file small.
+                if cycle % 8 == 7 {
+                    guard.flush().unwrap();
+                    let _ = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&file)
+                        .and_then(|f| f.set_len(0));
+                }
+            }
+            measuring.store(false, Ordering::Relaxed);
+            set.send_replace(STOP);
+            for (v, t) in tasks.into_iter().enumerate() {
+                for t in t {
+                    latencies[v].extend(t.await.unwrap());
+                }
+            }
+        });
+    }
     let direct_ns = rt.block_on(async {
         let mut ns = [0.0; N];
         for (v, name) in VARIANTS.iter().enumerate() {
@@ -383,35 +425,48 @@ fn main() {
             a.direct_n, direct_ns[v]
         );
     }
-    if !rounds.is_empty() && only.is_none() {
+    if !cycles.is_empty() && only.is_none() {
+        let pooled = |v: usize| {
+            let r: u64 = cycles.iter().map(|c| c[v].requests).sum();
+            let secs: f64 = cycles.iter().map(|c| c[v].secs).sum();
+            let cpu: f64 = cycles.iter().map(|c| c[v].cpu_secs).sum();
+            (r as f64 / secs, cpu * 1e6 / r.max(1) as f64)
+        };
+        let lat = |v: usize| {
+            let mut l = latencies[v].clone();
+            l.sort_unstable();
+            let mean = l.iter().map(|&x| x as f64).sum::<f64>() / l.len().max(1) as f64;
+            (mean, percentile(&l, 0.5), percentile(&l, 0.99))
+        };
+        let (plain_rps, plain_cpu) = pooled(0);
+        let plain_lat = lat(0);
         for v in 1..N {
-            // Each round's cost against the plain app of the same round.
+            // Each cycle's cost against the plain app's slice of the same cycle.
             let cost = median(
-                rounds
+                cycles
                     .iter()
-                    .map(|r| (r[0].0 - r[v].0) / r[0].0 * 100.0)
+                    .map(|c| (c[0].rps() - c[v].rps()) / c[0].rps() * 100.0)
                     .collect(),
             );
-            let added = median(rounds.iter().map(|r| r[v].1 - r[0].1).collect());
-            // The process's CPU per request (client, server and the sink's
-            // worker together), against the plain app of the same round:
-            // what the layer costs in CPU, less moved by other load on the
-            // machine than requests per second.
             let cpu_cost = median(
-                rounds
+                cycles
                     .iter()
-                    .map(|r| (r[v].2 - r[0].2) / r[0].2 * 100.0)
+                    .map(|c| (c[v].cpu_us() - c[0].cpu_us()) / c[0].cpu_us() * 100.0)
                     .collect(),
             );
+            // Of which in the kernel (system time), in µs per request.
+            let sys_added = median(cycles.iter().map(|c| c[v].sys_us() - c[0].sys_us()).collect());
+            let cpu_added = median(cycles.iter().map(|c| c[v].cpu_us() - c[0].cpu_us()).collect());
+            let (rps, cpu) = pooled(v);
+            let (mean, p50, p99) = lat(v);
             println!(
-                "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"compared\":\"{} vs plain\",\"connections\":{},\"rounds\":{},\"rps_plain_median\":{:.0},\"rps_median\":{:.0},\"throughput_cost_pct_median\":{cost:.1},\"added_mean_latency_us_median\":{added:.1},\"process_cpu_us_per_request_plain_median\":{:.2},\"process_cpu_us_per_request_median\":{:.2},\"process_cpu_cost_pct_median\":{cpu_cost:.1},\"cpu_ns_per_request_added_in_process_calls\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
+                "{{\"bench\":\"http_layer\",\"variant\":\"summary\",\"compared\":\"{} vs plain\",\"connections\":{},\"cycles\":{},\"slice_secs\":{},\"throughput_cost_pct_median\":{cost:.1},\"process_cpu_cost_pct_median\":{cpu_cost:.1},\"process_cpu_us_added_median\":{cpu_added:.2},\"of_which_system_us_median\":{sys_added:.2},\"rps_plain_pooled\":{plain_rps:.0},\"rps_pooled\":{rps:.0},\"throughput_cost_pct_pooled\":{:.1},\"process_cpu_us_per_request_plain\":{plain_cpu:.2},\"process_cpu_us_per_request\":{cpu:.2},\"mean_latency_us_plain\":{:.0},\"mean_latency_us\":{mean:.0},\"p50_us\":{p50},\"p99_us\":{p99},\"cpu_ns_per_request_added_in_process_calls\":{:.0},\"target_pct\":5,\"within_target\":{}}}",
                 VARIANTS[v],
                 a.connections,
-                rounds.len(),
-                median(rounds.iter().map(|r| r[0].0).collect()),
-                median(rounds.iter().map(|r| r[v].0).collect()),
-                median(rounds.iter().map(|r| r[0].2).collect()),
-                median(rounds.iter().map(|r| r[v].2).collect()),
+                cycles.len(),
+                a.slice_secs,
+                (plain_rps - rps) / plain_rps * 100.0,
+                plain_lat.0,
                 direct_ns[v] - direct_ns[0],
                 cost <= 5.0
             );
