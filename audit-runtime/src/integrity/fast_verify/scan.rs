@@ -47,19 +47,6 @@ pub(crate) struct Scanned {
 /// Deepest nesting accepted here (serde_json's own limit is 128).
 const MAX_DEPTH: u32 = 100;
 
-/// Byte classes inside a string: 0 plain, 1 `"`, 2 `\`, 3 control.
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = 3;
-        i += 1;
-    }
-    t[b'"' as usize] = 1;
-    t[b'\\' as usize] = 2;
-    t
-};
-
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -73,6 +60,10 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned> {
         return None;
     }
     std::str::from_utf8(line).ok()?;
+    // Canonical text has no whitespace and no raw control bytes anywhere.
+    if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
+        return None;
+    }
     let mut s = Scanner { b: line, i: 1 };
     let mut out = Scanned {
         cut: None,
@@ -87,7 +78,7 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned> {
         loop {
             let member_start = s.i;
             let key = s.key()?;
-            if !first && key <= prev_key {
+            if !first && !after(key, prev_key) {
                 return None;
             }
             s.expect(b':')?;
@@ -184,7 +175,8 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string in canonical form; returns the contents' span and whether
-    /// it holds an escape.
+    /// it holds an escape. The line holds no control bytes ([`scan_line`]
+    /// checked), so only `"` and `\` end a run of plain bytes.
     #[inline]
     fn string(&mut self) -> Option<(Span, bool)> {
         self.expect(b'"')?;
@@ -192,27 +184,27 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         let b = self.b;
         loop {
-            // Plain bytes, eight at a time while none of them is special.
+            // Plain bytes, eight at a time; jump to the first special one.
             while let Some(chunk) = b.get(self.i..self.i + 8) {
                 let w = u64::from_le_bytes(chunk.try_into().ok()?);
-                if has_special(w) {
+                let m = special_mask(w);
+                if m != 0 {
+                    self.i += (m.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.i += 8;
             }
-            let c = *b.get(self.i)?;
-            match CLASS[usize::from(c)] {
-                0 => self.i += 1,
-                1 => {
+            match *b.get(self.i)? {
+                b'"' => {
                     let end = self.i;
                     self.i += 1;
                     return Some(((start, end), escaped));
                 }
-                2 => {
+                b'\\' => {
                     escaped = true;
                     self.escape()?;
                 }
-                _ => return None,
+                _ => self.i += 1,
             }
         }
     }
@@ -276,7 +268,7 @@ impl<'a> Scanner<'a> {
         let mut prev: Option<&[u8]> = None;
         loop {
             let key = self.key()?;
-            if prev.is_some_and(|p| key <= p) {
+            if prev.is_some_and(|p| !after(key, p)) {
                 return None;
             }
             prev = Some(key);
@@ -388,7 +380,7 @@ impl<'a> Scanner<'a> {
         let mut last: Option<&[u8]> = None;
         loop {
             let key = self.key()?;
-            if last.is_some_and(|p| key <= p) {
+            if last.is_some_and(|p| !after(key, p)) {
                 return None;
             }
             last = Some(key);
@@ -429,6 +421,16 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Whether `key` sorts strictly after `prev` (keys mostly differ in their
+/// first byte: decided there without a call to `memcmp`).
+#[inline]
+fn after(key: &[u8], prev: &[u8]) -> bool {
+    match (key.first(), prev.first()) {
+        (Some(a), Some(b)) if a != b => a > b,
+        _ => key > prev,
+    }
+}
+
 fn hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -437,18 +439,14 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// Whether any byte of `w` is `"`, `\` or below 0x20.
+/// The high bit of every byte of `w` that is `"` or `\` (and possibly of
+/// a byte after such a byte: only the lowest set bit is exact).
 #[inline]
-fn has_special(w: u64) -> bool {
+fn special_mask(w: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let quote = zero(w ^ (ONES * u64::from(b'"')));
-    let slash = zero(w ^ (ONES * u64::from(b'\\')));
-    // Bytes below 0x20: (b - 0x20) borrows into the high bit, unless the
-    // byte already had it set (non-ASCII bytes are never special).
-    let low = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (quote | slash | low) != 0
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 #[cfg(test)]
@@ -461,19 +459,18 @@ mod tests {
     }
 
     #[test]
-    fn special_byte_check_agrees_with_the_table() {
+    fn special_mask_finds_the_first_quote_or_backslash() {
         for b in 0..=255u8 {
             for pos in 0..8 {
-                let mut v = [b'a'; 8];
-                v[pos] = b;
-                let w = u64::from_le_bytes(v);
-                assert_eq!(has_special(w), CLASS[usize::from(b)] != 0, "{b} at {pos}");
+                for other in [b'a', b'"', b'\\', 0x00, 0xff, 0x21, 0x5b] {
+                    let mut v = [other; 8];
+                    v[pos] = b;
+                    let want = v.iter().position(|&c| c == b'"' || c == b'\\');
+                    let m = special_mask(u64::from_le_bytes(v));
+                    let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+                    assert_eq!(got, want, "{v:?}");
+                }
             }
-        }
-        for (a, b) in [(0x00u8, 0x21u8), (0x21, 0x00), (0x80, 0x1f), (0xff, 0x20)] {
-            let v = [a, b, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41];
-            let want = CLASS[usize::from(a)] != 0 || CLASS[usize::from(b)] != 0;
-            assert_eq!(has_special(u64::from_le_bytes(v)), want);
         }
     }
 
