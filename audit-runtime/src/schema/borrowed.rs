@@ -21,6 +21,7 @@
 use std::borrow::Cow;
 
 use super::{as_integer_f64, Checker, Node, Obj, ValidationErrors};
+use crate::json::bytes::next_special;
 use crate::SchemaVersion;
 
 /// Why a text is not a JSON value (as `serde_json` reads it).
@@ -67,11 +68,20 @@ pub fn validate_json(
     text: &[u8],
     version: Option<SchemaVersion>,
 ) -> Result<Result<SchemaVersion, ValidationErrors>, JsonError> {
-    if std::str::from_utf8(text).is_err() {
+    let Ok(text) = std::str::from_utf8(text) else {
         return Err(JsonError::Utf8);
-    }
-    let start = syntax(text).ok_or(JsonError::Syntax)?;
-    Ok(check(Raw(&text[start.0..start.1]), version))
+    };
+    let mut spans = Vec::new();
+    let (start, end) = syntax(text.as_bytes(), &mut spans).ok_or(JsonError::Syntax)?;
+    let value = Raw(&text[start..end]);
+    let root = value.is_object().then(|| {
+        let members = spans
+            .iter()
+            .map(|&(k0, k1, v0, v1)| (unescape(&text[k0 + 1..k1 - 1]), Raw(&text[v0..v1])))
+            .collect();
+        settle(members)
+    });
+    Ok(check(value, root, version))
 }
 
 // ---------------------------------------------------------------------------
@@ -80,19 +90,6 @@ pub fn validate_json(
 
 /// serde_json's nesting limit: it fails when entering the 128th level.
 const DEPTH_LIMIT: usize = 127;
-
-/// Byte classes inside a string: 0 plain, 1 `"`, 2 `\`, 3 control.
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = 3;
-        i += 1;
-    }
-    t[b'"' as usize] = 1;
-    t[b'\\' as usize] = 2;
-    t
-};
 
 #[inline]
 fn ws(b: &[u8], mut i: usize) -> usize {
@@ -104,14 +101,22 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 
 /// Checks that `b` (valid UTF-8) is one JSON value with optional
 /// surrounding whitespace, as `serde_json::from_slice::<Value>` decides;
-/// returns the value's span.
-fn syntax(b: &[u8]) -> Option<(usize, usize)> {
+/// returns the value's span. When the value is an object, `members`
+/// receives the spans of its members as written: the key with its quotes
+/// and the value.
+fn syntax(b: &[u8], members: &mut Vec<(usize, usize, usize, usize)>) -> Option<(usize, usize)> {
     let start = ws(b, 0);
     // Open containers: true = object.
     let mut stack: Vec<bool> = Vec::new();
     let mut i = start;
+    // The root member being read: its key's span and its value's start.
+    let mut key = (0, 0);
+    let mut vstart = 0;
     'value: loop {
         i = ws(b, i);
+        if stack.len() == 1 {
+            vstart = i;
+        }
         match *b.get(i)? {
             b'{' => {
                 if stack.len() >= DEPTH_LIMIT {
@@ -122,7 +127,11 @@ fn syntax(b: &[u8]) -> Option<(usize, usize)> {
                     i += 1;
                 } else {
                     stack.push(true);
+                    let k = i;
                     i = string(b, i)?;
+                    if stack.len() == 1 {
+                        key = (k, i);
+                    }
                     i = ws(b, i);
                     if b.get(i) != Some(&b':') {
                         return None;
@@ -156,11 +165,18 @@ fn syntax(b: &[u8]) -> Option<(usize, usize)> {
                 let end = i;
                 return (ws(b, i) == b.len()).then_some((start, end));
             };
+            if stack.len() == 1 && top {
+                members.push((key.0, key.1, vstart, i));
+            }
             i = ws(b, i);
             match (*b.get(i)?, top) {
                 (b',', true) => {
                     i = ws(b, i + 1);
+                    let k = i;
                     i = string(b, i)?;
+                    if stack.len() == 1 {
+                        key = (k, i);
+                    }
                     i = ws(b, i);
                     if b.get(i) != Some(&b':') {
                         return None;
@@ -175,6 +191,8 @@ fn syntax(b: &[u8]) -> Option<(usize, usize)> {
                 (b'}', true) | (b']', false) => {
                     stack.pop();
                     i += 1;
+                    // The closed container was a value: when it was a root
+                    // member, the loop records it next.
                 }
                 _ => return None,
             }
@@ -194,12 +212,10 @@ fn string(b: &[u8], i: usize) -> Option<usize> {
     }
     let mut i = i + 1;
     loop {
-        let c = *b.get(i)?;
-        match CLASS[usize::from(c)] {
-            0 => i += 1,
-            1 => return Some(i + 1),
-            3 => return None,
-            _ => {
+        i = next_special(b, i, true);
+        match *b.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => {
                 i += 1;
                 match *b.get(i)? {
                     b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 1,
@@ -223,6 +239,7 @@ fn string(b: &[u8], i: usize) -> Option<usize> {
                     _ => return None,
                 }
             }
+            _ => return None,
         }
     }
 }
@@ -290,15 +307,32 @@ fn number(b: &[u8], start: usize) -> Option<usize> {
 
 /// The exact text of one JSON value that [`syntax`] accepted.
 #[derive(Clone, Copy)]
-struct Raw<'a>(&'a [u8]);
+struct Raw<'a>(&'a str);
 
 /// An object's members in `serde_json` map order: sorted by key, one per
 /// key (the last one written).
 type Members<'a> = Vec<(Cow<'a, str>, Raw<'a>)>;
 
+/// Members as written, in map order: sorted (stable, so equal keys keep
+/// their order) and the last of equal keys kept.
+fn settle(mut m: Members<'_>) -> Members<'_> {
+    if m.windows(2).all(|w| cmp(&w[0].0, &w[1].0).is_lt()) {
+        return m;
+    }
+    m.sort_by(|a, b| cmp(&a.0, &b.0));
+    let mut kept: Members<'_> = Vec::with_capacity(m.len());
+    for member in m {
+        match kept.last_mut() {
+            Some(last) if last.0 == member.0 => *last = member,
+            _ => kept.push(member),
+        }
+    }
+    kept
+}
+
 impl<'a> Raw<'a> {
     fn first(&self) -> u8 {
-        self.0.first().copied().unwrap_or(b'n')
+        self.0.as_bytes().first().copied().unwrap_or(b'n')
     }
 
     /// The JSON type, as `super::kind` names it.
@@ -330,7 +364,7 @@ impl<'a> Raw<'a> {
         if self.first() != b'"' {
             return None;
         }
-        unescape(&self.0[1..self.0.len() - 1])
+        Some(unescape(&self.0[1..self.0.len() - 1]))
     }
 
     /// The value as a JSON Schema integer (see `super::as_integer`).
@@ -338,9 +372,8 @@ impl<'a> Raw<'a> {
         if !self.is_number() {
             return None;
         }
-        let text = std::str::from_utf8(self.0).ok()?;
-        let f = text.parse::<f64>().ok()?;
-        let integral = !self.0.iter().any(|c| matches!(c, b'.' | b'e' | b'E'));
+        let f = self.0.parse::<f64>().ok()?;
+        let integral = !self.0.bytes().any(|c| matches!(c, b'.' | b'e' | b'E'));
         if integral {
             Some(f)
         } else {
@@ -353,42 +386,26 @@ impl<'a> Raw<'a> {
         if !self.is_object() {
             return None;
         }
-        let b = self.0;
+        let t = self.0;
+        let b = t.as_bytes();
         let mut out: Members<'a> = Vec::new();
         let mut i = ws(b, 1);
         if b.get(i) == Some(&b'}') {
             return Some(out);
         }
-        let mut sorted = true;
         loop {
             let kend = skip_string(b, i);
-            let key = unescape(&b[i + 1..kend - 1])?;
-            i = ws(b, kend) + 1;
-            i = ws(b, i);
+            let key = unescape(&t[i + 1..kend - 1]);
+            i = ws(b, ws(b, kend) + 1);
             let vend = skip_value(b, i);
-            if let Some((last, _)) = out.last() {
-                sorted &= *last < key;
-            }
-            out.push((key, Raw(&b[i..vend])));
+            out.push((key, Raw(&t[i..vend])));
             i = ws(b, vend);
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 _ => break,
             }
         }
-        if !sorted {
-            // Stable: equal keys keep their order, and the last one stays.
-            out.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut kept: Members<'a> = Vec::with_capacity(out.len());
-            for m in out {
-                match kept.last_mut() {
-                    Some(last) if last.0 == m.0 => *last = m,
-                    _ => kept.push(m),
-                }
-            }
-            out = kept;
-        }
-        Some(out)
+        Some(settle(out))
     }
 
     /// The items of an array (None: not an array).
@@ -396,7 +413,8 @@ impl<'a> Raw<'a> {
         if !self.is_array() {
             return None;
         }
-        let b = self.0;
+        let t = self.0;
+        let b = t.as_bytes();
         let mut out = Vec::new();
         let mut i = ws(b, 1);
         if b.get(i) == Some(&b']') {
@@ -404,7 +422,7 @@ impl<'a> Raw<'a> {
         }
         loop {
             let end = skip_value(b, i);
-            out.push(Raw(&b[i..end]));
+            out.push(Raw(&t[i..end]));
             i = ws(b, end);
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
@@ -417,18 +435,29 @@ impl<'a> Raw<'a> {
 
 /// The member `key` of sorted members.
 fn get<'m, 'a>(m: &'m Members<'a>, key: &str) -> Option<&'m Raw<'a>> {
-    m.binary_search_by(|(k, _)| k.as_ref().cmp(key))
+    m.binary_search_by(|(k, _)| cmp(k, key))
         .ok()
         .map(|i| &m[i].1)
+}
+
+/// `a.cmp(b)`, decided at the first byte when it differs (member names
+/// mostly do) without a call to `memcmp`.
+#[inline]
+fn cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
 }
 
 /// End of the (valid) string starting at `b[i] == '"'`.
 fn skip_string(b: &[u8], i: usize) -> usize {
     let mut i = i + 1;
     loop {
-        match memchr::memchr2(b'"', b'\\', &b[i..]) {
-            Some(k) if b[i + k] == b'"' => return i + k + 1,
-            Some(k) => i += k + 2,
+        i = next_special(b, i, false);
+        match b.get(i) {
+            Some(b'"') => return i + 1,
+            Some(_) => i += 2,
             None => return b.len(),
         }
     }
@@ -471,20 +500,25 @@ fn skip_value(b: &[u8], i: usize) -> usize {
 }
 
 /// The contents of a (valid) string, unescaped.
-fn unescape(s: &[u8]) -> Option<Cow<'_, str>> {
-    if memchr::memchr(b'\\', s).is_none() {
-        return std::str::from_utf8(s).ok().map(Cow::Borrowed);
+fn unescape(s: &str) -> Cow<'_, str> {
+    let b = s.as_bytes();
+    // The contents hold no unescaped quote: a hit is a backslash.
+    let first = next_special(b, 0, false);
+    if first == b.len() {
+        return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let k = memchr::memchr(b'\\', &s[i..]).map_or(s.len(), |k| i + k);
-        out.push_str(std::str::from_utf8(&s[i..k]).ok()?);
-        if k == s.len() {
-            break;
+    out.push_str(&s[..first]);
+    let mut i = first;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            let k = next_special(b, i, false);
+            out.push_str(&s[i..k]);
+            i = k;
+            continue;
         }
-        let c = s[k + 1];
-        i = k + 2;
+        let c = b[i + 1];
+        i += 2;
         let ch = match c {
             b'b' => '\u{8}',
             b'f' => '\u{c}',
@@ -492,36 +526,40 @@ fn unescape(s: &[u8]) -> Option<Cow<'_, str>> {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
-                let n = u32::from(hex4(s, i)?);
+                let n = u32::from(hex4(b, i).unwrap_or(0));
                 i += 4;
                 let n = if (0xD800..0xDC00).contains(&n) {
-                    let n2 = u32::from(hex4(s, i + 2)?);
+                    let n2 = u32::from(hex4(b, i + 2).unwrap_or(0xDC00));
                     i += 6;
-                    0x1_0000 + ((n - 0xD800) << 10) + (n2 - 0xDC00)
+                    0x1_0000 + ((n - 0xD800) << 10) + (n2.wrapping_sub(0xDC00) & 0x3ff)
                 } else {
                     n
                 };
-                char::from_u32(n)?
+                char::from_u32(n).unwrap_or(char::REPLACEMENT_CHARACTER)
             }
             other => char::from(other),
         };
         out.push(ch);
     }
-    Some(Cow::Owned(out))
+    Cow::Owned(out)
 }
 
 // ---------------------------------------------------------------------------
 // The checker over borrowed members (mirrors Checker::node/object/conditionals)
 // ---------------------------------------------------------------------------
 
-fn check(value: Raw<'_>, version: Option<SchemaVersion>) -> Result<SchemaVersion, ValidationErrors> {
+fn check(
+    value: Raw<'_>,
+    root: Option<Members<'_>>,
+    version: Option<SchemaVersion>,
+) -> Result<SchemaVersion, ValidationErrors> {
     let mut cx = Checker {
         version: version.unwrap_or(SchemaVersion::V2_0),
         skip_version_member: false,
         path: String::new(),
         out: Vec::new(),
     };
-    let Some(root) = value.members() else {
+    let Some(root) = root else {
         cx.push(format!("must be an object (found {})", value.kind()));
         return Err(cx.finish_err());
     };
@@ -676,7 +714,13 @@ impl Checker {
             if at_root && self.skip_version_member && k == "schema_version" {
                 continue;
             }
-            match obj.props.iter().find(|(name, _)| *name == k.as_ref()) {
+            let k_bytes = k.as_bytes();
+            let found = obj.props.iter().find(|(name, _)| {
+                name.len() == k_bytes.len()
+                    && name.as_bytes().first() == k_bytes.first()
+                    && name.as_bytes() == k_bytes
+            });
+            match found {
                 Some((_, node)) => self.child(k, |cx| cx.node_b(node, *v)),
                 None => self.child(k, |cx| {
                     cx.push(format!(
@@ -729,10 +773,7 @@ impl Checker {
         }
         let delegation = get(root, "delegation");
         if let Some(actor) = get(root, "actor").and_then(Raw::members) {
-            if get(&actor, "subject_type")
-                .and_then(Raw::as_str)
-                .as_deref()
-                == Some("agent")
+            if get(&actor, "subject_type").and_then(Raw::as_str).as_deref() == Some("agent")
                 && delegation.is_none()
             {
                 self.child("delegation", |cx| {

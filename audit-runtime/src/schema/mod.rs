@@ -794,6 +794,18 @@ impl Checker {
     fn child<R>(&mut self, key: &str, f: impl FnOnce(&mut Checker) -> R) -> R {
         let len = self.path.len();
         self.path.push('/');
+        if !key.contains(['~', '/']) {
+            self.path.push_str(key);
+        } else {
+            self.escaped(key);
+        }
+        let r = f(self);
+        self.path.truncate(len);
+        r
+    }
+
+    /// Appends `key` to the path, escaped per RFC 6901.
+    fn escaped(&mut self, key: &str) {
         for c in key.chars() {
             match c {
                 '~' => self.path.push_str("~0"),
@@ -801,9 +813,6 @@ impl Checker {
                 c => self.path.push(c),
             }
         }
-        let r = f(self);
-        self.path.truncate(len);
-        r
     }
 
     fn index<R>(&mut self, i: usize, f: impl FnOnce(&mut Checker) -> R) -> R {

@@ -33,10 +33,10 @@ mod scan;
 
 pub use files::{anchor_path, read_anchor, verify_files, FileLines};
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
-use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
@@ -394,9 +394,7 @@ impl Pipeline {
                     self.early.insert(d.seq, d);
                 },
             };
-            let recs = done
-                .recs
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let recs = done.recs.unwrap_or_else(|p| std::panic::resume_unwind(p));
             let data = &done.data[..];
             for rec in recs {
                 w.record(rec, data);
@@ -415,7 +413,11 @@ impl Pipeline {
 }
 
 /// Reads into `buf[filled..]` (growing it when full); 0 at the end.
-fn read_into<R: Read>(ledger: &mut R, buf: &mut Vec<u8>, filled: usize) -> Result<usize, VerifyError> {
+fn read_into<R: Read>(
+    ledger: &mut R,
+    buf: &mut Vec<u8>,
+    filled: usize,
+) -> Result<usize, VerifyError> {
     if filled == buf.len() {
         let more = buf.len().max(64 * 1024);
         buf.resize(buf.len() + more, 0);

@@ -47,6 +47,8 @@ pub(crate) struct Scanned {
 /// Deepest nesting accepted here (serde_json's own limit is 128).
 const MAX_DEPTH: u32 = 100;
 
+use crate::json::bytes::next_special;
+
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
@@ -185,15 +187,7 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         loop {
             // Plain bytes, eight at a time; jump to the first special one.
-            while let Some(chunk) = b.get(self.i..self.i + 8) {
-                let w = u64::from_le_bytes(chunk.try_into().ok()?);
-                let m = special_mask(w);
-                if m != 0 {
-                    self.i += (m.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
+            self.i = next_special(b, self.i, false);
             match *b.get(self.i)? {
                 b'"' => {
                     let end = self.i;
@@ -439,16 +433,6 @@ fn hex(c: u8) -> Option<u8> {
     }
 }
 
-/// The high bit of every byte of `w` that is `"` or `\` (and possibly of
-/// a byte after such a byte: only the lowest set bit is exact).
-#[inline]
-fn special_mask(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,22 +440,6 @@ mod tests {
 
     fn canonical(line: &str) -> bool {
         scan_line(line.as_bytes()).is_some()
-    }
-
-    #[test]
-    fn special_mask_finds_the_first_quote_or_backslash() {
-        for b in 0..=255u8 {
-            for pos in 0..8 {
-                for other in [b'a', b'"', b'\\', 0x00, 0xff, 0x21, 0x5b] {
-                    let mut v = [other; 8];
-                    v[pos] = b;
-                    let want = v.iter().position(|&c| c == b'"' || c == b'\\');
-                    let m = special_mask(u64::from_le_bytes(v));
-                    let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
-                    assert_eq!(got, want, "{v:?}");
-                }
-            }
-        }
     }
 
     #[test]
