@@ -246,7 +246,7 @@ impl Pipeline {
         progress: &mut Option<ProgressFn<'_>>,
         block: usize,
     ) -> Result<(), VerifyError> {
-        let mut buf = self.buffer(block);
+        let mut buf = self.buffer(0);
         let mut filled = 0usize;
         let mut read_total = 0u64;
         let mut eof = false;
@@ -310,7 +310,7 @@ impl Pipeline {
                 break;
             }
             // The partial last line starts the next buffer.
-            let mut next = self.buffer(block.max(filled - end));
+            let mut next = self.buffer(filled - end);
             next[..filled - end].copy_from_slice(&buf[end..filled]);
             let data = Arc::new(std::mem::replace(&mut buf, next));
             filled -= end;
@@ -325,7 +325,9 @@ impl Pipeline {
         self.merge_all(w, cps)
     }
 
-    /// A buffer of at least `len` initialized bytes (plus room to read on).
+    /// A buffer of at least `len` initialized bytes, more for reading on.
+    /// A new one starts small (a short ledger is not charged for zeroing a
+    /// whole block); [`read_into`] doubles it as it fills.
     fn buffer(&mut self, len: usize) -> Vec<u8> {
         let mut b = self.pool.pop().unwrap_or_default();
         let want = len + 64 * 1024;

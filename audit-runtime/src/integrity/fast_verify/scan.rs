@@ -62,10 +62,6 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned> {
         return None;
     }
     std::str::from_utf8(line).ok()?;
-    // Canonical text has no whitespace and no raw control bytes anywhere.
-    if line.iter().fold(false, |acc, &c| acc | (c < 0x20)) {
-        return None;
-    }
     let mut s = Scanner { b: line, i: 1 };
     let mut out = Scanned {
         cut: None,
@@ -177,8 +173,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string in canonical form; returns the contents' span and whether
-    /// it holds an escape. The line holds no control bytes ([`scan_line`]
-    /// checked), so only `"` and `\` end a run of plain bytes.
+    /// it holds an escape (a raw control byte is never canonical).
     #[inline]
     fn string(&mut self) -> Option<(Span, bool)> {
         self.expect(b'"')?;
@@ -187,7 +182,7 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         loop {
             // Plain bytes, eight at a time; jump to the first special one.
-            self.i = next_special(b, self.i, false);
+            self.i = next_special(b, self.i, true);
             match *b.get(self.i)? {
                 b'"' => {
                     let end = self.i;
@@ -198,7 +193,7 @@ impl<'a> Scanner<'a> {
                     escaped = true;
                     self.escape()?;
                 }
-                _ => self.i += 1,
+                _ => return None,
             }
         }
     }
