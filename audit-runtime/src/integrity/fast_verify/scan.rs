@@ -471,6 +471,16 @@ mod tests {
         ] {
             assert!(!canonical(line), "{line}");
         }
+        // Raw control bytes: never canonical, wherever they are.
+        for line in [
+            "{\"a\":\"x\u{1}\"}",
+            "{\"a\":\"0123456789\u{1f}abc\"}",
+            "{\"a\u{0}\":1}",
+            "{\"a\":\"x\ty\"}",
+            "{\"a\":1,\u{a}\"b\":2}",
+        ] {
+            assert!(!canonical(line), "{line:?}");
+        }
     }
 
     #[test]
