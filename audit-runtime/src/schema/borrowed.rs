@@ -73,11 +73,11 @@ pub fn validate_json(
     };
     let mut spans = Vec::new();
     let (start, end) = syntax(text.as_bytes(), &mut spans).ok_or(JsonError::Syntax)?;
-    let value = Raw(&text[start..end]);
+    let value = Raw(&text[start..end], false);
     let root = value.is_object().then(|| {
         let members = spans
             .iter()
-            .map(|&(k0, k1, v0, v1)| (unescape(&text[k0 + 1..k1 - 1]), Raw(&text[v0..v1])))
+            .map(|&(k0, k1, v0, v1)| (unescape(&text[k0 + 1..k1 - 1]), Raw(&text[v0..v1], false)))
             .collect();
         settle(members)
     });
@@ -106,8 +106,8 @@ fn ws(b: &[u8], mut i: usize) -> usize {
 /// and the value.
 fn syntax(b: &[u8], members: &mut Vec<(usize, usize, usize, usize)>) -> Option<(usize, usize)> {
     let start = ws(b, 0);
-    // Open containers: true = object.
-    let mut stack: Vec<bool> = Vec::new();
+    // Open containers, one bit each (1 = object); at most DEPTH_LIMIT.
+    let mut stack = Stack::default();
     let mut i = start;
     // The root member being read: its key's span and its value's start.
     let mut key = (0, 0);
@@ -197,6 +197,39 @@ fn syntax(b: &[u8], members: &mut Vec<(usize, usize, usize, usize)>) -> Option<(
                 _ => return None,
             }
         }
+    }
+}
+
+/// The open containers of [`syntax`]: bit `k` of `bits` is 1 when the
+/// container at depth `k` is an object.
+#[derive(Default)]
+struct Stack {
+    bits: u128,
+    len: usize,
+}
+
+impl Stack {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn push(&mut self, object: bool) {
+        if object {
+            self.bits |= 1 << self.len;
+        } else {
+            self.bits &= !(1 << self.len);
+        }
+        self.len += 1;
+    }
+    fn pop(&mut self) {
+        self.len -= 1;
+    }
+    fn last(&self) -> Option<&bool> {
+        let top = self.len.checked_sub(1)?;
+        Some(if self.bits >> top & 1 == 1 {
+            &true
+        } else {
+            &false
+        })
     }
 }
 
@@ -305,9 +338,10 @@ fn number(b: &[u8], start: usize) -> Option<usize> {
 // Pass 2: borrowed members of a text pass 1 accepted
 // ---------------------------------------------------------------------------
 
-/// The exact text of one JSON value that [`syntax`] accepted.
+/// The exact text of one JSON value that [`syntax`] accepted, and whether
+/// it is known to hold no escape (false: unknown).
 #[derive(Clone, Copy)]
-struct Raw<'a>(&'a str);
+struct Raw<'a>(&'a str, bool);
 
 /// An object's members in `serde_json` map order: sorted by key, one per
 /// key (the last one written).
@@ -364,7 +398,12 @@ impl<'a> Raw<'a> {
         if self.first() != b'"' {
             return None;
         }
-        Some(unescape(&self.0[1..self.0.len() - 1]))
+        let contents = &self.0[1..self.0.len() - 1];
+        Some(if self.1 {
+            Cow::Borrowed(contents)
+        } else {
+            unescape(contents)
+        })
     }
 
     /// The value as a JSON Schema integer (see `super::as_integer`).
@@ -394,18 +433,55 @@ impl<'a> Raw<'a> {
             return Some(out);
         }
         loop {
-            let kend = skip_string(b, i);
-            let key = unescape(&t[i + 1..kend - 1]);
+            let (kend, escaped) = skip_string(b, i);
+            let key = &t[i + 1..kend - 1];
+            let key = if escaped {
+                unescape(key)
+            } else {
+                Cow::Borrowed(key)
+            };
             i = ws(b, ws(b, kend) + 1);
-            let vend = skip_value(b, i);
-            out.push((key, Raw(&t[i..vend])));
-            i = ws(b, vend);
+            out.push((key, value_at(t, i)));
+            i += out.last().map_or(0, |m| m.1 .0.len());
+            i = ws(b, i);
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 _ => break,
             }
         }
         Some(settle(out))
+    }
+
+    /// The member `key` of an object (the last one of that name, as in a
+    /// `serde_json` map), found without collecting the members.
+    fn member(&self, key: &str) -> Option<Raw<'a>> {
+        if !self.is_object() {
+            return None;
+        }
+        let t = self.0;
+        let b = t.as_bytes();
+        let mut i = ws(b, 1);
+        if b.get(i) == Some(&b'}') {
+            return None;
+        }
+        let mut found = None;
+        loop {
+            let (kend, escaped) = skip_string(b, i);
+            let k = &t[i + 1..kend - 1];
+            i = ws(b, ws(b, kend) + 1);
+            let v = value_at(t, i);
+            i += v.0.len();
+            // An escape only shortens a name; `key` holds no backslash.
+            if k == key || (escaped && k.len() > key.len() && unescape(k) == key) {
+                found = Some(v);
+            }
+            i = ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = ws(b, i + 1),
+                _ => break,
+            }
+        }
+        found
     }
 
     /// The items of an array (None: not an array).
@@ -421,9 +497,9 @@ impl<'a> Raw<'a> {
             return Some(out);
         }
         loop {
-            let end = skip_value(b, i);
-            out.push(Raw(&t[i..end]));
-            i = ws(b, end);
+            let v = value_at(t, i);
+            out.push(v);
+            i = ws(b, i + v.0.len());
             match b.get(i) {
                 Some(b',') => i = ws(b, i + 1),
                 _ => break,
@@ -450,30 +526,46 @@ fn cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// End of the (valid) string starting at `b[i] == '"'`.
-fn skip_string(b: &[u8], i: usize) -> usize {
+/// End of the (valid) string starting at `b[i] == '"'`, and whether it
+/// holds an escape.
+fn skip_string(b: &[u8], i: usize) -> (usize, bool) {
     let mut i = i + 1;
+    let mut escaped = false;
     loop {
         i = next_special(b, i, false);
         match b.get(i) {
-            Some(b'"') => return i + 1,
-            Some(_) => i += 2,
-            None => return b.len(),
+            Some(b'"') => return (i + 1, escaped),
+            Some(_) => {
+                escaped = true;
+                i += 2;
+            }
+            None => return (b.len(), escaped),
         }
+    }
+}
+
+/// The (valid) value starting at `t[i]`.
+fn value_at(t: &str, i: usize) -> Raw<'_> {
+    let b = t.as_bytes();
+    if b.get(i) == Some(&b'"') {
+        let (end, escaped) = skip_string(b, i);
+        Raw(&t[i..end], !escaped)
+    } else {
+        Raw(&t[i..skip_value(b, i)], false)
     }
 }
 
 /// End of the (valid) value starting at `b[i]`.
 fn skip_value(b: &[u8], i: usize) -> usize {
     match b.get(i) {
-        Some(b'"') => skip_string(b, i),
+        Some(b'"') => skip_string(b, i).0,
         Some(b'{' | b'[') => {
             let mut depth = 0usize;
             let mut i = i;
             while i < b.len() {
                 match b[i] {
                     b'"' => {
-                        i = skip_string(b, i);
+                        i = skip_string(b, i).0;
                         continue;
                     }
                     b'{' | b'[' => depth += 1,
@@ -748,15 +840,15 @@ impl Checker {
         if self.version == SchemaVersion::V1_0 {
             return;
         }
-        if let Some(outcome) = get(root, "outcome").and_then(Raw::members) {
-            let status = get(&outcome, "status").and_then(Raw::as_str);
+        if let Some(outcome) = get(root, "outcome").filter(|r| r.is_object()) {
+            let status = outcome.member("status").and_then(|r| r.as_str());
             let needs: &[&str] = match status.as_deref() {
                 Some("FAILURE") => &["error_type", "error_message"],
                 Some("DENIED") => &["error_type"],
                 _ => &[],
             };
             for &need in needs {
-                if get(&outcome, need).is_none() {
+                if outcome.member(need).is_none() {
                     self.child("outcome", |cx| {
                         cx.child(need, |cx| {
                             cx.push(format!(
@@ -772,8 +864,12 @@ impl Checker {
             return;
         }
         let delegation = get(root, "delegation");
-        if let Some(actor) = get(root, "actor").and_then(Raw::members) {
-            if get(&actor, "subject_type").and_then(Raw::as_str).as_deref() == Some("agent")
+        if let Some(actor) = get(root, "actor") {
+            if actor
+                .member("subject_type")
+                .and_then(|r| r.as_str())
+                .as_deref()
+                == Some("agent")
                 && delegation.is_none()
             {
                 self.child("delegation", |cx| {
@@ -781,11 +877,11 @@ impl Checker {
                 });
             }
         }
-        if let Some(d) = delegation.and_then(Raw::members) {
-            let depth = get(&d, "chain_depth");
-            let depth_n = depth.and_then(Raw::as_integer);
+        if let Some(d) = delegation.filter(|r| r.is_object()) {
+            let depth = d.member("chain_depth");
+            let depth_n = depth.and_then(|r| r.as_integer());
             let deep = depth_n.is_some_and(|n| n >= 2.0);
-            let has_parent = get(&d, "parent_agent_session_id").is_some();
+            let has_parent = d.member("parent_agent_session_id").is_some();
             if deep && !has_parent {
                 self.child("delegation", |cx| {
                     cx.child("parent_agent_session_id", |cx| {
@@ -806,8 +902,8 @@ impl Checker {
                 });
             }
         }
-        if let Some(action) = get(root, "action").and_then(Raw::members) {
-            if get(&action, "type").and_then(Raw::as_str).as_deref() == Some("OVERRIDE") {
+        if let Some(action) = get(root, "action") {
+            if action.member("type").and_then(|r| r.as_str()).as_deref() == Some("OVERRIDE") {
                 self.override_rules_b(root);
             }
         }
@@ -815,8 +911,8 @@ impl Checker {
 
     fn override_rules_b(&mut self, root: &Members<'_>) {
         const WHY: &str = "when action.type is OVERRIDE";
-        if let Some(actor) = get(root, "actor").and_then(Raw::members) {
-            if let Some(t) = get(&actor, "subject_type") {
+        if let Some(actor) = get(root, "actor") {
+            if let Some(t) = actor.member("subject_type") {
                 if t.as_str().as_deref() != Some("human") {
                     self.child("actor", |cx| {
                         cx.child("subject_type", |cx| {
@@ -826,8 +922,8 @@ impl Checker {
                 }
             }
         }
-        if let Some(resource) = get(root, "resource").and_then(Raw::members) {
-            if let Some(t) = get(&resource, "type") {
+        if let Some(resource) = get(root, "resource").filter(|r| r.is_object()) {
+            if let Some(t) = resource.member("type") {
                 if t.as_str().as_deref() != Some("AgentSession") {
                     self.child("resource", |cx| {
                         cx.child("type", |cx| {
@@ -836,7 +932,7 @@ impl Checker {
                     });
                 }
             }
-            if get(&resource, "id").is_none() {
+            if resource.member("id").is_none() {
                 self.child("resource", |cx| {
                     cx.child("id", |cx| cx.push(format!("is required {WHY}")))
                 });

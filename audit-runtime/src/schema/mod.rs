@@ -1226,6 +1226,16 @@ fn is_date_time(s: &str) -> bool {
 /// `format: uuid` as `jsonschema` decides: hyphens at character positions
 /// 8, 13, 18 and 23, and Python's `uuid.UUID(s)` accepts the string.
 fn is_uuid(s: &str) -> bool {
+    // The usual form, 8-4-4-4-12 hexadecimal digits, settles it at once.
+    let b = s.as_bytes();
+    if b.len() == 36
+        && b.iter().enumerate().all(|(i, &c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+    {
+        return true;
+    }
     let hyphens_ok = [8usize, 13, 18, 23]
         .iter()
         .all(|&i| s.chars().nth(i) == Some('-'));
