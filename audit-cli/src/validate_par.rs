@@ -1,10 +1,13 @@
 //! `validate` on all cores: lines are read in large blocks, each block is
 //! split on line boundaries into one chunk per core, and each line's verdict
 //! is computed on its chunk's thread; verdicts come back in file order, so
-//! the output is the same as checking line by line.
+//! the output is the same as checking line by line. Each line is checked by
+//! `schema::validate_json` (borrowed parsing, no JSON tree), whose verdicts
+//! are `validate_value`'s.
 
 use std::io::{self, Read};
 
+use phi_audit_runtime::schema::JsonError;
 use phi_audit_runtime::verify::MAX_LINE_BYTES;
 use phi_audit_runtime::SchemaVersion;
 
@@ -87,7 +90,7 @@ impl<R: Read> Verdicts<R> {
         }
         let mut out = Vec::new();
         if self.skipping {
-            match self.buf.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &self.buf) {
                 Some(i) => {
                     self.buf.drain(..=i);
                     self.skipping = false;
@@ -108,7 +111,7 @@ impl<R: Read> Verdicts<R> {
         let end = if self.eof {
             self.buf.len()
         } else {
-            match self.buf.iter().rposition(|&b| b == b'\n') {
+            match memchr::memrchr(b'\n', &self.buf) {
                 Some(i) => i + 1,
                 None if self.buf.len() > MAX_LINE_BYTES => {
                     self.skipping = true;
@@ -126,10 +129,7 @@ impl<R: Read> Verdicts<R> {
         for k in 1..self.threads {
             let prev = *bounds.last().unwrap_or(&0);
             let target = (data.len() * k / self.threads).max(prev);
-            let at = match data[target.min(data.len())..]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            let at = match memchr::memchr(b'\n', &data[target.min(data.len())..]) {
                 Some(i) => target + i + 1,
                 None => data.len(),
             };
@@ -164,7 +164,7 @@ impl<R: Read> Verdicts<R> {
 }
 
 fn lines_in(chunk: &[u8]) -> u64 {
-    let nl = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    let nl = memchr::memchr_iter(b'\n', chunk).count() as u64;
     nl + u64::from(chunk.last().is_some_and(|&b| b != b'\n'))
 }
 
@@ -178,7 +178,7 @@ fn check_chunk(chunk: &[u8], schema: Option<SchemaVersion>) -> Vec<(u64, Verdict
     let mut number = 0u64;
     let mut pos = 0;
     while pos < chunk.len() {
-        let (end, next, terminated) = match chunk[pos..].iter().position(|&b| b == b'\n') {
+        let (end, next, terminated) = match memchr::memchr(b'\n', &chunk[pos..]) {
             Some(i) => (pos + i, pos + i + 1, true),
             None => (chunk.len(), chunk.len(), false),
         };
@@ -193,23 +193,19 @@ fn check_chunk(chunk: &[u8], schema: Option<SchemaVersion>) -> Vec<(u64, Verdict
         if text.is_empty() {
             continue;
         }
-        let v = if std::str::from_utf8(text).is_err() {
-            Verdict::NotJson("not valid UTF-8")
-        } else {
-            match serde_json::from_slice::<serde_json::Value>(text) {
-                Err(_) if !terminated => {
-                    Verdict::NotJson("unterminated last line that is not JSON (a write cut off)")
-                }
-                Err(_) => Verdict::NotJson("not valid JSON"),
-                Ok(v) => match phi_audit_runtime::schema::validate_value(&v, schema) {
-                    Ok(_) => Verdict::Valid,
-                    Err(errs) => Verdict::Invalid(
-                        errs.iter()
-                            .map(|e| (e.path.clone(), e.message.clone()))
-                            .collect(),
-                    ),
-                },
+        let v = match phi_audit_runtime::schema::validate_json(text, schema) {
+            Err(JsonError::Utf8) => Verdict::NotJson("not valid UTF-8"),
+            Err(_) if !terminated => {
+                Verdict::NotJson("unterminated last line that is not JSON (a write cut off)")
             }
+            Err(_) => Verdict::NotJson("not valid JSON"),
+            Ok(Ok(_)) => Verdict::Valid,
+            Ok(Err(errs)) => Verdict::Invalid(
+                errs.into_violations()
+                    .into_iter()
+                    .map(|e| (e.path, e.message))
+                    .collect(),
+            ),
         };
         out.push((number, v));
     }

@@ -177,6 +177,11 @@ fn damage() -> impl Strategy<Value = Damage> {
                 "{\"a\":1e999}",
                 "{\"a\":1,\"a\":2,\"integrity\":null}",
                 "{\"x\":12345678901234567890123}",
+                // Raw control bytes inside strings (never canonical, never
+                // JSON) and their escaped forms (canonical).
+                "{\"a\":\"x\u{1}y\",\"integrity\":null}",
+                "{\"a\":\"0123456\t89abcdef\"}",
+                "{\"a\":\"x\\u0001y\\n\\\"\",\"integrity\":null}",
             ])
         )
             .prop_map(|(a, s)| Damage::InsertGarbage(a, s)),

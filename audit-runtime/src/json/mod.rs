@@ -6,5 +6,6 @@
 //! the record encoder, which copies a config's and a context's pre-rendered
 //! pieces, lives in [`crate::record`].
 
+pub(crate) mod bytes;
 pub(crate) mod canonical;
 pub(crate) mod encode;

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use uuid::Uuid;
 
 use super::event::ReviewEvent;
+use crate::json::bytes::next_special;
 use crate::model::event::{ActionType, DataClassification, OutcomeStatus};
 use crate::time::timestamp::Timestamp;
 
@@ -21,29 +22,9 @@ const MAX_DEPTH: u32 = 100;
 /// The index of the first byte at or after `j` that is `"`, `\\` or a
 /// control character (< 0x20), eight bytes at a time.
 #[inline]
-fn special(b: &[u8], mut j: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = b.get(j..j + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(w);
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-        let hits = x.wrapping_sub(ONES * 0x20) & !x & HIGH
-            | zero(x ^ (ONES * u64::from(b'"')))
-            | zero(x ^ (ONES * u64::from(b'\\')));
-        if hits != 0 {
-            break;
-        }
-        j += 8;
-    }
-    while let Some(&c) = b.get(j) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            return Some(j);
-        }
-        j += 1;
-    }
-    None
+fn special(b: &[u8], j: usize) -> Option<usize> {
+    let at = next_special(b, j, true);
+    (at < b.len()).then_some(at)
 }
 
 struct P<'a> {

@@ -33,9 +33,12 @@ mod scan;
 
 pub use files::{anchor_path, read_anchor, verify_files, FileLines};
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -53,7 +56,7 @@ use scan::{scan_line, Integrity, Span};
 pub(crate) use scan::insert_position;
 
 /// Bytes read per block (each block is split among the threads).
-const BLOCK: usize = 8 * 1024 * 1024;
+const BLOCK: usize = 4 * 1024 * 1024;
 
 /// Called with the number of ledger bytes read so far.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(u64);
@@ -130,127 +133,29 @@ fn verify_inner<R: Read, C: BufRead>(
             w.next_checkpoint(&mut cps)?;
         }
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(block + 64 * 1024);
-    let mut read_total = 0u64;
-    let mut eof = false;
-    // Skipping the rest of a line longer than MAX_LINE_BYTES.
-    let mut skipping = false;
-    let mut recs: Vec<Vec<Rec>> = (0..threads).map(|_| Vec::new()).collect();
-    loop {
-        // Fill the block.
-        while !eof && buf.len() < block {
-            let want = (block - buf.len()).max(64 * 1024);
-            let old = buf.len();
-            buf.resize(old + want, 0);
-            let n = loop {
-                match ledger.read(&mut buf[old..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        buf.truncate(old);
-                        return Err(VerifyError::Ledger(e));
-                    }
-                }
-            };
-            buf.truncate(old + n);
-            read_total += n as u64;
-            if n == 0 {
-                eof = true;
-            }
+    let alg = options.default_alg;
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || worker(job_rx, &done_tx, alg));
         }
-        if let Some(p) = progress.as_mut() {
-            p(read_total);
-        }
-        if skipping {
-            match memchr(b'\n', &buf) {
-                Some(i) => {
-                    buf.drain(..=i);
-                    skipping = false;
-                    w.too_long(true);
-                    w.after_line(&mut cps)?;
-                }
-                None => {
-                    buf.clear();
-                    if eof {
-                        w.too_long(false);
-                        w.after_line(&mut cps)?;
-                        break;
-                    }
-                    continue;
-                }
-            }
-        }
-        // Complete lines of the block (all of it at the end of the input).
-        let end = if eof {
-            buf.len()
-        } else {
-            match memrchr(b'\n', &buf) {
-                Some(i) => i + 1,
-                None => {
-                    if buf.len() > MAX_LINE_BYTES {
-                        skipping = true;
-                        buf.clear();
-                    } else {
-                        // A line longer than the block: read on.
-                        buf.reserve(block);
-                        let old = buf.len();
-                        buf.resize(old + block, 0);
-                        let n = ledger.read(&mut buf[old..]);
-                        let n = match n {
-                            Ok(n) => n,
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                            Err(e) => return Err(VerifyError::Ledger(e)),
-                        };
-                        buf.truncate(old + n);
-                        read_total += n as u64;
-                        if n == 0 {
-                            eof = true;
-                        }
-                    }
-                    continue;
-                }
-            }
+        drop(done_tx);
+        let mut p = Pipeline {
+            jobs: job_tx,
+            done: done_rx,
+            threads,
+            next_seq: 0,
+            inflight: VecDeque::new(),
+            early: HashMap::new(),
+            pool: Vec::new(),
         };
-        let data = &buf[..end];
-        let bounds = split(data, threads);
-        let alg = options.default_alg;
-        std::thread::scope(|s| {
-            let mut outs = recs.iter_mut();
-            let mut handles = Vec::new();
-            let first = outs.next();
-            for (k, out) in outs.enumerate() {
-                let (a, b) = (bounds[k + 1], bounds[k + 2]);
-                if a < b {
-                    handles.push(s.spawn(move || check_chunk(data, a, b, alg, out)));
-                } else {
-                    out.clear();
-                }
-            }
-            if let Some(out) = first {
-                check_chunk(data, bounds[0], bounds[1], alg, out);
-            }
-            for h in handles {
-                // A worker cannot panic on any input; if it did, re-raise.
-                if let Err(p) = h.join() {
-                    std::panic::resume_unwind(p);
-                }
-            }
-        });
-        for (k, out) in recs.iter_mut().enumerate() {
-            if bounds[k] >= bounds[k + 1] {
-                continue;
-            }
-            for rec in out.drain(..) {
-                w.record(rec, data);
-                w.after_line(&mut cps)?;
-            }
-        }
-        w.settle_ts(data);
-        buf.drain(..end);
-        if eof && buf.is_empty() {
-            break;
-        }
-    }
+        p.run(&mut ledger, &mut w, &mut cps, &mut progress, block)
+        // `p` drops here: the job channel closes and the workers end.
+    })?;
     w.finish(&mut cps)
 }
 
@@ -270,6 +175,262 @@ fn split(data: &[u8], threads: usize) -> Vec<usize> {
     }
     b.push(data.len());
     b
+}
+
+/// Lines of a block for one worker: `data[..end]`, lines `a..b`.
+struct Job {
+    seq: u64,
+    data: Arc<Vec<u8>>,
+    end: usize,
+    a: usize,
+    b: usize,
+}
+
+/// A worker's records for one [`Job`] (the block comes back with them, so
+/// the reader can reuse its buffer once every chunk of it is merged).
+struct Done {
+    seq: u64,
+    data: Arc<Vec<u8>>,
+    recs: std::thread::Result<Vec<Rec>>,
+}
+
+fn worker(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, alg: HashAlg) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let mut recs = Vec::new();
+        let data = &job.data[..job.end];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_chunk(data, job.a, job.b, alg, &mut recs)
+        }));
+        let done_job = Done {
+            seq: job.seq,
+            recs: r.map(|()| recs),
+            data: job.data,
+        };
+        if done.send(done_job).is_err() {
+            return;
+        }
+    }
+}
+
+/// Blocks read but not merged yet: at most this many (bounded memory).
+const IN_FLIGHT: usize = 2;
+
+/// The reader and merger (on the calling thread): reads blocks, hands their
+/// chunks to the workers, and merges the records in file order while the
+/// workers check the next blocks.
+struct Pipeline {
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+    threads: usize,
+    next_seq: u64,
+    /// Per block read and not merged: the sequence numbers of its chunks.
+    inflight: VecDeque<std::ops::Range<u64>>,
+    /// Records that came back before their turn.
+    early: HashMap<u64, Done>,
+    /// Buffers of merged blocks, for reuse (already initialized: never
+    /// zeroed again).
+    pool: Vec<Vec<u8>>,
+}
+
+impl Pipeline {
+    fn run<R: Read, C: BufRead>(
+        &mut self,
+        ledger: &mut R,
+        w: &mut Walk<'_>,
+        cps: &mut Option<JsonLines<C>>,
+        progress: &mut Option<ProgressFn<'_>>,
+        block: usize,
+    ) -> Result<(), VerifyError> {
+        let mut buf = self.buffer(0);
+        let mut filled = 0usize;
+        let mut read_total = 0u64;
+        let mut eof = false;
+        // Skipping the rest of a line longer than MAX_LINE_BYTES.
+        let mut skipping = false;
+        loop {
+            // Fill the block.
+            while !eof && filled < block {
+                let n = read_into(ledger, &mut buf, filled)?;
+                filled += n;
+                read_total += n as u64;
+                eof = n == 0;
+            }
+            if let Some(p) = progress.as_mut() {
+                p(read_total);
+            }
+            if skipping {
+                match memchr(b'\n', &buf[..filled]) {
+                    Some(i) => {
+                        self.merge_all(w, cps)?;
+                        buf.copy_within(i + 1..filled, 0);
+                        filled -= i + 1;
+                        skipping = false;
+                        w.too_long(true);
+                        w.after_line(cps)?;
+                    }
+                    None => {
+                        filled = 0;
+                        if eof {
+                            self.merge_all(w, cps)?;
+                            w.too_long(false);
+                            w.after_line(cps)?;
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Complete lines of the block (all of it at the end of the input).
+            let end = if eof {
+                filled
+            } else {
+                match memrchr(b'\n', &buf[..filled]) {
+                    Some(i) => i + 1,
+                    None => {
+                        if filled > MAX_LINE_BYTES {
+                            skipping = true;
+                            filled = 0;
+                        } else {
+                            // A line longer than the block: read on.
+                            let n = read_into(ledger, &mut buf, filled)?;
+                            filled += n;
+                            read_total += n as u64;
+                            eof = n == 0;
+                        }
+                        continue;
+                    }
+                }
+            };
+            if end == 0 {
+                break;
+            }
+            // The partial last line starts the next buffer.
+            let mut next = self.buffer(filled - end);
+            next[..filled - end].copy_from_slice(&buf[end..filled]);
+            let data = Arc::new(std::mem::replace(&mut buf, next));
+            filled -= end;
+            self.submit(data, end);
+            while self.inflight.len() > IN_FLIGHT {
+                self.merge_oldest(w, cps)?;
+            }
+            if eof && filled == 0 {
+                break;
+            }
+        }
+        self.merge_all(w, cps)
+    }
+
+    /// A buffer of at least `len` initialized bytes, more for reading on.
+    /// A new one starts small (a short ledger is not charged for zeroing a
+    /// whole block); [`read_into`] doubles it as it fills.
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut b = self.pool.pop().unwrap_or_default();
+        let want = len + 64 * 1024;
+        if b.len() < want {
+            b.resize(want, 0);
+        }
+        b
+    }
+
+    /// Hands the lines of `data[..end]` to the workers, one chunk each.
+    fn submit(&mut self, data: Arc<Vec<u8>>, end: usize) {
+        let bounds = split(&data[..end], self.threads);
+        let first = self.next_seq;
+        for k in 0..self.threads {
+            let (a, b) = (bounds[k], bounds[k + 1]);
+            if a >= b {
+                continue;
+            }
+            let job = Job {
+                seq: self.next_seq,
+                data: Arc::clone(&data),
+                end,
+                a,
+                b,
+            };
+            self.next_seq += 1;
+            // The workers live as long as `self`: sending cannot fail.
+            let _ = self.jobs.send(job);
+        }
+        self.inflight.push_back(first..self.next_seq);
+    }
+
+    fn merge_all<C: BufRead>(
+        &mut self,
+        w: &mut Walk<'_>,
+        cps: &mut Option<JsonLines<C>>,
+    ) -> Result<(), VerifyError> {
+        while !self.inflight.is_empty() {
+            self.merge_oldest(w, cps)?;
+        }
+        Ok(())
+    }
+
+    /// Merges the records of the oldest block, in file order.
+    fn merge_oldest<C: BufRead>(
+        &mut self,
+        w: &mut Walk<'_>,
+        cps: &mut Option<JsonLines<C>>,
+    ) -> Result<(), VerifyError> {
+        let Some(seqs) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let mut block: Option<Arc<Vec<u8>>> = None;
+        for seq in seqs {
+            let done = match self.early.remove(&seq) {
+                Some(d) => d,
+                None => loop {
+                    let Ok(d) = self.done.recv() else {
+                        // Every worker is gone without answering: only a
+                        // panic does that, and it was re-raised already.
+                        unreachable!("verify workers ended early");
+                    };
+                    if d.seq == seq {
+                        break d;
+                    }
+                    self.early.insert(d.seq, d);
+                },
+            };
+            let recs = done.recs.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let data = &done.data[..];
+            for rec in recs {
+                w.record(rec, data);
+                w.after_line(cps)?;
+            }
+            block = Some(done.data);
+        }
+        if let Some(data) = block {
+            w.settle_ts(&data);
+            if let Ok(buf) = Arc::try_unwrap(data) {
+                self.pool.push(buf);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads into `buf[filled..]` (growing it when full); 0 at the end.
+fn read_into<R: Read>(
+    ledger: &mut R,
+    buf: &mut Vec<u8>,
+    filled: usize,
+) -> Result<usize, VerifyError> {
+    if filled == buf.len() {
+        let more = buf.len().max(64 * 1024);
+        buf.resize(buf.len() + more, 0);
+    }
+    loop {
+        match ledger.read(&mut buf[filled..]) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(VerifyError::Ledger(e)),
+        }
+    }
 }
 
 fn memchr(c: u8, s: &[u8]) -> Option<usize> {
@@ -967,10 +1128,9 @@ impl<'o> Walk<'o> {
                     _ => {}
                 }
                 self.anchor_pending = false;
-                let rec_owned = recorded.to_vec();
-                self.check_cp(index, line_no, Some(&rec_owned));
+                self.check_cp(index, line_no, Some(recorded));
                 self.prev.clear();
-                self.prev.extend_from_slice(&rec_owned);
+                self.prev.extend_from_slice(recorded);
                 self.has_prev = true;
             }
         }

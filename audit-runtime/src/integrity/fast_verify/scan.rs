@@ -47,18 +47,7 @@ pub(crate) struct Scanned {
 /// Deepest nesting accepted here (serde_json's own limit is 128).
 const MAX_DEPTH: u32 = 100;
 
-/// Byte classes inside a string: 0 plain, 1 `"`, 2 `\`, 3 control.
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = 3;
-        i += 1;
-    }
-    t[b'"' as usize] = 1;
-    t[b'\\' as usize] = 2;
-    t
-};
+use crate::json::bytes::next_special;
 
 struct Scanner<'a> {
     b: &'a [u8],
@@ -87,7 +76,7 @@ pub(crate) fn scan_line(line: &[u8]) -> Option<Scanned> {
         loop {
             let member_start = s.i;
             let key = s.key()?;
-            if !first && key <= prev_key {
+            if !first && !after(key, prev_key) {
                 return None;
             }
             s.expect(b':')?;
@@ -184,7 +173,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string in canonical form; returns the contents' span and whether
-    /// it holds an escape.
+    /// it holds an escape (a raw control byte is never canonical).
     #[inline]
     fn string(&mut self) -> Option<(Span, bool)> {
         self.expect(b'"')?;
@@ -192,23 +181,15 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         let b = self.b;
         loop {
-            // Plain bytes, eight at a time while none of them is special.
-            while let Some(chunk) = b.get(self.i..self.i + 8) {
-                let w = u64::from_le_bytes(chunk.try_into().ok()?);
-                if has_special(w) {
-                    break;
-                }
-                self.i += 8;
-            }
-            let c = *b.get(self.i)?;
-            match CLASS[usize::from(c)] {
-                0 => self.i += 1,
-                1 => {
+            // Plain bytes, eight at a time; jump to the first special one.
+            self.i = next_special(b, self.i, true);
+            match *b.get(self.i)? {
+                b'"' => {
                     let end = self.i;
                     self.i += 1;
                     return Some(((start, end), escaped));
                 }
-                2 => {
+                b'\\' => {
                     escaped = true;
                     self.escape()?;
                 }
@@ -276,7 +257,7 @@ impl<'a> Scanner<'a> {
         let mut prev: Option<&[u8]> = None;
         loop {
             let key = self.key()?;
-            if prev.is_some_and(|p| key <= p) {
+            if prev.is_some_and(|p| !after(key, p)) {
                 return None;
             }
             prev = Some(key);
@@ -388,7 +369,7 @@ impl<'a> Scanner<'a> {
         let mut last: Option<&[u8]> = None;
         loop {
             let key = self.key()?;
-            if last.is_some_and(|p| key <= p) {
+            if last.is_some_and(|p| !after(key, p)) {
                 return None;
             }
             last = Some(key);
@@ -429,26 +410,22 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Whether `key` sorts strictly after `prev` (keys mostly differ in their
+/// first byte: decided there without a call to `memcmp`).
+#[inline]
+fn after(key: &[u8], prev: &[u8]) -> bool {
+    match (key.first(), prev.first()) {
+        (Some(a), Some(b)) if a != b => a > b,
+        _ => key > prev,
+    }
+}
+
 fn hex(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     }
-}
-
-/// Whether any byte of `w` is `"`, `\` or below 0x20.
-#[inline]
-fn has_special(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let quote = zero(w ^ (ONES * u64::from(b'"')));
-    let slash = zero(w ^ (ONES * u64::from(b'\\')));
-    // Bytes below 0x20: (b - 0x20) borrows into the high bit, unless the
-    // byte already had it set (non-ASCII bytes are never special).
-    let low = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (quote | slash | low) != 0
 }
 
 #[cfg(test)]
@@ -458,23 +435,6 @@ mod tests {
 
     fn canonical(line: &str) -> bool {
         scan_line(line.as_bytes()).is_some()
-    }
-
-    #[test]
-    fn special_byte_check_agrees_with_the_table() {
-        for b in 0..=255u8 {
-            for pos in 0..8 {
-                let mut v = [b'a'; 8];
-                v[pos] = b;
-                let w = u64::from_le_bytes(v);
-                assert_eq!(has_special(w), CLASS[usize::from(b)] != 0, "{b} at {pos}");
-            }
-        }
-        for (a, b) in [(0x00u8, 0x21u8), (0x21, 0x00), (0x80, 0x1f), (0xff, 0x20)] {
-            let v = [a, b, 0x41, 0x41, 0x41, 0x41, 0x41, 0x41];
-            let want = CLASS[usize::from(a)] != 0 || CLASS[usize::from(b)] != 0;
-            assert_eq!(has_special(u64::from_le_bytes(v)), want);
-        }
     }
 
     #[test]
@@ -510,6 +470,16 @@ mod tests {
             r#"{"integrity":{"event_hash":5}}"#,
         ] {
             assert!(!canonical(line), "{line}");
+        }
+        // Raw control bytes: never canonical, wherever they are.
+        for line in [
+            "{\"a\":\"x\u{1}\"}",
+            "{\"a\":\"0123456789\u{1f}abc\"}",
+            "{\"a\u{0}\":1}",
+            "{\"a\":\"x\ty\"}",
+            "{\"a\":1,\u{a}\"b\":2}",
+        ] {
+            assert!(!canonical(line), "{line:?}");
         }
     }
 
