@@ -194,10 +194,9 @@ fn clients(
             tokio::spawn(async move {
                 let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
                 stream.set_nodelay(true).unwrap();
-                let (mut send, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                        .await
-                        .unwrap();
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
                 tokio::spawn(conn);
                 let auth = format!("Bearer user-{c}:clinician");
                 let mut lat = Vec::with_capacity(50_000);
@@ -455,8 +454,18 @@ fn main() {
                     .collect(),
             );
             // Of which in the kernel (system time), in µs per request.
-            let sys_added = median(cycles.iter().map(|c| c[v].sys_us() - c[0].sys_us()).collect());
-            let cpu_added = median(cycles.iter().map(|c| c[v].cpu_us() - c[0].cpu_us()).collect());
+            let sys_added = median(
+                cycles
+                    .iter()
+                    .map(|c| c[v].sys_us() - c[0].sys_us())
+                    .collect(),
+            );
+            let cpu_added = median(
+                cycles
+                    .iter()
+                    .map(|c| c[v].cpu_us() - c[0].cpu_us())
+                    .collect(),
+            );
             let (rps, cpu) = pooled(v);
             let (mean, p50, p99) = lat(v);
             println!(
