@@ -274,7 +274,7 @@ mod spares {
     use std::collections::VecDeque;
     use std::sync::Arc;
 
-    use super::{Inner, BANK};
+    use crate::context::{Inner, BANK};
 
     /// Contexts kept per thread.
     const KEPT: usize = 64;
