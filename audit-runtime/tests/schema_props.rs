@@ -5,7 +5,10 @@
 use phi_audit_runtime::schema::{validate_value, ValidationErrors};
 use phi_audit_runtime::SchemaVersion;
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+
+#[path = "common/schema_gen.rs"]
+mod schema_gen;
 
 /// A synthetic PHI token put in string values: it must never reach a message.
 const PHI: &str = "PHI-TOKEN-Jane-Roe";
@@ -46,58 +49,8 @@ fn leaf() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec![
-            "schema_version",
-            "event_id",
-            "timestamp",
-            "service",
-            "actor",
-            "action",
-            "resource",
-            "outcome",
-            "correlation",
-            "http",
-            "integrity",
-            "metadata",
-            "delegation",
-            "name",
-            "type",
-            "id",
-            "status",
-            "error_type",
-            "error_message",
-            "subject_id",
-            "subject_type",
-            "roles",
-            "chain_depth",
-            "parent_agent_session_id",
-            "acting",
-            "authorizing",
-            "agent",
-            "interface",
-            "hash_alg",
-            "event_hash",
-            "prev_event_hash",
-            "client_ip",
-            "status_code",
-            "a/b",
-            "t~0",
-        ])
-        .prop_map(str::to_owned),
-        "[a-z_/~]{0,12}",
-    ]
-}
-
 fn arb_json() -> impl Strategy<Value = Value> {
-    leaf().prop_recursive(6, 96, 12, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..12).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..24)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
+    schema_gen::tree(leaf(), 6, 96, 12, 24)
 }
 
 fn valid(version: SchemaVersion) -> Value {

@@ -12,6 +12,9 @@ use phi_audit_runtime::SchemaVersion;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+#[path = "common/schema_gen.rs"]
+mod schema_gen;
+
 type Verdict = Result<Result<SchemaVersion, ValidationErrors>, JsonError>;
 
 fn oracle(text: &[u8], version: Option<SchemaVersion>) -> Verdict {
@@ -280,59 +283,8 @@ fn leaf() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec![
-            "schema_version",
-            "event_id",
-            "timestamp",
-            "service",
-            "actor",
-            "action",
-            "resource",
-            "outcome",
-            "correlation",
-            "http",
-            "integrity",
-            "metadata",
-            "delegation",
-            "name",
-            "type",
-            "id",
-            "status",
-            "error_type",
-            "error_message",
-            "subject_id",
-            "subject_type",
-            "roles",
-            "chain_depth",
-            "parent_agent_session_id",
-            "acting",
-            "authorizing",
-            "agent",
-            "interface",
-            "hash_alg",
-            "event_hash",
-            "prev_event_hash",
-            "client_ip",
-            "status_code",
-            "a/b",
-            "t~0",
-            "é",
-        ])
-        .prop_map(str::to_owned),
-        "[a-z_/~]{0,12}",
-    ]
-}
-
 fn arb_json() -> impl Strategy<Value = Value> {
-    leaf().prop_recursive(5, 64, 10, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..10).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..16)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    schema_gen::tree(leaf(), 5, 64, 10, 16)
 }
 
 fn valid(version: SchemaVersion) -> Value {
@@ -432,7 +384,7 @@ fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
         3 => (ptr(), arb_json()).prop_map(|(p, v)| Edit::Set(p, v)),
         2 => ptr().prop_map(Edit::Remove),
-        1 => (ptr(), key(), leaf()).prop_map(|(p, k, v)| Edit::Unknown(p, k, v)),
+        1 => (ptr(), schema_gen::key(), leaf()).prop_map(|(p, k, v)| Edit::Unknown(p, k, v)),
     ]
 }
 
