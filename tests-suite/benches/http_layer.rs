@@ -15,7 +15,9 @@
 //! `Authorization` header with `AuditLayer::actor_from_header`, as the
 //! example), `layer+routes` (and a route table: a second event per
 //! request), `layer-closure` (the actor from a closure over the request
-//! head, `AuditLayer::actor`, run on every request).
+//! head, `AuditLayer::actor`, run on every request), `noop-layer` (a tower
+//! layer that does nothing: what axum's wrapping of a layered route costs
+//! any layer).
 //!
 //! The variants take turns in short slices (default 0.25 s), rotated, for
 //! `--cycles` cycles: on a shared VM whose speed drifts by a quarter from
@@ -52,7 +54,8 @@ struct Args {
     slice_secs: f64,
     connections: usize,
     direct_n: usize,
-    /// Only this variant (`plain`, `layer`, `layer+routes`, `layer-closure`),
+    /// Only this variant (`plain`, `layer`, `layer+routes`, `layer-closure`,
+    /// `noop-layer`),
     /// for profiling.
     only: Option<String>,
 }
@@ -142,6 +145,12 @@ fn layered(routes: bool, by: ActorBy) -> Router {
         );
     }
     plain().layer(layer)
+}
+
+/// The app with a tower layer that does nothing: what axum's wrapping of
+/// a layered route costs any layer (the floor under `AuditLayer`'s cost).
+fn noop_layered() -> Router {
+    plain().layer(tower::layer::layer_fn(|service| service))
 }
 
 async fn serve(app: Router) -> SocketAddr {
@@ -302,7 +311,7 @@ async fn direct(app: Router, n: usize) -> f64 {
 /// The variants: the app without the layer, with it (the actor from the
 /// header, as the example), with it and a route table, and with it and the
 /// actor from a closure run on every request.
-const N: usize = 4;
+const N: usize = 5;
 
 fn main() {
     let a = args();
@@ -321,7 +330,13 @@ fn main() {
         .build()
         .unwrap();
 
-    const VARIANTS: [&str; N] = ["plain", "layer", "layer+routes", "layer-closure"];
+    const VARIANTS: [&str; N] = [
+        "plain",
+        "layer",
+        "layer+routes",
+        "layer-closure",
+        "noop-layer",
+    ];
     let only = a.only.as_deref();
     let runs = |v: usize| only.is_none_or(|o| o == VARIANTS[v]);
     // Per cycle, each variant's slice.
@@ -334,6 +349,7 @@ fn main() {
                 serve(layered(false, ActorBy::Header)).await,
                 serve(layered(true, ActorBy::Header)).await,
                 serve(layered(false, ActorBy::Closure)).await,
+                serve(noop_layered()).await,
             ];
             let (set, active) = tokio::sync::watch::channel(IDLE);
             let measuring = Arc::new(AtomicBool::new(false));
@@ -408,7 +424,8 @@ fn main() {
                 0 => plain(),
                 1 => layered(false, ActorBy::Header),
                 2 => layered(true, ActorBy::Header),
-                _ => layered(false, ActorBy::Closure),
+                3 => layered(false, ActorBy::Closure),
+                _ => noop_layered(),
             };
             ns[v] = direct(app, a.direct_n).await;
         }
