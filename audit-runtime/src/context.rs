@@ -265,9 +265,11 @@ thread_local! {
 /// thread: every context was freed on another thread than the one that
 /// made it, the allocator's slowest path on both sides (the freeing thread
 /// keeps few spare blocks of a size and hands the rest back under a lock;
-/// the making thread never has one of its own to reuse). Made over in
-/// place, a context's memory stays with the thread that made it, and its
-/// old contents are dropped there too.
+/// the making thread never has one of its own to reuse). Kept by the
+/// thread that finished the request (usually the one that started it) and
+/// made over in place there, a context's memory stays with the request
+/// threads, and its old contents are dropped there too; the sink's worker
+/// only lets go of a reference.
 #[cfg(feature = "tower")]
 mod spares {
     use std::cell::RefCell;
